@@ -1,0 +1,1 @@
+"""Embedded stack launcher and deployment files."""

@@ -1,0 +1,1 @@
+"""Evidence-grade execution lineage: the shared core (model, codec, hashing, Merkle, keys, verify)."""

@@ -1,0 +1,293 @@
+"""Emitter: publishes execution events with confluent-kafka and seals them in signed batches."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from lineage import codec, hashing, merkle
+from lineage.ids import uuid7
+from lineage.model import Authorization, EventKind, ExecutionEvent, Runtime, Seal
+from producers.errors import BackpressureTimeout, EmitterClosed, EmitterError
+from producers.partitioner import partition_for
+
+
+class SignerLike(Protocol):
+    key_id: str
+    subject: str
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    """What flush() could and could not deliver."""
+
+    delivered: int
+    undelivered: int
+    failed: int
+    errors: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.undelivered == 0 and self.failed == 0
+
+
+@dataclass
+class _SealBatch:
+    first_seq: int = -1
+    digests: list[bytes] = field(default_factory=list)
+    opened_at: float = 0.0
+
+
+@dataclass
+class _PartitionState:
+    next_seq: int = 0
+    prev_seal_hash: bytes = hashing.ZERO_HASH
+    batch: _SealBatch = field(default_factory=_SealBatch)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Emitter:
+    """Publishes events keyed by workflow id, numbered per partition, sealed every N events or T ms.
+
+    Use as a context manager; ``close()`` seals and flushes what is pending.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        signer: SignerLike,
+        instance: str | None = None,
+        seal_every: int = 100,
+        seal_ms: int = 200,
+        queue_max: int = 100_000,
+        block_timeout_s: float = 30.0,
+        producer_config: Mapping[str, Any] | None = None,
+        clock: Callable[[], int] = now_us,
+    ) -> None:
+        if seal_every < 1:
+            raise EmitterError(f"seal_every: expected >= 1, found {seal_every}")
+        self.topic = topic
+        self.signer = signer
+        self.emitter_id = f"{signer.subject}#{instance or uuid7()[-12:]}"
+        self.seal_every = seal_every
+        self.seal_ms = seal_ms
+        self.block_timeout_s = block_timeout_s
+        self.clock = clock
+        self._event_schema = codec.load("execution_event")
+        self._seal_schema = codec.load("seal")
+        self._lock = threading.RLock()
+        self._closed = False
+        self.delivered = 0
+        self.emitted = 0
+        self.failed = 0
+        self.errors: list[str] = []
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "queue.buffering.max.messages": queue_max,
+            "message.timeout.ms": 120_000,
+        }
+        conf.update(producer_config or {})
+        self._producer = Producer(conf)
+        try:
+            meta = self._producer.list_topics(topic, timeout=10)
+            parts = meta.topics[topic].partitions
+            if meta.topics[topic].error is not None or not parts:
+                raise EmitterError(f"topic {topic!r} not found on {bootstrap}")
+        except KafkaException as exc:
+            raise EmitterError(f"cannot read metadata of {topic!r} from {bootstrap}: {exc}") from exc
+        self.partitions = len(parts)
+        self._state: dict[int, _PartitionState] = {}
+        self._stop = threading.Event()
+        self._timer = threading.Thread(target=self._seal_timer, name="emitter-sealer", daemon=True)
+        self._timer.start()
+
+    # -- building events -------------------------------------------------
+
+    def emit(
+        self,
+        *,
+        workflow_id: str,
+        kind: EventKind,
+        principal: str,
+        action: str,
+        resource: str | None = None,
+        parent_event_id: str | None = None,
+        parent_workflow_id: str | None = None,
+        agent_id: str | None = None,
+        model_id: str | None = None,
+        model_version: str | None = None,
+        authorization_id: str | None = None,
+        authorization: Authorization | None = None,
+        runtime: Runtime | None = None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+        input_digest: str | None = None,
+        output_digest: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        event_id: str | None = None,
+        event_time: int | None = None,
+    ) -> ExecutionEvent:
+        """Validate, encode, number and send one event; raise before sending if it is invalid."""
+        key = workflow_id.encode()
+        partition = partition_for(key, self.partitions)
+        with self._lock:
+            if self._closed:
+                raise EmitterClosed("emit() after close()")
+            state = self._state.setdefault(partition, _PartitionState())
+            event = ExecutionEvent(
+                event_id=event_id or uuid7(),
+                workflow_id=workflow_id,
+                kind=kind,
+                event_time=event_time or self.clock(),
+                principal=principal,
+                action=action,
+                emitter_id=self.emitter_id,
+                emitter_seq=state.next_seq,
+                topic=self.topic,
+                partition=partition,
+                parent_event_id=parent_event_id,
+                parent_workflow_id=parent_workflow_id,
+                trace_id=trace_id,
+                span_id=span_id,
+                agent_id=agent_id,
+                model_id=model_id,
+                model_version=model_version,
+                resource=resource,
+                authorization_id=authorization_id,
+                authorization=authorization,
+                runtime=runtime,
+                input_digest=input_digest,
+                output_digest=output_digest,
+                attributes=dict(attributes or {}),
+            )
+            data = self._event_schema.encode(event.to_record())
+            self._produce(key, data, partition)
+            state.next_seq += 1
+            self.emitted += 1
+            batch = state.batch
+            if not batch.digests:
+                batch.first_seq = event.emitter_seq
+                batch.opened_at = time.monotonic()
+            batch.digests.append(hashing.event_digest(data))
+            if len(batch.digests) >= self.seal_every:
+                self._seal(partition, state)
+        self._producer.poll(0)
+        return event
+
+    # -- seals -----------------------------------------------------------
+
+    def _seal(self, partition: int, state: _PartitionState) -> None:
+        batch = state.batch
+        if not batch.digests:
+            return
+        last_seq = batch.first_seq + len(batch.digests) - 1
+        root = merkle.root(batch.digests)
+        message = hashing.seal_message(
+            self.emitter_id, self.signer.key_id, self.topic, partition,
+            batch.first_seq, last_seq, root, state.prev_seal_hash,
+        )
+        seal = Seal(
+            emitter_id=self.emitter_id,
+            key_id=self.signer.key_id,
+            topic=self.topic,
+            partition=partition,
+            first_seq=batch.first_seq,
+            last_seq=last_seq,
+            merkle_root=root,
+            prev_seal_hash=state.prev_seal_hash,
+            signature=self.signer.sign(message),
+        )
+        data = self._seal_schema.encode(seal.to_record(), check=False)
+        self._produce(f"seal:{self.emitter_id}".encode(), data, partition)
+        state.prev_seal_hash = hashing.seal_hash(data)
+        state.batch = _SealBatch()
+
+    def seal_all(self) -> None:
+        """Seal every open batch now."""
+        with self._lock:
+            for partition, state in self._state.items():
+                self._seal(partition, state)
+
+    def _seal_timer(self) -> None:
+        interval = max(self.seal_ms / 4000, 0.005)
+        while not self._stop.wait(interval):
+            deadline = time.monotonic() - self.seal_ms / 1000
+            with self._lock:
+                if self._closed:
+                    return
+                for partition, state in self._state.items():
+                    if state.batch.digests and state.batch.opened_at <= deadline:
+                        self._seal(partition, state)
+            self._producer.poll(0)
+
+    # -- delivery --------------------------------------------------------
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            if len(self.errors) < 100:
+                self.errors.append(str(err))
+
+    def _produce(self, key: bytes, value: bytes, partition: int) -> None:
+        deadline = time.monotonic() + self.block_timeout_s
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic, value=value, key=key, partition=partition, on_delivery=self._on_delivery
+                )
+                return
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise BackpressureTimeout(
+                        f"local queue full for {self.block_timeout_s:.0f} s; broker not keeping up or down"
+                    ) from None
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise EmitterError(f"cannot send to {self.topic}: {exc}") from exc
+
+    def flush(self, timeout: float = 30.0, *, seal: bool = True) -> FlushReport:
+        """Seal open batches (unless ``seal`` is false) and wait up to ``timeout`` s for delivery.
+
+        The report says what was not delivered; nothing is dropped silently.
+        """
+        if seal:
+            self.seal_all()
+        remaining = self._producer.flush(timeout)
+        return FlushReport(self.delivered, remaining, self.failed, tuple(self.errors))
+
+    def pending(self) -> int:
+        """Records handed to the client but not yet acknowledged by the broker."""
+        return len(self._producer)
+
+    def close(self, timeout: float = 30.0) -> FlushReport:
+        """Seal, flush and stop; returns the final delivery report."""
+        report = self.flush(timeout)
+        with self._lock:
+            self._closed = True
+        self._stop.set()
+        self._timer.join(timeout=2)
+        return report
+
+    def __enter__(self) -> Emitter:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,172 @@
+"""The pre-execution gate: evaluate policy, record a signed decision, and wrap executions fail-closed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from lineage.model import Decision, EventKind, ExecutionEvent, Runtime
+from lineage.policy import GateDecision, PolicyEvaluationError, PolicySet, evaluate
+from producers.emitter import Emitter
+from producers.errors import EmitterError
+
+
+class GateError(EmitterError):
+    """The gate could not decide or could not record its decision; the action must not run."""
+
+
+class AuthorizationDenied(EmitterError):
+    """The policy said DENY; the decision has been recorded."""
+
+    def __init__(self, decision: GateDecision, event: ExecutionEvent) -> None:
+        super().__init__(
+            f"{decision.action} on {decision.resource or '-'} denied by {decision.policy_id} "
+            f"({', '.join(decision.determining_policies) or 'no permit matched'})"
+        )
+        self.decision = decision
+        self.event = event
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """W3C trace context carried to downstream calls."""
+
+    trace_id: str
+    span_id: str
+
+    @classmethod
+    def new(cls) -> TraceContext:
+        return cls(os.urandom(16).hex(), os.urandom(8).hex())
+
+    def child(self) -> TraceContext:
+        return TraceContext(self.trace_id, os.urandom(8).hex())
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-01"
+
+    @classmethod
+    def parse(cls, header: str) -> TraceContext:
+        parts = header.split("-")
+        if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+            raise ValueError(f"traceparent: expected 00-<32 hex>-<16 hex>-<2 hex>, found {header!r}")
+        return cls(parts[1], parts[2])
+
+
+@dataclass(frozen=True)
+class Grant:
+    """An ALLOW decision that has been recorded."""
+
+    event: ExecutionEvent
+    decision: GateDecision
+    expires_at: int
+    trace: TraceContext
+
+
+@dataclass(frozen=True)
+class Execution:
+    """A running execution: pass ``event_id`` and ``trace.traceparent`` to downstream calls."""
+
+    started: ExecutionEvent
+    trace: TraceContext
+
+    @property
+    def event_id(self) -> str:
+        return self.started.event_id
+
+
+class Gate:
+    """Pre-execution authorization for one service; its emitter should hold an authorizer key."""
+
+    def __init__(self, emitter: Emitter, policy: PolicySet, *, ttl_s: float = 300.0,
+                 confirm_timeout_s: float | None = 10.0) -> None:
+        self.emitter = emitter
+        self.policy = policy
+        self.ttl_us = int(ttl_s * 1_000_000)
+        self.confirm_timeout_s = confirm_timeout_s
+
+    def authorize(
+        self,
+        *,
+        workflow_id: str,
+        principal: str,
+        action: str,
+        resource: str | None = None,
+        agent_id: str | None = None,
+        parent_event_id: str | None = None,
+        context: Mapping[str, str | int | bool] | None = None,
+        trace: TraceContext | None = None,
+    ) -> Grant:
+        """Evaluate, record the decision (waiting for the broker when confirming), raise on DENY."""
+        try:
+            decision = evaluate(self.policy, principal=principal, action=action, resource=resource,
+                                context=context or {})
+        except PolicyEvaluationError as exc:
+            raise GateError(f"policy could not be evaluated, action not run: {exc}") from exc
+        trace = trace or TraceContext.new()
+        now = self.emitter.clock()
+        expires_at = now + self.ttl_us
+        try:
+            event = self.emitter.emit(
+                workflow_id=workflow_id, kind=EventKind.AUTHORIZATION_DECISION, principal=principal,
+                action=action, resource=resource, agent_id=agent_id, parent_event_id=parent_event_id,
+                authorization=decision.to_authorization(expires_at=expires_at),
+                trace_id=trace.trace_id, span_id=trace.span_id, event_time=now,
+            )
+            if self.confirm_timeout_s is not None:
+                report = self.emitter.flush(self.confirm_timeout_s, seal=False)
+                if not report.ok:
+                    raise GateError(
+                        f"decision could not be recorded ({report.undelivered} undelivered, "
+                        f"{report.failed} failed); action not run")
+        except EmitterError as exc:
+            if isinstance(exc, GateError):
+                raise
+            raise GateError(f"decision could not be recorded, action not run: {exc}") from exc
+        if decision.decision is Decision.DENY:
+            raise AuthorizationDenied(decision, event)
+        return Grant(event, decision, expires_at, trace)
+
+    @contextmanager
+    def execution(
+        self,
+        grant: Grant,
+        *,
+        principal: str,
+        agent_id: str | None = None,
+        runtime: Runtime | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> Iterator[Execution]:
+        """Emit EXECUTION_STARTED, run the body, then EXECUTION_COMPLETED or EXECUTION_FAILED."""
+        if grant.decision.decision is not Decision.ALLOW:
+            raise GateError("an execution needs an ALLOW grant")
+        if self.emitter.clock() > grant.expires_at:
+            raise GateError("the authorization has expired; ask again")
+        ev = grant.event
+        trace = grant.trace.child()
+        started = self.emitter.emit(
+            workflow_id=ev.workflow_id, kind=EventKind.EXECUTION_STARTED, principal=principal,
+            action=grant.decision.action, resource=grant.decision.resource, agent_id=agent_id,
+            parent_event_id=ev.event_id, authorization_id=ev.event_id, runtime=runtime,
+            trace_id=trace.trace_id, span_id=trace.span_id, attributes=attributes,
+        )
+        handle = Execution(started, trace)
+        try:
+            yield handle
+        except BaseException as exc:
+            self.emitter.emit(
+                workflow_id=ev.workflow_id, kind=EventKind.EXECUTION_FAILED, principal=principal,
+                action=grant.decision.action, resource=grant.decision.resource, agent_id=agent_id,
+                parent_event_id=started.event_id, authorization_id=ev.event_id, runtime=runtime,
+                trace_id=trace.trace_id, span_id=trace.span_id,
+                attributes={"error": type(exc).__name__},
+            )
+            raise
+        self.emitter.emit(
+            workflow_id=ev.workflow_id, kind=EventKind.EXECUTION_COMPLETED, principal=principal,
+            action=grant.decision.action, resource=grant.decision.resource, agent_id=agent_id,
+            parent_event_id=started.event_id, authorization_id=ev.event_id, runtime=runtime,
+            trace_id=trace.trace_id, span_id=trace.span_id,
+        )

@@ -1,0 +1,1 @@
+"""Sinks that write verified lineage to ClickHouse."""

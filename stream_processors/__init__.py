@@ -1,0 +1,1 @@
+"""The faust-streaming processor: decode, authenticate, order, chain, check policy, checkpoint."""

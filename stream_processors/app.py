@@ -1,0 +1,200 @@
+"""The faust app: one agent reads raw event batches and drives a PartitionPipeline per partition."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+from confluent_kafka import Producer
+from faust.types import TP
+
+from lineage import codec
+from lineage.config import Settings
+from lineage.keys import KeyRegistry, Signer
+from lineage.policy import PolicySet
+from stream_processors import transport
+from stream_processors.decode import Limits
+from stream_processors.order import OrderLimits
+from stream_processors.pipeline import PartitionPipeline, PipelineConfig
+from stream_processors.records import Outputs, RawRecord
+
+log = logging.getLogger("lineage.processor")
+SEEK_RETRY_S = 5.0
+
+
+class TableStore:
+    """StateStore over a faust table, writing each change to the source partition's changelog."""
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self.table = table
+        self.partition = partition
+
+    def get(self, key: str) -> bytes | None:
+        value = self.table.data.get(key.encode())
+        return bytes(value) if value is not None else None
+
+    def put(self, key: str, value: bytes) -> None:
+        raw = key.encode()
+        self.table.data[raw] = value
+        self.table.send_changelog(self.partition, raw, value)
+
+
+class Publisher:
+    """Publishes stage outputs with confluent-kafka and waits for the broker's acknowledgement."""
+
+    def __init__(self, bootstrap: str, settings: Settings) -> None:
+        self.topics = settings.topics
+        self.producer = Producer({
+            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 1,
+        })
+        self._entry = codec.load("chain_entry")
+        self._violation = codec.load("violation")
+        self._quarantine = codec.load("quarantine")
+        self._checkpoint = codec.load("checkpoint")
+        self.failed = 0
+
+    def _cb(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+
+    def publish(self, out: Outputs) -> None:
+        p = self.producer
+        for e in out.entries:
+            p.produce(self.topics.chain, self._entry.encode(e.to_record(), check=False),
+                      key=e.workflow_id.encode(), partition=e.source_partition, on_delivery=self._cb)
+        for v in out.violations:
+            p.produce(self.topics.violations, self._violation.encode(v.to_record(), check=False),
+                      key=v.workflow_id.encode(), on_delivery=self._cb)
+        for q in out.quarantine:
+            p.produce(self.topics.quarantine, self._quarantine.encode(q.to_record(), check=False),
+                      key=q.raw_key, partition=q.source_partition, on_delivery=self._cb)
+        for c in out.checkpoints:
+            p.produce(self.topics.checkpoints, self._checkpoint.encode(c.to_record(), check=False),
+                      key=str(c.partition).encode(), partition=c.partition, on_delivery=self._cb)
+        self.confirm()
+
+    def confirm(self) -> None:
+        """Block until every output is acknowledged; a failure stops the worker (state not advanced)."""
+        while self.producer.flush(10.0):
+            log.warning("outputs not yet acknowledged by the broker; waiting")
+        if self.failed:
+            raise RuntimeError(f"{self.failed} outputs were not delivered; stopping before state advances")
+
+
+def build_app(settings: Settings, bootstrap: str, registry: KeyRegistry, policy: PolicySet,
+              signer: Signer, *, worker_id: str = "w0") -> faust.App:
+    """One App object with one agent; nothing here reads the environment."""
+    scheme = transport.install(settings.fetch_wait_ms)
+    topics = settings.topics
+    app = faust.App(
+        settings.processor_group,
+        broker=f"{scheme}://{bootstrap}",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
+        broker_rebalance_timeout=settings.session_timeout_ms / 1000,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        web_enabled=False,
+        producer_acks=-1,
+        broker_commit_interval=0.5,
+        stream_wait_empty=False,
+        worker_redirect_stdouts=False,
+    )
+    events = app.topic(topics.events, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
+    table = app.Table("lineage-state", default=None, key_type=bytes, value_type=bytes,
+                      partitions=settings.partitions)
+    publisher = Publisher(bootstrap, settings)
+    config = PipelineConfig(
+        limits=Limits(settings.max_record_bytes, settings.max_attributes),
+        order_limits=OrderLimits(settings.reorder_max_events_per_workflow,
+                                 settings.reorder_max_events_per_partition,
+                                 settings.reorder_max_bytes_per_partition),
+        window_offsets=settings.window_offsets,
+        checkpoint_every_s=settings.checkpoint_every_s,
+    )
+    pipelines: dict[int, PartitionPipeline] = {}
+    seeking: dict[int, tuple[int, float]] = {}
+
+    def pipeline(partition: int) -> PartitionPipeline:
+        pl = pipelines.get(partition)
+        if pl is None:
+            pl = PartitionPipeline(topic=topics.events, partition=partition, store=TableStore(table, partition),
+                                   registry=registry, policy=policy, checkpoint_signer=signer, config=config)
+            pipelines[partition] = pl
+            log.info("partition %d: resuming at offset %d", partition, pl.meta.next_offset)
+        return pl
+
+    @app.on_partitions_revoked.connect  # type: ignore[misc]
+    async def on_revoked(sender: Any, revoked: Any, **kw: Any) -> None:
+        for tp in revoked:
+            if tp.topic == topics.events:
+                pipelines.pop(tp.partition, None)
+                seeking.pop(tp.partition, None)
+
+    async def seek(partition: int, offset: int) -> None:
+        log.warning("partition %d: offset gap, seeking back to %d", partition, offset)
+        seeking[partition] = (offset, time.monotonic())
+        await app.consumer.seek(TP(topics.events, partition), offset)
+
+    def checkpoint_all(force: bool) -> None:
+        out = Outputs()
+        for pl in list(pipelines.values()):
+            cp = pl.maybe_checkpoint(force=force)
+            if cp is not None:
+                out.checkpoints.append(cp)
+        if out.checkpoints:
+            publisher.publish(out)
+            for pl in pipelines.values():
+                pl.dirty_state()
+
+    @app.agent(events)  # type: ignore[misc]
+    async def process(stream: Any) -> None:
+        async for batch in stream.take_events(2000, within=0.01):
+            by_partition: dict[int, list[RawRecord]] = {}
+            for ev in batch:
+                m = ev.message
+                by_partition.setdefault(m.partition, []).append(
+                    RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp or 0))
+            out = Outputs()
+            seeks: list[tuple[int, int]] = []
+            for partition, records in by_partition.items():
+                pending_seek = seeking.get(partition)
+                if pending_seek is not None:
+                    target, since = pending_seek
+                    records = [r for r in records if r.offset >= target]
+                    if not records or records[0].offset != target:
+                        if time.monotonic() - since > SEEK_RETRY_S:
+                            seeks.append((partition, target))
+                        continue
+                    del seeking[partition]
+                records.sort(key=lambda r: r.offset)
+                result, seek_to = pipeline(partition).process(records)
+                out.extend(result)
+                if seek_to is not None:
+                    seeks.append((partition, seek_to))
+            cps = [cp for pl in pipelines.values() if (cp := pl.maybe_checkpoint()) is not None]
+            out.checkpoints += cps
+            publisher.publish(out)  # outputs acknowledged before state is written
+            for partition in by_partition:
+                if partition in pipelines:
+                    pipelines[partition].dirty_state()
+            for pl in pipelines.values():
+                if cps:
+                    pl.dirty_state()
+            for partition, offset in seeks:
+                await seek(partition, offset)
+
+    @app.timer(settings.checkpoint_every_s)  # type: ignore[misc]
+    async def checkpoint_timer() -> None:
+        await asyncio.sleep(0)
+        checkpoint_all(force=False)
+
+    app.lineage_checkpoint_all = checkpoint_all  # type: ignore[attr-defined]
+    return app

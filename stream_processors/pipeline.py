@@ -1,0 +1,306 @@
+"""One input partition's pipeline: decode → authenticate → order → chain → policy → log, with state."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from lineage import codec
+from lineage.errors import DecodeError
+from lineage.keys import KeyRegistry, Signer
+from lineage.model import ChainEntry, Checkpoint, ExecutionEvent, QuarantineRecord, Violation, ViolationType
+from lineage.policy import PolicySet
+from stream_processors import chain, order
+from stream_processors.authenticate import AuthResult, Authenticator
+from stream_processors.checkpoint import PartitionLog, origin_for
+from stream_processors.decode import Decoder, Limits
+from stream_processors.findings import integrity_violation, quarantine_event, violation_id
+from stream_processors.order import OrderLimits
+from stream_processors.policy_stage import PolicyStage, WorkflowPolicyState
+from stream_processors.records import DecodedSeal, Outputs, PendingEvent, RawRecord
+from stream_processors.state import EmitterState, PartitionMeta, StateStore, WorkflowState
+
+EXPIRY_EVERY = 64
+CONTAINED = "CONTAINED"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    limits: Limits = Limits()
+    order_limits: OrderLimits = OrderLimits()
+    window_offsets: int = 20_000
+    checkpoint_every_s: float = 2.0
+    origin_base: str = "lineage.local"
+    checkpoint_key_name: str = "lineage-processor"
+    cache_workflows: int = 50_000
+
+
+def _decode_event(data: bytes) -> ExecutionEvent:
+    return ExecutionEvent.from_record(codec.load("execution_event").decode_body(data))
+
+
+class PartitionPipeline:
+    """Deterministic processing of one partition; state goes to and comes from a StateStore."""
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        partition: int,
+        store: StateStore,
+        registry: KeyRegistry,
+        policy: PolicySet,
+        checkpoint_signer: Signer,
+        config: PipelineConfig = PipelineConfig(),
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.store = store
+        self.config = config
+        self.policy = policy
+        self.policy_digest = policy.digest
+        self.policy_hex = policy.digest_hex
+        self.signer = checkpoint_signer
+        self.registry = registry
+        self.decoder = Decoder(config.limits)
+        self.policy_stage = PolicyStage(policy, lambda _emitter: True)
+        self.origin = origin_for(config.origin_base, topic, partition)
+        self._prefix = f"{partition}|"
+        raw_meta = store.get(self._prefix + "meta")
+        self.meta = PartitionMeta.from_bytes(raw_meta) if raw_meta else PartitionMeta(next_offset=0)
+        self.log = PartitionLog(self.meta.log)
+        self.emitters: dict[str, EmitterState] = {}
+        self.workflows: OrderedDict[str, WorkflowState] = OrderedDict()
+        self.policy_states: dict[str, WorkflowPolicyState] = {}
+        self.dirty_emitters: set[str] = set()
+        self.dirty_workflows: set[str] = set()
+        self.auth = Authenticator(topic, partition, registry, self.policy_hex, self._emitter)
+        self._last_checkpoint = time.monotonic()
+        self._waiting_events = sum(0 for _ in ())
+        self.counters = self.meta.counters
+
+    # -- state access ----------------------------------------------------
+
+    def _emitter(self, emitter_id: str) -> EmitterState:
+        st = self.emitters.get(emitter_id)
+        if st is None:
+            raw = self.store.get(f"{self._prefix}e|{emitter_id}")
+            st = EmitterState.from_bytes(raw, _decode_event) if raw else EmitterState()
+            self.emitters[emitter_id] = st
+        self.dirty_emitters.add(emitter_id)
+        return st
+
+    def _workflow(self, workflow_id: str) -> WorkflowState:
+        st = self.workflows.get(workflow_id)
+        if st is None:
+            raw = self.store.get(f"{self._prefix}w|{workflow_id}")
+            st = WorkflowState.from_bytes(raw, _decode_event) if raw else WorkflowState(workflow_id)
+            self.workflows[workflow_id] = st
+        else:
+            self.workflows.move_to_end(workflow_id)
+        self.dirty_workflows.add(workflow_id)
+        return st
+
+    def _policy_state(self, wf: WorkflowState) -> WorkflowPolicyState:
+        ps = self.policy_states.get(wf.workflow_id)
+        if ps is None:
+            ps = WorkflowPolicyState.from_bytes(wf.policy) if wf.policy else WorkflowPolicyState()
+            self.policy_states[wf.workflow_id] = ps
+        return ps
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    # -- processing ------------------------------------------------------
+
+    def process(self, records: list[RawRecord]) -> tuple[Outputs, int | None]:
+        """Process records of this partition in offset order.
+
+        Returns the outputs and, when an offset was skipped by the consumer, the offset to seek
+        back to (the rest of the batch is left unprocessed so nothing is passed over).
+        """
+        out = Outputs()
+        for raw in records:
+            if raw.offset < self.meta.next_offset:
+                self._count("replayed")
+                continue
+            if raw.offset > self.meta.next_offset:
+                self._count("offset_gaps")
+                return out, self.meta.next_offset
+            self.meta.next_offset = raw.offset + 1
+            self._process_one(raw, out)
+            if raw.offset % EXPIRY_EVERY == 0:
+                self._expire(raw.offset, out)
+        return out, None
+
+    def _process_one(self, raw: RawRecord, out: Outputs) -> None:
+        self._count("records")
+        try:
+            decoded = self.decoder.decode(raw)
+        except DecodeError as exc:
+            self._count("quarantined")
+            out.quarantine.append(QuarantineRecord(
+                reason_code=exc.code, reason=str(exc), raw_value=raw.value or b"",
+                source_topic=raw.topic, source_partition=raw.partition, source_offset=raw.offset,
+                raw_key=raw.key))
+            return
+        if isinstance(decoded, DecodedSeal):
+            self._count("seals")
+            res = self.auth.on_seal(decoded)
+            self._take(res, out)
+            self._note_pending(decoded.seal.emitter_id)
+            for p in res.released:
+                self._admit(p, out)
+        else:
+            self._count("events")
+            res = self.auth.on_event(decoded)
+            self._take(res, out)
+            self._note_pending(decoded.event.emitter_id)
+
+    def _note_pending(self, emitter_id: str) -> None:
+        st = self.emitters[emitter_id]
+        listed = emitter_id in self.meta.pending_emitters
+        if st.pending and not listed:
+            self.meta.pending_emitters.append(emitter_id)
+        elif not st.pending and listed:
+            self.meta.pending_emitters.remove(emitter_id)
+
+    def _note_waiting(self, wf: WorkflowState) -> None:
+        listed = wf.workflow_id in self.meta.waiting_workflows
+        if wf.waiting and not listed:
+            self.meta.waiting_workflows.append(wf.workflow_id)
+        elif not wf.waiting and listed:
+            self.meta.waiting_workflows.remove(wf.workflow_id)
+
+    def _take(self, res: AuthResult, out: Outputs) -> None:
+        out.violations += res.violations
+        out.quarantine += res.quarantine
+        if res.quarantine:
+            self._count("quarantined", len(res.quarantine))
+        if res.duplicates:
+            self._count("duplicates", res.duplicates)
+
+    def _admit(self, p: PendingEvent, out: Outputs) -> None:
+        wf = self._workflow(p.event.workflow_id)
+        before = len(wf.waiting)
+        adm = order.offer(wf, p)
+        if adm.duplicates:
+            self._count("duplicates", len(adm.duplicates))
+        for bad, reason in adm.conflicts:
+            self._reject(bad, ViolationType.DUPLICATE_CONFLICT, "DUPLICATE_CONFLICT", "equivocation", reason, out)
+        for ready in adm.ready:
+            self._commit(wf, ready, out)
+        self.meta.counters["waiting"] = self.meta.counters.get("waiting", 0) + len(wf.waiting) - before
+        self._note_waiting(wf)
+        self._enforce_bounds(wf, out)
+
+    def _reject(self, p: PendingEvent, vtype: ViolationType, code: str, rule: str, reason: str, out: Outputs) -> None:
+        self._count("quarantined")
+        out.violations.append(integrity_violation(
+            vtype, rule=rule, explanation=reason, workflow_id=p.event.workflow_id, partition=self.partition,
+            offset=p.offset, event_time=p.event.event_time, policy_digest=self.policy_hex, event_id=p.event.event_id))
+        out.quarantine.append(quarantine_event(p, self.topic, self.partition, code, reason))
+
+    def _commit(self, wf: WorkflowState, p: PendingEvent, out: Outputs) -> None:
+        seq, prev, entry_hash = chain.link(wf, p.digest, self.policy_digest)
+        ps = self._policy_state(wf)
+        contained_before = ps.contained
+        findings = self.policy_stage.check(p.event, ps, authorizer_trusted=p.authorizer)
+        log_index = self.log.append(entry_hash)
+        out.entries.append(ChainEntry(
+            workflow_id=wf.workflow_id, chain_seq=seq, event_id=p.event.event_id, event_digest=p.digest,
+            prev_hash=prev, entry_hash=entry_hash, policy_digest=self.policy_digest, event_bytes=p.data,
+            source_partition=self.partition, source_offset=p.offset, log_index=log_index,
+            seal_bytes=p.seal_bytes, seal_index=p.seal_index, seal_path=p.seal_path,
+            flags=(CONTAINED,) if contained_before else (),
+        ))
+        self._count("chained")
+        for f in findings:
+            out.violations.append(Violation(
+                violation_id=violation_id(f.violation_type, wf.workflow_id, p.event.event_id, self.partition, p.offset),
+                violation_type=f.violation_type, rule=f.rule, severity=f.severity, workflow_id=wf.workflow_id,
+                policy_digest=self.policy_hex, explanation=f.explanation, source_partition=self.partition,
+                source_offset=p.offset, event_time=p.event.event_time, event_id=p.event.event_id,
+                related_event_ids=tuple(f.related_event_ids)))
+        if findings:
+            self._count("violations", len(findings))
+
+    def _enforce_bounds(self, wf: WorkflowState, out: Outputs) -> None:
+        lim = self.config.order_limits
+        while len(wf.waiting) > lim.max_events_per_workflow:
+            self._orphan(wf, wf.waiting[0], "the workflow's reorder buffer is full", out)
+        while self.meta.counters.get("waiting", 0) > lim.max_events_per_partition:
+            oldest = self._oldest_waiting()
+            if oldest is None:
+                break
+            self._orphan(oldest[0], oldest[1], "the partition's reorder buffer is full", out)
+
+    def _oldest_waiting(self) -> tuple[WorkflowState, PendingEvent] | None:
+        best: tuple[WorkflowState, PendingEvent] | None = None
+        for wid in self.meta.waiting_workflows:
+            wf = self._workflow(wid)
+            for p in wf.waiting:
+                if best is None or p.offset < best[1].offset:
+                    best = (wf, p)
+        return best
+
+    def _orphan(self, wf: WorkflowState, p: PendingEvent, why: str, out: Outputs) -> None:
+        wf.waiting.remove(p)
+        self.meta.counters["waiting"] = self.meta.counters.get("waiting", 0) - 1
+        self._reject(p, ViolationType.ORPHAN_EVENT, "ORPHAN_EVENT", "causal-order",
+                     f"parent {p.event.parent_event_id} was not chained: {why}", out)
+        self._note_waiting(wf)
+
+    def _expire(self, offset: int, out: Outputs) -> None:
+        horizon = offset - self.config.window_offsets
+        if horizon <= 0:
+            return
+        for emitter_id in list(self.meta.pending_emitters):
+            st = self._emitter(emitter_id)
+            if any(p.offset < horizon for p in st.pending.values()):
+                self._take(self.auth.expire(st, horizon), out)
+                self._note_pending(emitter_id)
+        for wid in list(self.meta.waiting_workflows):
+            wf = self._workflow(wid)
+            for p in [p for p in wf.waiting if p.offset < horizon]:
+                self._orphan(wf, p, f"it did not arrive within {self.config.window_offsets} offsets", out)
+
+    # -- checkpoints and state -------------------------------------------
+
+    def maybe_checkpoint(self, *, force: bool = False) -> Checkpoint | None:
+        """Sign a checkpoint when the log grew and the interval passed (or when forced)."""
+        now = time.monotonic()
+        if self.log.size <= self.meta.checkpoint_size:
+            return None
+        if not force and now - self._last_checkpoint < self.config.checkpoint_every_s:
+            return None
+        self._last_checkpoint = now
+        self.meta.checkpoint_size = self.log.size
+        return self.log.sign(self.origin, self.signer, self.config.checkpoint_key_name, self.partition,
+                             self.meta.next_offset)
+
+    def dirty_state(self) -> list[tuple[str, bytes]]:
+        """Serialized state changed since the last call (write to the changelog after the outputs)."""
+        items: list[tuple[str, bytes]] = []
+        for emitter_id in sorted(self.dirty_emitters):
+            items.append((f"{self._prefix}e|{emitter_id}", self.emitters[emitter_id].to_bytes()))
+        for wid in sorted(self.dirty_workflows):
+            wf = self.workflows[wid]
+            ps = self.policy_states.get(wid)
+            if ps is not None:
+                wf.policy = ps.to_bytes()
+            items.append((f"{self._prefix}w|{wid}", wf.to_bytes()))
+        self.meta.log = self.log.to_bytes()
+        items.append((self._prefix + "meta", self.meta.to_bytes()))
+        self.dirty_emitters.clear()
+        self.dirty_workflows.clear()
+        for key, value in items:
+            self.store.put(key, value)
+        self._evict()
+        return items
+
+    def _evict(self) -> None:
+        while len(self.workflows) > self.config.cache_workflows:
+            wid, _ = self.workflows.popitem(last=False)
+            self.policy_states.pop(wid, None)
