@@ -107,7 +107,7 @@ def load(name: str) -> Schema:
     path = SCHEMA_DIR / f"{name}.avsc"
     raw = json.loads(path.read_text())
     # Timestamps stay integer microseconds in memory: hashing and ordering use them as numbers.
-    parsed = fastavro.parse_schema(_strip_logical(raw), _write_hint=False)
+    parsed = fastavro.parse_schema(_strip_logical(raw))
     canonical = fastavro.schema.to_parsing_canonical_form(raw)
     return Schema(name, parsed, canonical, crc64_avro(canonical.encode()))
 
