@@ -95,19 +95,24 @@ class Pipeline:
             self.sink.close()
 
 
-@pytest.fixture
-def pipeline(broker: Broker, chdb_client: Any, ch_database: str, tmp_path: Path) -> Iterator[Pipeline]:
-    """A fresh pipeline: unique topic prefix, consumer groups and ClickHouse database."""
+def make_pipeline(broker: Broker, chdb_client: Any, database: str, data_dir: Path) -> Pipeline:
+    """A pipeline with a unique topic prefix and consumer groups on ``database``."""
     uid = uuid.uuid4().hex[:10]
     settings = Settings(
-        data_dir=tmp_path, kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uid}",
-        processor_group=f"proc-{uid}", sink_group=f"sink-{uid}", clickhouse_database=ch_database,
+        data_dir=data_dir, kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uid}",
+        processor_group=f"proc-{uid}", sink_group=f"sink-{uid}", clickhouse_database=database,
         partitions=4, checkpoint_every_s=0.5,
     )
     create_topics(broker.bootstrap, settings.topics.all(), settings.partitions)
     keys = settings.resolved_keys_file
     signers = ensure_demo_keys(keys.parent, keys, DEMO_SUBJECTS)
-    p = Pipeline(settings, broker.bootstrap, chdb_client, ch_database, signers,
-                 PolicySet.load(settings.resolved_policy_file))
+    return Pipeline(settings, broker.bootstrap, chdb_client, database, signers,
+                    PolicySet.load(settings.resolved_policy_file))
+
+
+@pytest.fixture
+def pipeline(broker: Broker, chdb_client: Any, ch_database: str, tmp_path: Path) -> Iterator[Pipeline]:
+    """A fresh pipeline: unique topic prefix, consumer groups and ClickHouse database."""
+    p = make_pipeline(broker, chdb_client, ch_database, tmp_path)
     yield p
     p.stop()
