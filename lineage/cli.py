@@ -156,6 +156,50 @@ def query(
     _print_result(list(result.column_names), list(result.result_rows), fmt)
 
 
+@app.command()
+def alerts(
+    webhook: Annotated[str | None, typer.Option(help="POST each violation as JSON to this URL")] = None,
+    from_beginning: Annotated[bool, typer.Option(help="start at the oldest violation")] = False,
+    max_alerts: Annotated[int, typer.Option("--max", help="stop after this many (0 = run forever)")] = 0,
+    timeout: Annotated[float, typer.Option(help="stop after this many idle seconds (0 = never)")] = 0.0,
+    data_dir: DataDir = None,
+) -> None:
+    """Tail lineage.violations (and containments) and print each as it arrives."""
+    import time
+
+    from lineage.model import Violation
+    from sinks.alerts import AlertTail, post_json, violation_json
+
+    settings = settings_for(data_dir)
+    if settings.kafka_bootstrap is None:
+        fail("set LINEAGE_KAFKA_BOOTSTRAP to the broker")
+    tail = AlertTail(settings, str(settings.kafka_bootstrap), from_beginning=from_beginning)
+    seen = 0
+    idle_since = time.monotonic()
+    try:
+        while not max_alerts or seen < max_alerts:
+            items = tail.poll(0.5)
+            if not items:
+                if timeout and time.monotonic() - idle_since > timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            for item in items:
+                if isinstance(item, Violation):
+                    seen += 1
+                    console.print(f"[bold red]{item.severity}[/] {item.violation_type} workflow={item.workflow_id} "
+                                  f"event={item.event_id} rule={item.rule}: {item.explanation}")
+                    if webhook and not post_json(webhook, violation_json(item)):
+                        err.print(f"webhook did not accept violation {item.violation_id}")
+                else:
+                    console.print(f"[bold magenta]CONTAINED[/] workflow={item.workflow_id} after "
+                                  f"{item.violation_type} ({item.violation_id})")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        tail.close()
+
+
 def main() -> None:
     """Console entry point."""
     app()

@@ -112,7 +112,9 @@ def load(name: str) -> Schema:
     return Schema(name, parsed, canonical, crc64_avro(canonical.encode()))
 
 
-SCHEMA_NAMES = ("execution_event", "seal", "chain_entry", "violation", "checkpoint", "quarantine")
+SCHEMA_NAMES = (
+    "execution_event", "seal", "chain_entry", "violation", "checkpoint", "quarantine", "containment",
+)
 
 
 @cache

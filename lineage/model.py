@@ -319,3 +319,23 @@ class QuarantineRecord:
 
     def to_record(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class Containment:
+    """A workflow contained after a critical violation (schemas/containment.avsc)."""
+
+    workflow_id: str
+    violation_id: str
+    violation_type: str
+    event_id: str
+    policy_digest: str
+    source_partition: int
+    source_offset: int
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> Containment:
+        return cls(**r)
+
+    def to_record(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

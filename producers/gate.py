@@ -7,10 +7,16 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from lineage.model import Decision, EventKind, ExecutionEvent, Runtime
+from typing import Protocol
+
+from lineage.model import Containment, Decision, EventKind, ExecutionEvent, Runtime
 from lineage.policy import GateDecision, PolicyEvaluationError, PolicySet, evaluate
 from producers.emitter import Emitter
 from producers.errors import EmitterError
+
+
+class ContainmentCheck(Protocol):
+    def is_contained(self, workflow_id: str) -> Containment | None: ...
 
 
 class GateError(EmitterError):
@@ -81,8 +87,9 @@ class Gate:
     """Pre-execution authorization for one service; its emitter should hold an authorizer key."""
 
     def __init__(self, emitter: Emitter, policy: PolicySet, *, ttl_s: float = 300.0,
-                 confirm_timeout_s: float | None = 10.0) -> None:
+                 confirm_timeout_s: float | None = 10.0, containment: ContainmentCheck | None = None) -> None:
         self.emitter = emitter
+        self.containment = containment
         self.policy = policy
         self.ttl_us = int(ttl_s * 1_000_000)
         self.confirm_timeout_s = confirm_timeout_s
@@ -99,7 +106,15 @@ class Gate:
         context: Mapping[str, str | int | bool] | None = None,
         trace: TraceContext | None = None,
     ) -> Grant:
-        """Evaluate, record the decision (waiting for the broker when confirming), raise on DENY."""
+        """Evaluate, record the decision (waiting for the broker when confirming), raise on DENY.
+
+        A workflow contained by the processor (critical violation) is refused before evaluation.
+        """
+        if self.containment is not None:
+            held = self.containment.is_contained(workflow_id)
+            if held is not None:
+                raise GateError(f"workflow {workflow_id} is contained after {held.violation_type} "
+                                f"(violation {held.violation_id}); no further executions")
         try:
             decision = evaluate(self.policy, principal=principal, action=action, resource=resource,
                                 context=context or {})

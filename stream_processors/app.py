@@ -54,6 +54,7 @@ class Publisher:
         self._violation = codec.load("violation")
         self._quarantine = codec.load("quarantine")
         self._checkpoint = codec.load("checkpoint")
+        self._containment = codec.load("containment")
         self.failed = 0
 
     def _cb(self, err: Any, msg: Any) -> None:
@@ -71,6 +72,9 @@ class Publisher:
         for q in out.quarantine:
             p.produce(self.topics.quarantine, self._quarantine.encode(q.to_record(), check=False),
                       key=q.raw_key, partition=q.source_partition, on_delivery=self._cb)
+        for k in out.containments:
+            p.produce(self.topics.control, self._containment.encode(k.to_record(), check=False),
+                      key=k.workflow_id.encode(), on_delivery=self._cb)
         for c in out.checkpoints:
             p.produce(self.topics.checkpoints, self._checkpoint.encode(c.to_record(), check=False),
                       key=str(c.partition).encode(), partition=c.partition, on_delivery=self._cb)

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from lineage import codec
 from lineage.errors import DecodeError
 from lineage.keys import KeyRegistry, Signer
-from lineage.model import ChainEntry, Checkpoint, ExecutionEvent, QuarantineRecord, Violation, ViolationType
+from lineage.model import (
+    ChainEntry,
+    Checkpoint,
+    Containment,
+    ExecutionEvent,
+    QuarantineRecord,
+    Violation,
+    ViolationType,
+)
 from lineage.policy import PolicySet
 from stream_processors import chain, order
 from stream_processors.authenticate import AuthResult, Authenticator
@@ -225,6 +233,12 @@ class PartitionPipeline:
                 related_event_ids=tuple(f.related_event_ids)))
         if findings:
             self._count("violations", len(findings))
+        if ps.contained and not contained_before:
+            cause = next((v for v in out.violations[::-1] if v.event_id == p.event.event_id), None)
+            out.containments.append(Containment(
+                workflow_id=wf.workflow_id, violation_id=cause.violation_id if cause else "",
+                violation_type=cause.violation_type.value if cause else "", event_id=p.event.event_id,
+                policy_digest=self.policy_hex, source_partition=self.partition, source_offset=p.offset))
 
     def _enforce_bounds(self, wf: WorkflowState, out: Outputs) -> None:
         lim = self.config.order_limits

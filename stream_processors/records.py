@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lineage.model import ChainEntry, Checkpoint, ExecutionEvent, QuarantineRecord, Seal, Violation
+from lineage.model import (
+    ChainEntry,
+    Checkpoint,
+    Containment,
+    ExecutionEvent,
+    QuarantineRecord,
+    Seal,
+    Violation,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +60,10 @@ class Outputs:
     violations: list[Violation] = field(default_factory=list)
     quarantine: list[QuarantineRecord] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    containments: list[Containment] = field(default_factory=list)
 
     def extend(self, other: Outputs) -> None:
+        self.containments += other.containments
         self.entries += other.entries
         self.violations += other.violations
         self.quarantine += other.quarantine

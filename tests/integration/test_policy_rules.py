@@ -162,3 +162,51 @@ def test_violation_records_name_rule_policy_and_events(rule_run: tuple[Pipeline,
         assert rule and explanation and event_id, f"incomplete violation record {rule!r} {wid!r}"
         assert digest.decode() == p.policy.digest_hex
         assert severity.decode() in {"LOW", "MEDIUM", "HIGH", "CRITICAL"}
+
+
+def test_alerts_webhook_and_containment_stop_the_gate(rule_run: tuple[Pipeline, Rules]) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from lineage.model import Containment, Violation
+    from producers.containment import ContainmentWatcher
+    from producers.gate import GateError
+    from sinks.alerts import AlertTail, post_json, violation_json
+
+    p, rules = rule_run
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tail = AlertTail(p.settings, p.bootstrap, group=f"alerts-{uuid.uuid4().hex[:6]}", from_beginning=True)
+    items: list[Violation | Containment] = []
+    try:
+        expected = p.count("violations")
+        wait_for(lambda: bool(items.extend(tail.poll(0.5))) or
+                 sum(isinstance(i, Violation) for i in items) >= expected, 60, f"{expected} violations on the topic")
+        first = next(i for i in items if isinstance(i, Violation))
+        assert post_json(f"http://127.0.0.1:{server.server_port}/alert", violation_json(first))
+        assert received[0]["violation_id"] == first.violation_id
+        assert received[0]["violation_type"] == first.violation_type.value
+    finally:
+        tail.close()
+        server.shutdown()
+    (untrusted,) = [w for w in rules.expected if w.startswith("wf-untrusted-")]
+    contained = {i.workflow_id for i in items if isinstance(i, Containment)}
+    assert untrusted in contained, f"expected a containment record for {untrusted}, found {contained}"
+    with ContainmentWatcher(p.bootstrap, p.settings.topics.control, group=f"gate-{uuid.uuid4().hex[:6]}") as watch, \
+         p.emitter("orchestrator") as orch:
+        wait_for(lambda: watch.is_contained(untrusted) is not None, 30, "the gate to learn the containment")
+        gate = Gate(orch, p.policy, containment=watch)
+        with pytest.raises(GateError, match="is contained after UNTRUSTED_AUTHORIZER"):
+            gate.authorize(workflow_id=untrusted, principal=AGENT, action="tool.call:search", resource="web:search")
