@@ -78,6 +78,12 @@ class Schema:
         except UnicodeDecodeError as exc:
             raise DecodeError("BAD_UTF8", f"{self.name}: string is not UTF-8: {exc}") from exc
         except (EOFError, IndexError, struct.error) as exc:
+            # fastavro raises IndexError both for a varint cut short by the end of the data and
+            # for an enum symbol or union branch index out of range: only the first is truncation.
+            if buf.tell() < len(data):
+                raise DecodeError(
+                    "MALFORMED_AVRO", f"{self.name}: malformed body at byte {buf.tell()}: {exc!r}"
+                ) from exc
             raise DecodeError("TRUNCATED_AVRO", f"{self.name}: body ends early: {exc!r}") from exc
         except Exception as exc:
             raise DecodeError(

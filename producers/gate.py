@@ -103,6 +103,7 @@ class Gate:
         resource: str | None = None,
         agent_id: str | None = None,
         parent_event_id: str | None = None,
+        parent_workflow_id: str | None = None,
         context: Mapping[str, str | int | bool] | None = None,
         trace: TraceContext | None = None,
     ) -> Grant:
@@ -127,7 +128,7 @@ class Gate:
             event = self.emitter.emit(
                 workflow_id=workflow_id, kind=EventKind.AUTHORIZATION_DECISION, principal=principal,
                 action=action, resource=resource, agent_id=agent_id, parent_event_id=parent_event_id,
-                authorization=decision.to_authorization(expires_at=expires_at),
+                parent_workflow_id=parent_workflow_id, authorization=decision.to_authorization(expires_at=expires_at),
                 trace_id=trace.trace_id, span_id=trace.span_id, event_time=now,
             )
             if self.confirm_timeout_s is not None:

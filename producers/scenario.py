@@ -118,15 +118,21 @@ class Scenario:
         with self.gate.execution(grant, principal=orch_agent, agent_id=orch_agent,
                                  runtime=self._runtime(orch_agent)) as ex:
             action, resource = self.rng.choice(TOOLS)
-            g2 = self.gate.authorize(workflow_id=wid, principal=sub, action=action, resource=resource,
-                                     agent_id=sub, parent_event_id=ex.event_id, trace=ex.trace)
+            # A third of the sub-agents run as their own workflow, called from this one.
+            child = self.rng.random() < 0.33
+            cwid = f"{wid}/sub-{self.rng.randint(0, 10**6)}" if child else wid
+            if child:
+                self.report.workflows.append(cwid)
+            g2 = self.gate.authorize(workflow_id=cwid, principal=sub, action=action, resource=resource,
+                                     agent_id=sub, parent_event_id=ex.event_id, trace=ex.trace,
+                                     parent_workflow_id=wid if child else None)
             started = self.e.subagents.emit(
-                workflow_id=wid, kind=EventKind.EXECUTION_STARTED, principal=sub, agent_id=sub, action=action,
+                workflow_id=cwid, kind=EventKind.EXECUTION_STARTED, principal=sub, agent_id=sub, action=action,
                 resource=resource, parent_event_id=g2.event.event_id, authorization_id=g2.event.event_id,
                 runtime=self._runtime(sub), trace_id=ex.trace.trace_id, span_id=ex.trace.child().span_id,
                 model_id="claude-sonnet", model_version="4.5")
             self.e.subagents.emit(
-                workflow_id=wid, kind=EventKind.EXECUTION_COMPLETED, principal=sub, agent_id=sub, action=action,
+                workflow_id=cwid, kind=EventKind.EXECUTION_COMPLETED, principal=sub, agent_id=sub, action=action,
                 resource=resource, parent_event_id=started.event_id, authorization_id=g2.event.event_id,
                 runtime=self._runtime(sub), output_digest="sha256:" + uuid7().replace("-", "")[:32])
             used += 3

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from lineage import hashing
 from lineage.errors import IntegrityError
 from lineage.keys import KeyRegistry, Role
-from lineage.model import QuarantineRecord, Violation, ViolationType
+from lineage.model import QuarantineRecord, Severity, Violation, ViolationType
 from stream_processors.findings import integrity_violation, quarantine_event
 from stream_processors.records import DecodedSeal, PendingEvent
 from stream_processors.sealproofs import root_and_paths
@@ -34,7 +34,9 @@ class Authenticator:
     """Checks sequence numbers, seal signatures, seal chains and seal Merkle roots (fail closed)."""
 
     def __init__(self, topic: str, partition: int, registry: KeyRegistry, policy_digest: str,
-                 get_state: Callable[[str], EmitterState]) -> None:
+                 get_state: Callable[[str], EmitterState],
+                 severity_for: Callable[[ViolationType], Severity] = lambda _t: Severity.CRITICAL) -> None:
+        self.severity_for = severity_for
         self.topic = topic
         self.partition = partition
         self.registry = registry
@@ -49,6 +51,7 @@ class Authenticator:
             partition=self.partition, offset=p.offset if p else offset,
             event_time=p.event.event_time if p else event_time,
             policy_digest=self.policy_digest, event_id=p.event.event_id if p else None,
+            severity=self.severity_for(vtype),
         )
 
     def _reject(self, out: AuthResult, events: list[PendingEvent], vtype: ViolationType, code: str,

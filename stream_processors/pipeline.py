@@ -15,6 +15,7 @@ from lineage.model import (
     Containment,
     ExecutionEvent,
     QuarantineRecord,
+    Severity,
     Violation,
     ViolationType,
 )
@@ -83,9 +84,8 @@ class PartitionPipeline:
         self.policy_states: dict[str, WorkflowPolicyState] = {}
         self.dirty_emitters: set[str] = set()
         self.dirty_workflows: set[str] = set()
-        self.auth = Authenticator(topic, partition, registry, self.policy_hex, self._emitter)
+        self.auth = Authenticator(topic, partition, registry, self.policy_hex, self._emitter, policy.severity_for)
         self._last_checkpoint = time.monotonic()
-        self._waiting_events = sum(0 for _ in ())
         self.counters = self.meta.counters
 
     # -- state access ----------------------------------------------------
@@ -181,7 +181,26 @@ class PartitionPipeline:
         elif not wf.waiting and listed:
             self.meta.waiting_workflows.remove(wf.workflow_id)
 
+    def _contain(self, violations: list[Violation], out: Outputs) -> None:
+        """Integrity failures are critical too: they contain their workflow like policy findings do."""
+        if not self.policy.critical_contains:
+            return
+        for v in violations:
+            if v.severity is not Severity.CRITICAL or not v.workflow_id or v.workflow_id.startswith("emitter:"):
+                continue
+            ps = self._policy_state(self._workflow(v.workflow_id))
+            if ps.contained:
+                continue
+            ps.contained = True
+            ps.contained_by = v.violation_type.value
+            ps.contained_at = v.event_id
+            out.containments.append(Containment(
+                workflow_id=v.workflow_id, violation_id=v.violation_id, violation_type=v.violation_type.value,
+                event_id=v.event_id or "", policy_digest=self.policy_hex, source_partition=self.partition,
+                source_offset=v.source_offset))
+
     def _take(self, res: AuthResult, out: Outputs) -> None:
+        self._contain(res.violations, out)
         out.violations += res.violations
         out.quarantine += res.quarantine
         if res.quarantine:
@@ -205,9 +224,12 @@ class PartitionPipeline:
 
     def _reject(self, p: PendingEvent, vtype: ViolationType, code: str, rule: str, reason: str, out: Outputs) -> None:
         self._count("quarantined")
-        out.violations.append(integrity_violation(
+        v = integrity_violation(
             vtype, rule=rule, explanation=reason, workflow_id=p.event.workflow_id, partition=self.partition,
-            offset=p.offset, event_time=p.event.event_time, policy_digest=self.policy_hex, event_id=p.event.event_id))
+            offset=p.offset, event_time=p.event.event_time, policy_digest=self.policy_hex, event_id=p.event.event_id,
+            severity=self.policy.severity_for(vtype))
+        self._contain([v], out)
+        out.violations.append(v)
         out.quarantine.append(quarantine_event(p, self.topic, self.partition, code, reason))
 
     def _commit(self, wf: WorkflowState, p: PendingEvent, out: Outputs) -> None:
