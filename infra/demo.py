@@ -23,8 +23,12 @@ from producers.scenario import Emitters, Scenario, ScenarioReport
 from sinks.clickhouse import ClickHouseSink, open_client
 from stream_processors.main import PROCESSOR_SUBJECT
 
-DEMO_SUBJECTS = [("orchestrator", Role.AUTHORIZER), ("tool-runner", Role.EMITTER),
-                 ("subagents", Role.EMITTER), (PROCESSOR_SUBJECT, Role.PROCESSOR)]
+DEMO_SUBJECTS = [
+    ("orchestrator", Role.AUTHORIZER),
+    ("tool-runner", Role.EMITTER),
+    ("subagents", Role.EMITTER),
+    (PROCESSOR_SUBJECT, Role.PROCESSOR),
+]
 
 
 def demo_signers(settings: Settings) -> dict[str, Signer]:
@@ -35,15 +39,23 @@ def demo_signers(settings: Settings) -> dict[str, Signer]:
 def start_processor(stack: Stack, settings: Settings, worker_id: str) -> Any:
     env = child_env(settings, LINEAGE_KAFKA_BOOTSTRAP=stack.bootstrap)
     log = settings.data_dir / "logs" / f"processor-{worker_id}.log"
-    return stack.add(spawn([sys.executable, "-m", "lineage.cli", "process", "--worker-id", worker_id],
-                           log, env=env))
+    return stack.add(
+        spawn(
+            [sys.executable, "-m", "lineage.cli", "process", "--worker-id", worker_id], log, env=env
+        )
+    )
 
 
 class SinkThread:
     """The sink in this process: chDB allows one process per data directory."""
 
-    def __init__(self, settings: Settings, bootstrap: str, client: Any,
-                 on_outage: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        client: Any,
+        on_outage: Callable[[str], None] | None = None,
+    ) -> None:
         self.sink = ClickHouseSink(settings, bootstrap, client, on_outage=on_outage)
         self.stop = threading.Event()
         self.error: BaseException | None = None
@@ -67,7 +79,9 @@ def count(client: Any, lock: threading.Lock, database: str, sql: str) -> int:
         return int(client.query(sql.format(db=database)).result_rows[0][0])
 
 
-def run_demo(settings: Settings, *, events: int, workflows: int, timeout: float, console: Console) -> int:
+def run_demo(
+    settings: Settings, *, events: int, workflows: int, timeout: float, console: Console
+) -> int:
     """Run the scenario end to end; returns the exit code."""
     t0 = time.monotonic()
     chdb_dir = settings.chdb_path
@@ -76,83 +90,162 @@ def run_demo(settings: Settings, *, events: int, workflows: int, timeout: float,
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     signers = demo_signers(settings)
     policy = PolicySet.load(settings.resolved_policy_file)
-    rogue, _ = Signer.generate_ephemeral("tool-runner", Role.EMITTER)  # a key the registry never saw
-    console.print(f"[bold]lineage demo[/]: data in {settings.data_dir.resolve()}, policy {policy.policy_id} "
-                  f"{policy.digest_hex[:19]}…")
+    rogue, _ = Signer.generate_ephemeral(
+        "tool-runner", Role.EMITTER
+    )  # a key the registry never saw
+    console.print(
+        f"[bold]lineage demo[/]: data in {settings.data_dir.resolve()}, policy {policy.policy_id} "
+        f"{policy.digest_hex[:19]}…"
+    )
     with terminate_on_signals(), open_stack(settings) as stack:
-        console.print(f"  broker  {'Tansu (embedded) at ' if stack.broker else ''}{stack.bootstrap}")
+        console.print(
+            f"  broker  {'Tansu (embedded) at ' if stack.broker else ''}{stack.bootstrap}"
+        )
         worker = start_processor(stack, settings, "w0")
         client = open_client(settings)
         console.print(f"  ClickHouse  {settings.clickhouse_dsn}")
-        sink = SinkThread(settings, stack.bootstrap, client, on_outage=lambda m: console.print(f"  [yellow]sink:[/] {m}"))
-        common = {"bootstrap": stack.bootstrap, "topic": settings.topics.events,
-                  "seal_every": settings.seal_every_events, "seal_ms": settings.seal_every_ms}
+        sink = SinkThread(
+            settings,
+            stack.bootstrap,
+            client,
+            on_outage=lambda m: console.print(f"  [yellow]sink:[/] {m}"),
+        )
+
+        def emitter(signer: Signer) -> Emitter:
+            return Emitter(
+                bootstrap=stack.bootstrap,
+                topic=settings.topics.events,
+                signer=signer,
+                seal_every=settings.seal_every_events,
+                seal_ms=settings.seal_every_ms,
+            )
+
         try:
-            with Emitter(signer=signers["orchestrator"], **common) as orch, \
-                 Emitter(signer=signers["tool-runner"], **common) as tools, \
-                 Emitter(signer=signers["subagents"], **common) as subs, \
-                 Emitter(signer=rogue, **common) as forged:
+            with (
+                emitter(signers["orchestrator"]) as orch,
+                emitter(signers["tool-runner"]) as tools,
+                emitter(signers["subagents"]) as subs,
+                emitter(rogue) as forged,
+            ):
                 gate = Gate(orch, policy)
                 scenario = Scenario(Emitters(orch, tools, subs, forged), gate)
-                with Progress(TextColumn("  emit"), BarColumn(), TextColumn("{task.completed}/{task.total} events"),
-                              TimeElapsedColumn(), console=console, transient=False) as prog:
+                with Progress(
+                    TextColumn("  emit"),
+                    BarColumn(),
+                    TextColumn("{task.completed}/{task.total} events"),
+                    TimeElapsedColumn(),
+                    console=console,
+                    transient=False,
+                ) as prog:
                     task = prog.add_task("emit", total=events)
-                    report = scenario.run(events, workflows, progress=lambda n: prog.update(task, completed=n))
+                    report = scenario.run(
+                        events, workflows, progress=lambda n: prog.update(task, completed=n)
+                    )
                     prog.update(task, completed=report.events, total=report.events)
             emitted_at = time.monotonic()
             trusted = report.events
-            code = wait_and_summarize(settings, client, sink, report, trusted, t0, emitted_at, timeout, console,
-                                      workers=[worker])
+            code = wait_and_summarize(
+                settings,
+                client,
+                sink,
+                report,
+                trusted,
+                t0,
+                emitted_at,
+                timeout,
+                console,
+                workers=[worker],
+            )
         finally:
             sink.close()
     return code
 
 
-def wait_and_summarize(settings: Settings, client: Any, sink: SinkThread, report: ScenarioReport,
-                       trusted: int, t0: float, emitted_at: float, timeout: float, console: Console,
-                       workers: list[Any]) -> int:
+def wait_and_summarize(
+    settings: Settings,
+    client: Any,
+    sink: SinkThread,
+    report: ScenarioReport,
+    trusted: int,
+    t0: float,
+    emitted_at: float,
+    timeout: float,
+    console: Console,
+    workers: list[Any],
+) -> int:
     db = settings.clickhouse_database
     lock = sink.sink.lock
     deadline = time.monotonic() + timeout
-    with Progress(TextColumn("  verify+store"), BarColumn(), TextColumn("{task.completed}/{task.total} entries"),
-                  TimeElapsedColumn(), console=console) as prog:
+    with Progress(
+        TextColumn("  verify+store"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} entries"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as prog:
         task = prog.add_task("wait", total=trusted)
         while True:
             dead = [w for w in workers if w.poll() is not None]
             if dead:
-                console.print(f"[red]processor worker exited with code {dead[0].returncode}[/]; "
-                              f"see {settings.data_dir / 'logs'}")
+                console.print(
+                    f"[red]processor worker exited with code {dead[0].returncode}[/]; "
+                    f"see {settings.data_dir / 'logs'}"
+                )
                 return 1
             if sink.error:
                 console.print(f"[red]sink failed:[/] {sink.error}")
                 return 1
             entries = count(client, lock, db, "SELECT count() FROM {db}.lineage_entries FINAL")
             quarantined = count(client, lock, db, "SELECT count() FROM {db}.quarantine FINAL")
-            covered = count(client, lock, db, "SELECT sum(s) FROM (SELECT max(tree_size) AS s FROM "
-                                              "{db}.checkpoints FINAL GROUP BY partition)")
+            covered = count(
+                client,
+                lock,
+                db,
+                "SELECT sum(s) FROM (SELECT max(tree_size) AS s FROM "
+                "{db}.checkpoints FINAL GROUP BY partition)",
+            )
             prog.update(task, completed=entries)
             if entries >= trusted and quarantined >= report.forged_events and covered >= entries:
                 break
             if time.monotonic() > deadline:
-                console.print(f"[red]timed out[/] after {timeout:.0f} s: {entries}/{trusted} entries in ClickHouse; "
-                              f"see {settings.data_dir / 'logs'}")
+                console.print(
+                    f"[red]timed out[/] after {timeout:.0f} s: {entries}/{trusted} entries in ClickHouse; "
+                    f"see {settings.data_dir / 'logs'}"
+                )
                 return 1
             time.sleep(0.25)
     done = time.monotonic()
     return summarize(settings, client, lock, report, trusted, t0, emitted_at, done, console)
 
 
-def summarize(settings: Settings, client: Any, lock: threading.Lock, report: ScenarioReport, trusted: int,
-              t0: float, emitted_at: float, done: float, console: Console) -> int:
+def summarize(
+    settings: Settings,
+    client: Any,
+    lock: threading.Lock,
+    report: ScenarioReport,
+    trusted: int,
+    t0: float,
+    emitted_at: float,
+    done: float,
+    console: Console,
+) -> int:
     db = settings.clickhouse_database
     with lock:
         client.database = db
         q = client.query
-        entries = q(f"SELECT count(), uniqExact(workflow_id) FROM {db}.lineage_entries FINAL").result_rows[0]
-        violations = q(f"SELECT violation_type, count() FROM {db}.violations FINAL GROUP BY violation_type "
-                       "ORDER BY violation_type").result_rows
-        quarantine = q(f"SELECT reason_code, count() FROM {db}.quarantine FINAL GROUP BY reason_code").result_rows
-        checkpoints = q(f"SELECT count(), max(tree_size) FROM {db}.checkpoints FINAL").result_rows[0]
+        entries = q(
+            f"SELECT count(), uniqExact(workflow_id) FROM {db}.lineage_entries FINAL"
+        ).result_rows[0]
+        violations = q(
+            f"SELECT violation_type, count() FROM {db}.violations FINAL GROUP BY violation_type "
+            "ORDER BY violation_type"
+        ).result_rows
+        quarantine = q(
+            f"SELECT reason_code, count() FROM {db}.quarantine FINAL GROUP BY reason_code"
+        ).result_rows
+        checkpoints = q(f"SELECT count(), max(tree_size) FROM {db}.checkpoints FINAL").result_rows[
+            0
+        ]
         example = q(f"""
             SELECT agent_id, count() AS executions, uniqExact(workflow_id) AS workflows,
                    groupUniqArray(resource) AS systems
@@ -181,7 +274,9 @@ def summarize(settings: Settings, client: Any, lock: threading.Lock, report: Sce
     console.print(v)
     if quarantine:
         console.print("quarantine by reason: " + ", ".join(f"{c}={n}" for c, n in quarantine))
-    console.print("injected on purpose: " + ", ".join(f"{k}={n}" for k, n in sorted(report.injected.items())))
+    console.print(
+        "injected on purpose: " + ", ".join(f"{k}={n}" for k, n in sorted(report.injected.items()))
+    )
     e = Table(title="analyst query: executions per agent (top 5)")
     for c in ("agent_id", "executions", "workflows", "systems"):
         e.add_column(c)
@@ -189,7 +284,8 @@ def summarize(settings: Settings, client: Any, lock: threading.Lock, report: Sce
         e.add_row(str(row[0]), str(row[1]), str(row[2]), ", ".join(sorted(row[3]))[:60])
     console.print(e)
     ok = entries[0] == trusted
-    console.print(("[green]OK[/]" if ok else "[red]MISMATCH[/]") +
-                  f": {entries[0]} of {trusted} emitted events are chained, verified lineage")
+    console.print(
+        ("[green]OK[/]" if ok else "[red]MISMATCH[/]")
+        + f": {entries[0]} of {trusted} emitted events are chained, verified lineage"
+    )
     return 0 if ok else 1
-

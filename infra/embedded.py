@@ -36,7 +36,9 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def spawn(args: list[str], log_path: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    args: list[str], log_path: Path | None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start a child process that dies with this one; output goes to ``log_path``."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
     try:
@@ -74,7 +76,9 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise StackError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s") from None
+                raise StackError(
+                    f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s"
+                ) from None
             time.sleep(0.02)
 
 
@@ -105,8 +109,16 @@ def start_broker(log_path: Path | None = None, port: int | None = None) -> Broke
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = spawn(
-        [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
         log_path,
     )
     try:
@@ -119,9 +131,11 @@ def start_broker(log_path: Path | None = None, port: int | None = None) -> Broke
     return Broker(port, proc, log_path)
 
 
-def create_topics(bootstrap: str, topics: list[str], partitions: int, timeout: float = 15.0) -> None:
+def create_topics(
+    bootstrap: str, topics: list[str], partitions: int, timeout: float = 15.0
+) -> None:
     """Create ``topics`` (idempotent: existing topics are left alone)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=timeout).topics)
@@ -159,7 +173,9 @@ class Stack:
     def __enter__(self) -> Stack:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 

@@ -17,15 +17,21 @@ from rich.table import Table
 from lineage.cli_keys import keys_app
 from lineage.config import Settings
 
-app = typer.Typer(help="Evidence-grade execution lineage for AI agents.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Evidence-grade execution lineage for AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="where the embedded stack keeps its data (env LINEAGE_DATA_DIR, default ./.lineage)"),
+    typer.Option(
+        "--data-dir",
+        help="where the embedded stack keeps its data (env LINEAGE_DATA_DIR, default ./.lineage)",
+    ),
 ]
 
 
@@ -46,12 +52,16 @@ def demo(
     events: Annotated[int, typer.Option(help="about how many events to emit")] = 5000,
     workflows: Annotated[int, typer.Option(help="how many workflows")] = 200,
     data_dir: DataDir = None,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the pipeline to drain")] = 240.0,
+    timeout: Annotated[
+        float, typer.Option(help="seconds to wait for the pipeline to drain")
+    ] = 240.0,
 ) -> None:
     """Start the embedded stack, run the multi-agent scenario, and show what was proven."""
     from infra.demo import run_demo
 
-    code = run_demo(settings_for(data_dir), events=events, workflows=workflows, timeout=timeout, console=console)
+    code = run_demo(
+        settings_for(data_dir), events=events, workflows=workflows, timeout=timeout, console=console
+    )
     raise typer.Exit(code)
 
 
@@ -102,8 +112,15 @@ def _print_result(columns: list[str], rows: list[Any], fmt: str) -> None:
 
     if fmt == "json":
         for r in rows:
-            print(json.dumps({c: (cell(v) if isinstance(v, bytes) else v) for c, v in zip(columns, r, strict=True)},
-                             default=str))
+            print(
+                json.dumps(
+                    {
+                        c: (cell(v) if isinstance(v, bytes) else v)
+                        for c, v in zip(columns, r, strict=True)
+                    },
+                    default=str,
+                )
+            )
     elif fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -120,9 +137,13 @@ def _print_result(columns: list[str], rows: list[Any], fmt: str) -> None:
 @app.command()
 def query(
     sql: Annotated[str | None, typer.Argument(help="SQL to run")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="a query pack, e.g. docs/queries.sql")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="a query pack, e.g. docs/queries.sql")
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="query name in the pack")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", help="key=value for a pack query")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="key=value for a pack query")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv (no header) or json")] = "table",
     data_dir: DataDir = None,
 ) -> None:
@@ -158,10 +179,16 @@ def query(
 
 @app.command()
 def alerts(
-    webhook: Annotated[str | None, typer.Option(help="POST each violation as JSON to this URL")] = None,
+    webhook: Annotated[
+        str | None, typer.Option(help="POST each violation as JSON to this URL")
+    ] = None,
     from_beginning: Annotated[bool, typer.Option(help="start at the oldest violation")] = False,
-    max_alerts: Annotated[int, typer.Option("--max", help="stop after this many (0 = run forever)")] = 0,
-    timeout: Annotated[float, typer.Option(help="stop after this many idle seconds (0 = never)")] = 0.0,
+    max_alerts: Annotated[
+        int, typer.Option("--max", help="stop after this many (0 = run forever)")
+    ] = 0,
+    timeout: Annotated[
+        float, typer.Option(help="stop after this many idle seconds (0 = never)")
+    ] = 0.0,
     data_dir: DataDir = None,
 ) -> None:
     """Tail lineage.violations (and containments) and print each as it arrives."""
@@ -187,13 +214,17 @@ def alerts(
             for item in items:
                 if isinstance(item, Violation):
                     seen += 1
-                    console.print(f"[bold red]{item.severity}[/] {item.violation_type} workflow={item.workflow_id} "
-                                  f"event={item.event_id} rule={item.rule}: {item.explanation}")
+                    console.print(
+                        f"[bold red]{item.severity}[/] {item.violation_type} workflow={item.workflow_id} "
+                        f"event={item.event_id} rule={item.rule}: {item.explanation}"
+                    )
                     if webhook and not post_json(webhook, violation_json(item)):
                         err.print(f"webhook did not accept violation {item.violation_id}")
                 else:
-                    console.print(f"[bold magenta]CONTAINED[/] workflow={item.workflow_id} after "
-                                  f"{item.violation_type} ({item.violation_id})")
+                    console.print(
+                        f"[bold magenta]CONTAINED[/] workflow={item.workflow_id} after "
+                        f"{item.violation_type} ({item.violation_id})"
+                    )
     except KeyboardInterrupt:
         pass
     finally:

@@ -119,7 +119,13 @@ def load(name: str) -> Schema:
 
 
 SCHEMA_NAMES = (
-    "execution_event", "seal", "chain_entry", "violation", "checkpoint", "quarantine", "containment",
+    "execution_event",
+    "seal",
+    "chain_entry",
+    "violation",
+    "checkpoint",
+    "quarantine",
+    "containment",
 )
 
 

@@ -83,4 +83,6 @@ class Settings(BaseSettings):
 
     @property
     def resolved_policy_file(self) -> Path:
-        return self.policy_file or Path(__file__).resolve().parent.parent / "policies" / "default.toml"
+        return (
+            self.policy_file or Path(__file__).resolve().parent.parent / "policies" / "default.toml"
+        )

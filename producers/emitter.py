@@ -110,7 +110,9 @@ class Emitter:
             if meta.topics[topic].error is not None or not parts:
                 raise EmitterError(f"topic {topic!r} not found on {bootstrap}")
         except KafkaException as exc:
-            raise EmitterError(f"cannot read metadata of {topic!r} from {bootstrap}: {exc}") from exc
+            raise EmitterError(
+                f"cannot read metadata of {topic!r} from {bootstrap}: {exc}"
+            ) from exc
         self.partitions = len(parts)
         self._state: dict[int, _PartitionState] = {}
         self._stop = threading.Event()
@@ -199,8 +201,14 @@ class Emitter:
         last_seq = batch.first_seq + len(batch.digests) - 1
         root = merkle.root(batch.digests)
         message = hashing.seal_message(
-            self.emitter_id, self.signer.key_id, self.topic, partition,
-            batch.first_seq, last_seq, root, state.prev_seal_hash,
+            self.emitter_id,
+            self.signer.key_id,
+            self.topic,
+            partition,
+            batch.first_seq,
+            last_seq,
+            root,
+            state.prev_seal_hash,
         )
         seal = Seal(
             emitter_id=self.emitter_id,
@@ -251,7 +259,11 @@ class Emitter:
         while True:
             try:
                 self._producer.produce(
-                    self.topic, value=value, key=key, partition=partition, on_delivery=self._on_delivery
+                    self.topic,
+                    value=value,
+                    key=key,
+                    partition=partition,
+                    on_delivery=self._on_delivery,
                 )
                 return
             except BufferError:
@@ -289,5 +301,7 @@ class Emitter:
     def __enter__(self) -> Emitter:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

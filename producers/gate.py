@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-
 from typing import Protocol
 
 from lineage.model import Containment, Decision, EventKind, ExecutionEvent, Runtime
@@ -57,7 +56,9 @@ class TraceContext:
     def parse(cls, header: str) -> TraceContext:
         parts = header.split("-")
         if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
-            raise ValueError(f"traceparent: expected 00-<32 hex>-<16 hex>-<2 hex>, found {header!r}")
+            raise ValueError(
+                f"traceparent: expected 00-<32 hex>-<16 hex>-<2 hex>, found {header!r}"
+            )
         return cls(parts[1], parts[2])
 
 
@@ -86,8 +87,15 @@ class Execution:
 class Gate:
     """Pre-execution authorization for one service; its emitter should hold an authorizer key."""
 
-    def __init__(self, emitter: Emitter, policy: PolicySet, *, ttl_s: float = 300.0,
-                 confirm_timeout_s: float | None = 10.0, containment: ContainmentCheck | None = None) -> None:
+    def __init__(
+        self,
+        emitter: Emitter,
+        policy: PolicySet,
+        *,
+        ttl_s: float = 300.0,
+        confirm_timeout_s: float | None = 10.0,
+        containment: ContainmentCheck | None = None,
+    ) -> None:
         self.emitter = emitter
         self.containment = containment
         self.policy = policy
@@ -114,11 +122,18 @@ class Gate:
         if self.containment is not None:
             held = self.containment.is_contained(workflow_id)
             if held is not None:
-                raise GateError(f"workflow {workflow_id} is contained after {held.violation_type} "
-                                f"(violation {held.violation_id}); no further executions")
+                raise GateError(
+                    f"workflow {workflow_id} is contained after {held.violation_type} "
+                    f"(violation {held.violation_id}); no further executions"
+                )
         try:
-            decision = evaluate(self.policy, principal=principal, action=action, resource=resource,
-                                context=context or {})
+            decision = evaluate(
+                self.policy,
+                principal=principal,
+                action=action,
+                resource=resource,
+                context=context or {},
+            )
         except PolicyEvaluationError as exc:
             raise GateError(f"policy could not be evaluated, action not run: {exc}") from exc
         trace = trace or TraceContext.new()
@@ -126,17 +141,26 @@ class Gate:
         expires_at = now + self.ttl_us
         try:
             event = self.emitter.emit(
-                workflow_id=workflow_id, kind=EventKind.AUTHORIZATION_DECISION, principal=principal,
-                action=action, resource=resource, agent_id=agent_id, parent_event_id=parent_event_id,
-                parent_workflow_id=parent_workflow_id, authorization=decision.to_authorization(expires_at=expires_at),
-                trace_id=trace.trace_id, span_id=trace.span_id, event_time=now,
+                workflow_id=workflow_id,
+                kind=EventKind.AUTHORIZATION_DECISION,
+                principal=principal,
+                action=action,
+                resource=resource,
+                agent_id=agent_id,
+                parent_event_id=parent_event_id,
+                parent_workflow_id=parent_workflow_id,
+                authorization=decision.to_authorization(expires_at=expires_at),
+                trace_id=trace.trace_id,
+                span_id=trace.span_id,
+                event_time=now,
             )
             if self.confirm_timeout_s is not None:
                 report = self.emitter.flush(self.confirm_timeout_s, seal=False)
                 if not report.ok:
                     raise GateError(
                         f"decision could not be recorded ({report.undelivered} undelivered, "
-                        f"{report.failed} failed); action not run")
+                        f"{report.failed} failed); action not run"
+                    )
         except EmitterError as exc:
             if isinstance(exc, GateError):
                 raise
@@ -163,26 +187,48 @@ class Gate:
         ev = grant.event
         trace = grant.trace.child()
         started = self.emitter.emit(
-            workflow_id=ev.workflow_id, kind=EventKind.EXECUTION_STARTED, principal=principal,
-            action=grant.decision.action, resource=grant.decision.resource, agent_id=agent_id,
-            parent_event_id=ev.event_id, authorization_id=ev.event_id, runtime=runtime,
-            trace_id=trace.trace_id, span_id=trace.span_id, attributes=attributes,
+            workflow_id=ev.workflow_id,
+            kind=EventKind.EXECUTION_STARTED,
+            principal=principal,
+            action=grant.decision.action,
+            resource=grant.decision.resource,
+            agent_id=agent_id,
+            parent_event_id=ev.event_id,
+            authorization_id=ev.event_id,
+            runtime=runtime,
+            trace_id=trace.trace_id,
+            span_id=trace.span_id,
+            attributes=attributes,
         )
         handle = Execution(started, trace)
         try:
             yield handle
         except BaseException as exc:
             self.emitter.emit(
-                workflow_id=ev.workflow_id, kind=EventKind.EXECUTION_FAILED, principal=principal,
-                action=grant.decision.action, resource=grant.decision.resource, agent_id=agent_id,
-                parent_event_id=started.event_id, authorization_id=ev.event_id, runtime=runtime,
-                trace_id=trace.trace_id, span_id=trace.span_id,
+                workflow_id=ev.workflow_id,
+                kind=EventKind.EXECUTION_FAILED,
+                principal=principal,
+                action=grant.decision.action,
+                resource=grant.decision.resource,
+                agent_id=agent_id,
+                parent_event_id=started.event_id,
+                authorization_id=ev.event_id,
+                runtime=runtime,
+                trace_id=trace.trace_id,
+                span_id=trace.span_id,
                 attributes={"error": type(exc).__name__},
             )
             raise
         self.emitter.emit(
-            workflow_id=ev.workflow_id, kind=EventKind.EXECUTION_COMPLETED, principal=principal,
-            action=grant.decision.action, resource=grant.decision.resource, agent_id=agent_id,
-            parent_event_id=started.event_id, authorization_id=ev.event_id, runtime=runtime,
-            trace_id=trace.trace_id, span_id=trace.span_id,
+            workflow_id=ev.workflow_id,
+            kind=EventKind.EXECUTION_COMPLETED,
+            principal=principal,
+            action=grant.decision.action,
+            resource=grant.decision.resource,
+            agent_id=agent_id,
+            parent_event_id=started.event_id,
+            authorization_id=ev.event_id,
+            runtime=runtime,
+            trace_id=trace.trace_id,
+            span_id=trace.span_id,
         )

@@ -27,7 +27,9 @@ def open_client(settings: Settings) -> Any:
     import clickhouse_connect
 
     if settings.clickhouse_url:
-        password = settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else ""
+        password = (
+            settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else ""
+        )
         return clickhouse_connect.get_client(dsn=settings.clickhouse_url, password=password)
     settings.chdb_path.mkdir(parents=True, exist_ok=True)
     return clickhouse_connect.get_client(dsn=settings.clickhouse_dsn)
@@ -35,7 +37,9 @@ def open_client(settings: Settings) -> Any:
 
 @dataclass
 class SinkStats:
-    rows: dict[str, int] = field(default_factory=lambda: {"entries": 0, "violations": 0, "checkpoints": 0, "quarantine": 0})
+    rows: dict[str, int] = field(
+        default_factory=lambda: {"entries": 0, "violations": 0, "checkpoints": 0, "quarantine": 0}
+    )
     batches: int = 0
     retries: int = 0
     outage_s: float = 0.0
@@ -46,8 +50,16 @@ class SinkStats:
 class ClickHouseSink:
     """Batches by size and time; inserts each table; commits Kafka offsets only after ClickHouse acked."""
 
-    def __init__(self, settings: Settings, bootstrap: str, client: Any, *, database: str | None = None,
-                 group: str | None = None, on_outage: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        client: Any,
+        *,
+        database: str | None = None,
+        group: str | None = None,
+        on_outage: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.client = client
         self.database = database or settings.clickhouse_database
@@ -61,15 +73,17 @@ class ClickHouseSink:
             t.checkpoints: (codec.load("checkpoint"), Checkpoint.from_record, "checkpoints"),
             t.quarantine: (codec.load("quarantine"), QuarantineRecord.from_record, "quarantine"),
         }
-        self.consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": group or settings.sink_group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": settings.session_timeout_ms,
-            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-            "fetch.wait.max.ms": settings.fetch_wait_ms,
-        })
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group or settings.sink_group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": settings.session_timeout_ms,
+                "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+                "fetch.wait.max.ms": settings.fetch_wait_ms,
+            }
+        )
         self.consumer.subscribe(list(self._decoders))
         with self.lock:
             schema.migrate(client, self.database)
@@ -78,7 +92,12 @@ class ClickHouseSink:
 
     def _collect(self) -> tuple[dict[str, list[Any]], list[Any]]:
         deadline = time.monotonic() + self.settings.sink_batch_ms / 1000
-        batch: dict[str, list[Any]] = {"entries": [], "violations": [], "checkpoints": [], "quarantine": []}
+        batch: dict[str, list[Any]] = {
+            "entries": [],
+            "violations": [],
+            "checkpoints": [],
+            "quarantine": [],
+        }
         msgs: list[Any] = []
         limit = self.settings.sink_batch_rows
         while len(msgs) < limit:
@@ -86,20 +105,27 @@ class ClickHouseSink:
             if left <= 0:
                 break
             for m in self.consumer.consume(min(limit - len(msgs), 5000), left):
-                if m.error():
-                    if m.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer error: %s", m.error())
+                error = m.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consumer error: %s", error)
                     continue
                 msgs.append(m)
-                sch, build, table = self._decoders[m.topic()]
+                sch, build, table = self._decoders[str(m.topic())]
                 try:
-                    batch[table].append(build(sch.decode_body(m.value())))
+                    batch[table].append(build(sch.decode_body(m.value() or b"")))
                 except (DecodeError, ValueError, TypeError, KeyError) as exc:
-                    log.error("undecodable record on %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), exc)
+                    log.error(
+                        "undecodable record on %s[%d]@%d: %s",
+                        m.topic(),
+                        m.partition(),
+                        m.offset(),
+                        exc,
+                    )
         return batch, msgs
 
     def _insert(self, batch: dict[str, list[Any]]) -> None:
-        plan = [
+        plan: list[tuple[str, tuple[str, ...], Callable[[Any], tuple[Any, ...]], list[Any]]] = [
             ("lineage_entries", rows.ENTRY_COLUMNS, rows.entry_row, batch["entries"]),
             ("violations", rows.VIOLATION_COLUMNS, rows.violation_row, batch["violations"]),
             ("checkpoints", rows.CHECKPOINT_COLUMNS, rows.checkpoint_row, batch["checkpoints"]),
@@ -111,9 +137,13 @@ class ClickHouseSink:
             data = [to_row(x) for x in items]
             try:
                 with self.lock:
-                    self.client.insert(table, data, column_names=list(columns), database=self.database)
+                    self.client.insert(
+                        table, data, column_names=list(columns), database=self.database
+                    )
             except Exception as exc:
-                raise ClickHouseUnavailable(f"insert into {self.database}.{table} failed: {exc}") from exc
+                raise ClickHouseUnavailable(
+                    f"insert into {self.database}.{table} failed: {exc}"
+                ) from exc
 
     def _commit(self, msgs: list[Any]) -> None:
         last: dict[tuple[str, int], int] = {}
@@ -138,12 +168,16 @@ class ClickHouseSink:
                     outage_started = time.monotonic()
                 self.stats.retries += 1
                 self.stats.last_error = str(exc)
-                self.on_outage(f"ClickHouse unavailable, retrying the same batch in {delay:.1f} s: {exc}")
+                self.on_outage(
+                    f"ClickHouse unavailable, retrying the same batch in {delay:.1f} s: {exc}"
+                )
                 time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 5.0)
         if outage_started is not None:
             self.stats.outage_s += time.monotonic() - outage_started
-            self.on_outage(f"ClickHouse is back after {time.monotonic() - outage_started:.1f} s; batch inserted")
+            self.on_outage(
+                f"ClickHouse is back after {time.monotonic() - outage_started:.1f} s; batch inserted"
+            )
         self._commit(msgs)
         self.stats.batches += 1
         for name, items in batch.items():

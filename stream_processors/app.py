@@ -47,9 +47,14 @@ class Publisher:
 
     def __init__(self, bootstrap: str, settings: Settings) -> None:
         self.topics = settings.topics
-        self.producer = Producer({
-            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 1,
-        })
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 1,
+            }
+        )
         self._entry = codec.load("chain_entry")
         self._violation = codec.load("violation")
         self._quarantine = codec.load("quarantine")
@@ -64,20 +69,43 @@ class Publisher:
     def publish(self, out: Outputs) -> None:
         p = self.producer
         for e in out.entries:
-            p.produce(self.topics.chain, self._entry.encode(e.to_record(), check=False),
-                      key=e.workflow_id.encode(), partition=e.source_partition, on_delivery=self._cb)
+            p.produce(
+                self.topics.chain,
+                self._entry.encode(e.to_record(), check=False),
+                key=e.workflow_id.encode(),
+                partition=e.source_partition,
+                on_delivery=self._cb,
+            )
         for v in out.violations:
-            p.produce(self.topics.violations, self._violation.encode(v.to_record(), check=False),
-                      key=v.workflow_id.encode(), on_delivery=self._cb)
+            p.produce(
+                self.topics.violations,
+                self._violation.encode(v.to_record(), check=False),
+                key=v.workflow_id.encode(),
+                on_delivery=self._cb,
+            )
         for q in out.quarantine:
-            p.produce(self.topics.quarantine, self._quarantine.encode(q.to_record(), check=False),
-                      key=q.raw_key, partition=q.source_partition, on_delivery=self._cb)
+            p.produce(
+                self.topics.quarantine,
+                self._quarantine.encode(q.to_record(), check=False),
+                key=q.raw_key,
+                partition=q.source_partition,
+                on_delivery=self._cb,
+            )
         for k in out.containments:
-            p.produce(self.topics.control, self._containment.encode(k.to_record(), check=False),
-                      key=k.workflow_id.encode(), on_delivery=self._cb)
+            p.produce(
+                self.topics.control,
+                self._containment.encode(k.to_record(), check=False),
+                key=k.workflow_id.encode(),
+                on_delivery=self._cb,
+            )
         for c in out.checkpoints:
-            p.produce(self.topics.checkpoints, self._checkpoint.encode(c.to_record(), check=False),
-                      key=str(c.partition).encode(), partition=c.partition, on_delivery=self._cb)
+            p.produce(
+                self.topics.checkpoints,
+                self._checkpoint.encode(c.to_record(), check=False),
+                key=str(c.partition).encode(),
+                partition=c.partition,
+                on_delivery=self._cb,
+            )
         self.confirm()
 
     def confirm(self) -> None:
@@ -85,11 +113,20 @@ class Publisher:
         while self.producer.flush(10.0):
             log.warning("outputs not yet acknowledged by the broker; waiting")
         if self.failed:
-            raise RuntimeError(f"{self.failed} outputs were not delivered; stopping before state advances")
+            raise RuntimeError(
+                f"{self.failed} outputs were not delivered; stopping before state advances"
+            )
 
 
-def build_app(settings: Settings, bootstrap: str, registry: KeyRegistry, policy: PolicySet,
-              signer: Signer, *, worker_id: str = "w0") -> faust.App:
+def build_app(
+    settings: Settings,
+    bootstrap: str,
+    registry: KeyRegistry,
+    policy: PolicySet,
+    signer: Signer,
+    *,
+    worker_id: str = "w0",
+) -> faust.App:
     """One App object with one agent; nothing here reads the environment."""
     scheme = transport.install(settings.fetch_wait_ms)
     topics = settings.topics
@@ -110,16 +147,29 @@ def build_app(settings: Settings, bootstrap: str, registry: KeyRegistry, policy:
         stream_wait_empty=False,
         worker_redirect_stdouts=False,
     )
-    events = app.topic(topics.events, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
-    table = app.Table("lineage-state", default=None, key_type=bytes, value_type=bytes,
-                      partitions=settings.partitions)
+    events = app.topic(
+        topics.events,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    table = app.Table(
+        "lineage-state",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+    )
     publisher = Publisher(bootstrap, settings)
     config = PipelineConfig(
         limits=Limits(settings.max_record_bytes, settings.max_attributes),
-        order_limits=OrderLimits(settings.reorder_max_events_per_workflow,
-                                 settings.reorder_max_events_per_partition,
-                                 settings.reorder_max_bytes_per_partition),
+        order_limits=OrderLimits(
+            settings.reorder_max_events_per_workflow,
+            settings.reorder_max_events_per_partition,
+            settings.reorder_max_bytes_per_partition,
+        ),
         window_offsets=settings.window_offsets,
         checkpoint_every_s=settings.checkpoint_every_s,
     )
@@ -129,18 +179,26 @@ def build_app(settings: Settings, bootstrap: str, registry: KeyRegistry, policy:
     def pipeline(partition: int) -> PartitionPipeline:
         pl = pipelines.get(partition)
         if pl is None:
-            pl = PartitionPipeline(topic=topics.events, partition=partition, store=TableStore(table, partition),
-                                   registry=registry, policy=policy, checkpoint_signer=signer, config=config)
+            pl = PartitionPipeline(
+                topic=topics.events,
+                partition=partition,
+                store=TableStore(table, partition),
+                registry=registry,
+                policy=policy,
+                checkpoint_signer=signer,
+                config=config,
+            )
             pipelines[partition] = pl
             log.info("partition %d: resuming at offset %d", partition, pl.meta.next_offset)
         return pl
 
-    @app.on_partitions_revoked.connect  # type: ignore[misc]
     async def on_revoked(sender: Any, revoked: Any, **kw: Any) -> None:
         for tp in revoked:
             if tp.topic == topics.events:
                 pipelines.pop(tp.partition, None)
                 seeking.pop(tp.partition, None)
+
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode's signal typing
 
     async def seek(partition: int, offset: int) -> None:
         log.warning("partition %d: offset gap, seeking back to %d", partition, offset)
@@ -158,14 +216,15 @@ def build_app(settings: Settings, bootstrap: str, registry: KeyRegistry, policy:
             for pl in pipelines.values():
                 pl.dirty_state()
 
-    @app.agent(events)  # type: ignore[misc]
+    @app.agent(events)
     async def process(stream: Any) -> None:
         async for batch in stream.take_events(2000, within=0.01):
             by_partition: dict[int, list[RawRecord]] = {}
             for ev in batch:
                 m = ev.message
                 by_partition.setdefault(m.partition, []).append(
-                    RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp or 0))
+                    RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp or 0)
+                )
             out = Outputs()
             seeks: list[tuple[int, int]] = []
             for partition, records in by_partition.items():
@@ -195,7 +254,7 @@ def build_app(settings: Settings, bootstrap: str, registry: KeyRegistry, policy:
             for partition, offset in seeks:
                 await seek(partition, offset)
 
-    @app.timer(settings.checkpoint_every_s)  # type: ignore[misc]
+    @app.timer(settings.checkpoint_every_s)  # type: ignore[untyped-decorator]
     async def checkpoint_timer() -> None:
         await asyncio.sleep(0)
         checkpoint_all(force=False)

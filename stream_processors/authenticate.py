@@ -33,9 +33,15 @@ def emitter_subject(emitter_id: str) -> str:
 class Authenticator:
     """Checks sequence numbers, seal signatures, seal chains and seal Merkle roots (fail closed)."""
 
-    def __init__(self, topic: str, partition: int, registry: KeyRegistry, policy_digest: str,
-                 get_state: Callable[[str], EmitterState],
-                 severity_for: Callable[[ViolationType], Severity] = lambda _t: Severity.CRITICAL) -> None:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        registry: KeyRegistry,
+        policy_digest: str,
+        get_state: Callable[[str], EmitterState],
+        severity_for: Callable[[ViolationType], Severity] = lambda _t: Severity.CRITICAL,
+    ) -> None:
         self.severity_for = severity_for
         self.topic = topic
         self.partition = partition
@@ -43,19 +49,38 @@ class Authenticator:
         self.policy_digest = policy_digest
         self.get_state = get_state
 
-    def _violation(self, vtype: ViolationType, p: PendingEvent | None, offset: int, rule: str,
-                   explanation: str, workflow_id: str = "", event_time: int = 0) -> Violation:
+    def _violation(
+        self,
+        vtype: ViolationType,
+        p: PendingEvent | None,
+        offset: int,
+        rule: str,
+        explanation: str,
+        workflow_id: str = "",
+        event_time: int = 0,
+    ) -> Violation:
         return integrity_violation(
-            vtype, rule=rule, explanation=explanation,
+            vtype,
+            rule=rule,
+            explanation=explanation,
             workflow_id=p.event.workflow_id if p else workflow_id,
-            partition=self.partition, offset=p.offset if p else offset,
+            partition=self.partition,
+            offset=p.offset if p else offset,
             event_time=p.event.event_time if p else event_time,
-            policy_digest=self.policy_digest, event_id=p.event.event_id if p else None,
+            policy_digest=self.policy_digest,
+            event_id=p.event.event_id if p else None,
             severity=self.severity_for(vtype),
         )
 
-    def _reject(self, out: AuthResult, events: list[PendingEvent], vtype: ViolationType, code: str,
-                rule: str, reason: str) -> None:
+    def _reject(
+        self,
+        out: AuthResult,
+        events: list[PendingEvent],
+        vtype: ViolationType,
+        code: str,
+        rule: str,
+        reason: str,
+    ) -> None:
         for p in events:
             out.violations.append(self._violation(vtype, p, p.offset, rule, reason))
             out.quarantine.append(quarantine_event(p, self.topic, self.partition, code, reason))
@@ -64,7 +89,7 @@ class Authenticator:
         out = AuthResult()
         st = self.get_state(p.event.emitter_id)
         seq = p.event.emitter_seq
-        earlier = st.pending.get(seq) or (None if seq >= st.expected_seq else None)
+        earlier = st.pending.get(seq)
         known = earlier.digest if earlier else st.recent.get(seq)
         if known is not None or seq < st.expected_seq:
             if known == p.digest:
@@ -75,7 +100,14 @@ class Authenticator:
                 if known is not None
                 else f"emitter {p.event.emitter_id} seq {seq} is below the next expected {st.expected_seq}"
             )
-            self._reject(out, [p], ViolationType.DUPLICATE_CONFLICT, "DUPLICATE_CONFLICT", "equivocation", reason)
+            self._reject(
+                out,
+                [p],
+                ViolationType.DUPLICATE_CONFLICT,
+                "DUPLICATE_CONFLICT",
+                "equivocation",
+                reason,
+            )
             return out
         st.pending[seq] = p
         return out
@@ -90,43 +122,94 @@ class Authenticator:
         wf = present[0].event.workflow_id if present else ""
         if seal.last_seq < st.expected_seq:
             if seal.prev_seal_hash != st.prev_seal_hash and this_hash != st.prev_seal_hash:
-                out.violations.append(self._violation(
-                    ViolationType.DUPLICATE_CONFLICT, None, s.offset, "equivocation",
-                    f"second seal for {seal.emitter_id} seqs {seal.first_seq}..{seal.last_seq} differs from the first",
-                    workflow_id=f"emitter:{seal.emitter_id}"))
+                out.violations.append(
+                    self._violation(
+                        ViolationType.DUPLICATE_CONFLICT,
+                        None,
+                        s.offset,
+                        "equivocation",
+                        f"second seal for {seal.emitter_id} seqs {seal.first_seq}..{seal.last_seq} differs from the first",
+                        workflow_id=f"emitter:{seal.emitter_id}",
+                    )
+                )
             else:
                 out.duplicates += 1
             return out
         try:
             record = self.registry.get(seal.key_id)
-            role = record.role if record and record.role in (Role.EMITTER, Role.AUTHORIZER) else Role.EMITTER
+            role = (
+                record.role
+                if record and record.role in (Role.EMITTER, Role.AUTHORIZER)
+                else Role.EMITTER
+            )
             at_us = max((p.event.event_time for p in present), default=0)
-            message = hashing.seal_message(seal.emitter_id, seal.key_id, seal.topic, seal.partition,
-                                           seal.first_seq, seal.last_seq, seal.merkle_root, seal.prev_seal_hash)
-            self.registry.verify(seal.key_id, message, seal.signature, role=role,
-                                 subject=emitter_subject(seal.emitter_id), at_us=at_us or (record.not_before_us if record else 0))
+            message = hashing.seal_message(
+                seal.emitter_id,
+                seal.key_id,
+                seal.topic,
+                seal.partition,
+                seal.first_seq,
+                seal.last_seq,
+                seal.merkle_root,
+                seal.prev_seal_hash,
+            )
+            self.registry.verify(
+                seal.key_id,
+                message,
+                seal.signature,
+                role=role,
+                subject=emitter_subject(seal.emitter_id),
+                at_us=at_us or (record.not_before_us if record else 0),
+            )
         except IntegrityError as exc:
             vtype = ViolationType(getattr(exc, "code", "BAD_SIGNATURE"))
             self._drop(st, seal.first_seq, seal.last_seq)
             self._reject(out, present, vtype, vtype.value, "seal", f"seal by {seal.key_id}: {exc}")
             if not present:
-                out.violations.append(self._violation(vtype, None, s.offset, "seal", str(exc),
-                                                      workflow_id=f"emitter:{seal.emitter_id}"))
+                out.violations.append(
+                    self._violation(
+                        vtype,
+                        None,
+                        s.offset,
+                        "seal",
+                        str(exc),
+                        workflow_id=f"emitter:{seal.emitter_id}",
+                    )
+                )
             return out
         if st.seen and seal.prev_seal_hash != st.prev_seal_hash:
-            out.violations.append(self._violation(
-                ViolationType.SEQUENCE_GAP, None, s.offset, "seal-chain",
-                f"seal {seal.first_seq}..{seal.last_seq} of {seal.emitter_id} links to {seal.prev_seal_hash.hex()[:16]}…, "
-                f"expected the previous seal {st.prev_seal_hash.hex()[:16]}…", workflow_id=wf or f"emitter:{seal.emitter_id}"))
+            out.violations.append(
+                self._violation(
+                    ViolationType.SEQUENCE_GAP,
+                    None,
+                    s.offset,
+                    "seal-chain",
+                    f"seal {seal.first_seq}..{seal.last_seq} of {seal.emitter_id} links to {seal.prev_seal_hash.hex()[:16]}…, "
+                    f"expected the previous seal {st.prev_seal_hash.hex()[:16]}…",
+                    workflow_id=wf or f"emitter:{seal.emitter_id}",
+                )
+            )
         if seal.first_seq > st.expected_seq:
             gap = [p for q, p in sorted(st.pending.items()) if q < seal.first_seq]
-            out.violations.append(self._violation(
-                ViolationType.SEQUENCE_GAP, None, s.offset, "emitter-sequence",
-                f"{seal.emitter_id}: expected the next seal to start at seq {st.expected_seq}, found {seal.first_seq}",
-                workflow_id=wf or f"emitter:{seal.emitter_id}"))
+            out.violations.append(
+                self._violation(
+                    ViolationType.SEQUENCE_GAP,
+                    None,
+                    s.offset,
+                    "emitter-sequence",
+                    f"{seal.emitter_id}: expected the next seal to start at seq {st.expected_seq}, found {seal.first_seq}",
+                    workflow_id=wf or f"emitter:{seal.emitter_id}",
+                )
+            )
             self._drop(st, st.expected_seq, seal.first_seq - 1)
-            self._reject(out, gap, ViolationType.UNSEALED_EVENT, "UNSEALED_EVENT", "seal",
-                         "no seal ever covered this event")
+            self._reject(
+                out,
+                gap,
+                ViolationType.UNSEALED_EVENT,
+                "UNSEALED_EVENT",
+                "seal",
+                "no seal ever covered this event",
+            )
         st.seen = True
         st.prev_seal_hash = this_hash
         st.expected_seq = seal.last_seq + 1
@@ -134,14 +217,30 @@ class Authenticator:
         if len(present) != len(covered):
             missing = [seal.first_seq + i for i, p in enumerate(covered) if p is None]
             reason = f"seal covers seqs {seal.first_seq}..{seal.last_seq} but {len(missing)} never arrived (first {missing[0]})"
-            out.violations.append(self._violation(ViolationType.SEQUENCE_GAP, None, s.offset, "seal",
-                                                  reason, workflow_id=wf or f"emitter:{seal.emitter_id}"))
-            self._reject(out, present, ViolationType.SEQUENCE_GAP, "SEAL_INCOMPLETE", "seal", reason)
+            out.violations.append(
+                self._violation(
+                    ViolationType.SEQUENCE_GAP,
+                    None,
+                    s.offset,
+                    "seal",
+                    reason,
+                    workflow_id=wf or f"emitter:{seal.emitter_id}",
+                )
+            )
+            self._reject(
+                out, present, ViolationType.SEQUENCE_GAP, "SEAL_INCOMPLETE", "seal", reason
+            )
             return out
         root, paths = root_and_paths([p.digest for p in present])
         if root != seal.merkle_root:
-            self._reject(out, present, ViolationType.BAD_SIGNATURE, "DIGEST_MISMATCH", "seal",
-                         f"seal root {seal.merkle_root.hex()[:16]}… does not match the events' digests {root.hex()[:16]}…")
+            self._reject(
+                out,
+                present,
+                ViolationType.BAD_SIGNATURE,
+                "DIGEST_MISMATCH",
+                "seal",
+                f"seal root {seal.merkle_root.hex()[:16]}… does not match the events' digests {root.hex()[:16]}…",
+            )
             return out
         authorizer = record is not None and record.role is Role.AUTHORIZER
         for i, p in enumerate(present):
@@ -166,6 +265,12 @@ class Authenticator:
         stale = [p for p in st.pending.values() if p.offset < before_offset]
         for p in stale:
             del st.pending[p.event.emitter_seq]
-        self._reject(out, sorted(stale, key=lambda p: p.offset), ViolationType.UNSEALED_EVENT, "UNSEALED_EVENT",
-                     "seal-window", "no seal covered this event within the window")
+        self._reject(
+            out,
+            sorted(stale, key=lambda p: p.offset),
+            ViolationType.UNSEALED_EVENT,
+            "UNSEALED_EVENT",
+            "seal-window",
+            "no seal covered this event within the window",
+        )
         return out

@@ -6,7 +6,9 @@ from lineage import hashing
 from stream_processors.state import WorkflowState
 
 
-def link(state: WorkflowState, event_digest: bytes, policy_digest: bytes) -> tuple[int, bytes, bytes]:
+def link(
+    state: WorkflowState, event_digest: bytes, policy_digest: bytes
+) -> tuple[int, bytes, bytes]:
     """Append one event to the workflow chain; returns (chain_seq, prev_hash, entry_hash)."""
     seq = state.next_seq
     prev = state.head

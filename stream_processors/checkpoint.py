@@ -30,10 +30,19 @@ class PartitionLog:
     def to_bytes(self) -> bytes:
         return bytes(self.range.to_bytes())
 
-    def sign(self, origin: str, signer: Signer, key_name: str, partition: int, source_offset: int) -> Checkpoint:
+    def sign(
+        self, origin: str, signer: Signer, key_name: str, partition: int, source_offset: int
+    ) -> Checkpoint:
         """A signed checkpoint of the current log; deterministic for a given size (Ed25519)."""
         root = self.range.root()
         body = note.checkpoint_body(origin, self.size, root)
-        text = note.sign_note(body, key_name, signer._private_key)  # noqa: SLF001 - see keys.Signer
-        return Checkpoint(origin=origin, partition=partition, tree_size=self.size, root_hash=root,
-                          note=text, key_name=key_name, source_offset=source_offset)
+        text = note.sign_note(body, key_name, signer._private_key)
+        return Checkpoint(
+            origin=origin,
+            partition=partition,
+            tree_size=self.size,
+            root_hash=root,
+            note=text,
+            key_name=key_name,
+            source_offset=source_offset,
+        )

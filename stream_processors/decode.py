@@ -37,7 +37,9 @@ class Decoder:
                 f"record is {len(value)} bytes, limit is {self.limits.max_record_bytes}",
             )
         if raw.key is None:
-            raise DecodeError("NULL_KEY", "expected a key (workflow id or seal:<emitter>), found none")
+            raise DecodeError(
+                "NULL_KEY", "expected a key (workflow id or seal:<emitter>), found none"
+            )
         header = value[: codec.HEADER_LEN]
         if header == self._event_header:
             return self._decode_event(raw, value)

@@ -10,7 +10,9 @@ from stream_processors.records import PendingEvent
 INTEGRITY_SEVERITY = Severity.CRITICAL
 
 
-def violation_id(vtype: ViolationType, workflow_id: str, event_id: str | None, partition: int, offset: int) -> str:
+def violation_id(
+    vtype: ViolationType, workflow_id: str, event_id: str | None, partition: int, offset: int
+) -> str:
     """Same inputs, same id: a replayed violation deduplicates downstream."""
     text = f"{vtype.value}|{workflow_id}|{event_id or ''}|{partition}|{offset}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -46,7 +48,9 @@ def integrity_violation(
     )
 
 
-def quarantine_event(p: PendingEvent, topic: str, partition: int, code: str, reason: str) -> QuarantineRecord:
+def quarantine_event(
+    p: PendingEvent, topic: str, partition: int, code: str, reason: str
+) -> QuarantineRecord:
     return QuarantineRecord(
         reason_code=code,
         reason=reason,

@@ -23,7 +23,9 @@ def load_processor_signer(settings: Settings, registry: KeyRegistry) -> Signer:
     if record is None:
         from lineage.errors import ConfigError
 
-        raise ConfigError(f"processor key {path} is not in the registry {settings.resolved_keys_file}")
+        raise ConfigError(
+            f"processor key {path} is not in the registry {settings.resolved_keys_file}"
+        )
     return Signer.from_file(path, record)
 
 
@@ -34,7 +36,9 @@ def run_worker(settings: Settings, *, worker_id: str, log_level: str = "WARNING"
     registry = KeyRegistry.load(settings.resolved_keys_file)
     policy = PolicySet.load(settings.resolved_policy_file)
     signer = load_processor_signer(settings, registry)
-    app = build_app(settings, str(settings.kafka_bootstrap), registry, policy, signer, worker_id=worker_id)
+    app = build_app(
+        settings, str(settings.kafka_bootstrap), registry, policy, signer, worker_id=worker_id
+    )
     logging.getLogger("lineage").setLevel(log_level)
     worker = faust.Worker(app, loglevel=log_level, quiet=True)
     worker.execute_from_commandline()

@@ -37,12 +37,20 @@ def offer(state: WorkflowState, p: PendingEvent) -> Admission:
     out = Admission()
     known = state.chained.get(p.event.event_id)
     if known is not None or any(w.event.event_id == p.event.event_id for w in state.waiting):
-        prior = known if known is not None else next(
-            w.digest[:8] for w in state.waiting if w.event.event_id == p.event.event_id)
+        prior = (
+            known
+            if known is not None
+            else next(w.digest[:8] for w in state.waiting if w.event.event_id == p.event.event_id)
+        )
         if prior == p.digest[:8]:
             out.duplicates.append(p)
         else:
-            out.conflicts.append((p, f"event id {p.event.event_id} already seen with digest {prior.hex()}…, found {p.digest[:8].hex()}…"))
+            out.conflicts.append(
+                (
+                    p,
+                    f"event id {p.event.event_id} already seen with digest {prior.hex()}…, found {p.digest[:8].hex()}…",
+                )
+            )
         return out
     parent = parent_in_workflow(p)
     if parent is not None and parent not in state.chained:

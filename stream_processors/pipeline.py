@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lineage import codec
 from lineage.errors import DecodeError
@@ -21,7 +21,7 @@ from lineage.model import (
 )
 from lineage.policy import PolicySet
 from stream_processors import chain, order
-from stream_processors.authenticate import AuthResult, Authenticator
+from stream_processors.authenticate import Authenticator, AuthResult
 from stream_processors.checkpoint import PartitionLog, origin_for
 from stream_processors.decode import Decoder, Limits
 from stream_processors.findings import integrity_violation, quarantine_event, violation_id
@@ -36,8 +36,8 @@ CONTAINED = "CONTAINED"
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    limits: Limits = Limits()
-    order_limits: OrderLimits = OrderLimits()
+    limits: Limits = field(default_factory=Limits)
+    order_limits: OrderLimits = field(default_factory=OrderLimits)
     window_offsets: int = 20_000
     checkpoint_every_s: float = 2.0
     origin_base: str = "lineage.local"
@@ -84,7 +84,9 @@ class PartitionPipeline:
         self.policy_states: dict[str, WorkflowPolicyState] = {}
         self.dirty_emitters: set[str] = set()
         self.dirty_workflows: set[str] = set()
-        self.auth = Authenticator(topic, partition, registry, self.policy_hex, self._emitter, policy.severity_for)
+        self.auth = Authenticator(
+            topic, partition, registry, self.policy_hex, self._emitter, policy.severity_for
+        )
         self._last_checkpoint = time.monotonic()
         self.counters = self.meta.counters
 
@@ -148,10 +150,17 @@ class PartitionPipeline:
             decoded = self.decoder.decode(raw)
         except DecodeError as exc:
             self._count("quarantined")
-            out.quarantine.append(QuarantineRecord(
-                reason_code=exc.code, reason=str(exc), raw_value=raw.value or b"",
-                source_topic=raw.topic, source_partition=raw.partition, source_offset=raw.offset,
-                raw_key=raw.key))
+            out.quarantine.append(
+                QuarantineRecord(
+                    reason_code=exc.code,
+                    reason=str(exc),
+                    raw_value=raw.value or b"",
+                    source_topic=raw.topic,
+                    source_partition=raw.partition,
+                    source_offset=raw.offset,
+                    raw_key=raw.key,
+                )
+            )
             return
         if isinstance(decoded, DecodedSeal):
             self._count("seals")
@@ -186,7 +195,11 @@ class PartitionPipeline:
         if not self.policy.critical_contains:
             return
         for v in violations:
-            if v.severity is not Severity.CRITICAL or not v.workflow_id or v.workflow_id.startswith("emitter:"):
+            if (
+                v.severity is not Severity.CRITICAL
+                or not v.workflow_id
+                or v.workflow_id.startswith("emitter:")
+            ):
                 continue
             ps = self._policy_state(self._workflow(v.workflow_id))
             if ps.contained:
@@ -194,10 +207,17 @@ class PartitionPipeline:
             ps.contained = True
             ps.contained_by = v.violation_type.value
             ps.contained_at = v.event_id
-            out.containments.append(Containment(
-                workflow_id=v.workflow_id, violation_id=v.violation_id, violation_type=v.violation_type.value,
-                event_id=v.event_id or "", policy_digest=self.policy_hex, source_partition=self.partition,
-                source_offset=v.source_offset))
+            out.containments.append(
+                Containment(
+                    workflow_id=v.workflow_id,
+                    violation_id=v.violation_id,
+                    violation_type=v.violation_type.value,
+                    event_id=v.event_id or "",
+                    policy_digest=self.policy_hex,
+                    source_partition=self.partition,
+                    source_offset=v.source_offset,
+                )
+            )
 
     def _take(self, res: AuthResult, out: Outputs) -> None:
         self._contain(res.violations, out)
@@ -215,19 +235,38 @@ class PartitionPipeline:
         if adm.duplicates:
             self._count("duplicates", len(adm.duplicates))
         for bad, reason in adm.conflicts:
-            self._reject(bad, ViolationType.DUPLICATE_CONFLICT, "DUPLICATE_CONFLICT", "equivocation", reason, out)
+            self._reject(
+                bad,
+                ViolationType.DUPLICATE_CONFLICT,
+                "DUPLICATE_CONFLICT",
+                "equivocation",
+                reason,
+                out,
+            )
         for ready in adm.ready:
             self._commit(wf, ready, out)
-        self.meta.counters["waiting"] = self.meta.counters.get("waiting", 0) + len(wf.waiting) - before
+        self.meta.counters["waiting"] = (
+            self.meta.counters.get("waiting", 0) + len(wf.waiting) - before
+        )
         self._note_waiting(wf)
         self._enforce_bounds(wf, out)
 
-    def _reject(self, p: PendingEvent, vtype: ViolationType, code: str, rule: str, reason: str, out: Outputs) -> None:
+    def _reject(
+        self, p: PendingEvent, vtype: ViolationType, code: str, rule: str, reason: str, out: Outputs
+    ) -> None:
         self._count("quarantined")
         v = integrity_violation(
-            vtype, rule=rule, explanation=reason, workflow_id=p.event.workflow_id, partition=self.partition,
-            offset=p.offset, event_time=p.event.event_time, policy_digest=self.policy_hex, event_id=p.event.event_id,
-            severity=self.policy.severity_for(vtype))
+            vtype,
+            rule=rule,
+            explanation=reason,
+            workflow_id=p.event.workflow_id,
+            partition=self.partition,
+            offset=p.offset,
+            event_time=p.event.event_time,
+            policy_digest=self.policy_hex,
+            event_id=p.event.event_id,
+            severity=self.policy.severity_for(vtype),
+        )
         self._contain([v], out)
         out.violations.append(v)
         out.quarantine.append(quarantine_event(p, self.topic, self.partition, code, reason))
@@ -238,29 +277,60 @@ class PartitionPipeline:
         contained_before = ps.contained
         findings = self.policy_stage.check(p.event, ps, authorizer_trusted=p.authorizer)
         log_index = self.log.append(entry_hash)
-        out.entries.append(ChainEntry(
-            workflow_id=wf.workflow_id, chain_seq=seq, event_id=p.event.event_id, event_digest=p.digest,
-            prev_hash=prev, entry_hash=entry_hash, policy_digest=self.policy_digest, event_bytes=p.data,
-            source_partition=self.partition, source_offset=p.offset, log_index=log_index,
-            seal_bytes=p.seal_bytes, seal_index=p.seal_index, seal_path=p.seal_path,
-            flags=(CONTAINED,) if contained_before else (),
-        ))
+        out.entries.append(
+            ChainEntry(
+                workflow_id=wf.workflow_id,
+                chain_seq=seq,
+                event_id=p.event.event_id,
+                event_digest=p.digest,
+                prev_hash=prev,
+                entry_hash=entry_hash,
+                policy_digest=self.policy_digest,
+                event_bytes=p.data,
+                source_partition=self.partition,
+                source_offset=p.offset,
+                log_index=log_index,
+                seal_bytes=p.seal_bytes,
+                seal_index=p.seal_index,
+                seal_path=p.seal_path,
+                flags=(CONTAINED,) if contained_before else (),
+            )
+        )
         self._count("chained")
         for f in findings:
-            out.violations.append(Violation(
-                violation_id=violation_id(f.violation_type, wf.workflow_id, p.event.event_id, self.partition, p.offset),
-                violation_type=f.violation_type, rule=f.rule, severity=f.severity, workflow_id=wf.workflow_id,
-                policy_digest=self.policy_hex, explanation=f.explanation, source_partition=self.partition,
-                source_offset=p.offset, event_time=p.event.event_time, event_id=p.event.event_id,
-                related_event_ids=tuple(f.related_event_ids)))
+            out.violations.append(
+                Violation(
+                    violation_id=violation_id(
+                        f.violation_type, wf.workflow_id, p.event.event_id, self.partition, p.offset
+                    ),
+                    violation_type=f.violation_type,
+                    rule=f.rule,
+                    severity=f.severity,
+                    workflow_id=wf.workflow_id,
+                    policy_digest=self.policy_hex,
+                    explanation=f.explanation,
+                    source_partition=self.partition,
+                    source_offset=p.offset,
+                    event_time=p.event.event_time,
+                    event_id=p.event.event_id,
+                    related_event_ids=tuple(f.related_event_ids),
+                )
+            )
         if findings:
             self._count("violations", len(findings))
         if ps.contained and not contained_before:
             cause = next((v for v in out.violations[::-1] if v.event_id == p.event.event_id), None)
-            out.containments.append(Containment(
-                workflow_id=wf.workflow_id, violation_id=cause.violation_id if cause else "",
-                violation_type=cause.violation_type.value if cause else "", event_id=p.event.event_id,
-                policy_digest=self.policy_hex, source_partition=self.partition, source_offset=p.offset))
+            out.containments.append(
+                Containment(
+                    workflow_id=wf.workflow_id,
+                    violation_id=cause.violation_id if cause else "",
+                    violation_type=cause.violation_type.value if cause else "",
+                    event_id=p.event.event_id,
+                    policy_digest=self.policy_hex,
+                    source_partition=self.partition,
+                    source_offset=p.offset,
+                )
+            )
 
     def _enforce_bounds(self, wf: WorkflowState, out: Outputs) -> None:
         lim = self.config.order_limits
@@ -284,8 +354,14 @@ class PartitionPipeline:
     def _orphan(self, wf: WorkflowState, p: PendingEvent, why: str, out: Outputs) -> None:
         wf.waiting.remove(p)
         self.meta.counters["waiting"] = self.meta.counters.get("waiting", 0) - 1
-        self._reject(p, ViolationType.ORPHAN_EVENT, "ORPHAN_EVENT", "causal-order",
-                     f"parent {p.event.parent_event_id} was not chained: {why}", out)
+        self._reject(
+            p,
+            ViolationType.ORPHAN_EVENT,
+            "ORPHAN_EVENT",
+            "causal-order",
+            f"parent {p.event.parent_event_id} was not chained: {why}",
+            out,
+        )
         self._note_waiting(wf)
 
     def _expire(self, offset: int, out: Outputs) -> None:
@@ -300,7 +376,9 @@ class PartitionPipeline:
         for wid in list(self.meta.waiting_workflows):
             wf = self._workflow(wid)
             for p in [p for p in wf.waiting if p.offset < horizon]:
-                self._orphan(wf, p, f"it did not arrive within {self.config.window_offsets} offsets", out)
+                self._orphan(
+                    wf, p, f"it did not arrive within {self.config.window_offsets} offsets", out
+                )
 
     # -- checkpoints and state -------------------------------------------
 
@@ -313,8 +391,13 @@ class PartitionPipeline:
             return None
         self._last_checkpoint = now
         self.meta.checkpoint_size = self.log.size
-        return self.log.sign(self.origin, self.signer, self.config.checkpoint_key_name, self.partition,
-                             self.meta.next_offset)
+        return self.log.sign(
+            self.origin,
+            self.signer,
+            self.config.checkpoint_key_name,
+            self.partition,
+            self.meta.next_offset,
+        )
 
     def dirty_state(self) -> list[tuple[str, bytes]]:
         """Serialized state changed since the last call (write to the changelog after the outputs)."""

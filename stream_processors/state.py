@@ -42,15 +42,28 @@ def _ub(text: str) -> bytes:
 
 
 def pending_to_json(p: PendingEvent) -> list[Any]:
-    return [p.offset, _b(p.data), _b(p.seal_bytes), p.seal_index, [_b(x) for x in p.seal_path], p.authorizer]
+    return [
+        p.offset,
+        _b(p.data),
+        _b(p.seal_bytes),
+        p.seal_index,
+        [_b(x) for x in p.seal_path],
+        p.authorizer,
+    ]
 
 
 def pending_from_json(v: list[Any], decode_event: Any) -> PendingEvent:
     data = _ub(v[1])
     event: ExecutionEvent = decode_event(data)
     return PendingEvent(
-        offset=v[0], data=data, digest=hashing.event_digest(data), event=event,
-        seal_bytes=_ub(v[2]), seal_index=v[3], seal_path=tuple(_ub(x) for x in v[4]), authorizer=v[5],
+        offset=v[0],
+        data=data,
+        digest=hashing.event_digest(data),
+        event=event,
+        seal_bytes=_ub(v[2]),
+        seal_index=v[3],
+        seal_path=tuple(_ub(x) for x in v[4]),
+        authorizer=v[5],
     )
 
 
@@ -65,13 +78,16 @@ class EmitterState:
     seen: bool = False
 
     def to_bytes(self) -> bytes:
-        return json.dumps({
-            "x": self.expected_seq,
-            "h": _b(self.prev_seal_hash),
-            "p": {str(k): pending_to_json(v) for k, v in self.pending.items()},
-            "r": {str(k): _b(v) for k, v in self.recent.items()},
-            "s": self.seen,
-        }, separators=(",", ":")).encode()
+        return json.dumps(
+            {
+                "x": self.expected_seq,
+                "h": _b(self.prev_seal_hash),
+                "p": {str(k): pending_to_json(v) for k, v in self.pending.items()},
+                "r": {str(k): _b(v) for k, v in self.recent.items()},
+                "s": self.seen,
+            },
+            separators=(",", ":"),
+        ).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, decode_event: Any) -> EmitterState:
@@ -101,14 +117,17 @@ class WorkflowState:
             self.head = hashing.genesis_hash(self.workflow_id)
 
     def to_bytes(self) -> bytes:
-        return json.dumps({
-            "w": self.workflow_id,
-            "h": _b(self.head),
-            "n": self.next_seq,
-            "c": {k: v.hex() for k, v in self.chained.items()},
-            "q": [pending_to_json(p) for p in self.waiting],
-            "p": _b(self.policy),
-        }, separators=(",", ":")).encode()
+        return json.dumps(
+            {
+                "w": self.workflow_id,
+                "h": _b(self.head),
+                "n": self.next_seq,
+                "c": {k: v.hex() for k, v in self.chained.items()},
+                "q": [pending_to_json(p) for p in self.waiting],
+                "p": _b(self.policy),
+            },
+            separators=(",", ":"),
+        ).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, decode_event: Any) -> WorkflowState:
@@ -135,10 +154,17 @@ class PartitionMeta:
     counters: dict[str, int] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        return json.dumps({
-            "o": self.next_offset, "l": _b(self.log), "c": self.checkpoint_size,
-            "e": sorted(self.pending_emitters), "w": sorted(self.waiting_workflows), "k": self.counters,
-        }, separators=(",", ":")).encode()
+        return json.dumps(
+            {
+                "o": self.next_offset,
+                "l": _b(self.log),
+                "c": self.checkpoint_size,
+                "e": sorted(self.pending_emitters),
+                "w": sorted(self.waiting_workflows),
+                "k": self.counters,
+            },
+            separators=(",", ":"),
+        ).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PartitionMeta:

@@ -21,15 +21,23 @@ PACK = ROOT / "docs" / "queries.sql"
 def lineage(data_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, LINEAGE_DATA_DIR=str(data_dir))
     env.pop("LINEAGE_KAFKA_BOOTSTRAP", None)
-    return subprocess.run([sys.executable, "-m", "lineage.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "lineage.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     data_dir = tmp_path_factory.mktemp("demo")
     run = lineage(data_dir, "demo", "--events", "1500", "--workflows", "30", timeout=300)
-    assert run.returncode == 0, f"demo failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    assert run.returncode == 0, (
+        f"demo failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    )
     (data_dir / "demo-output.txt").write_text(run.stdout)
     yield data_dir
 
@@ -43,16 +51,27 @@ def query_json(data_dir: Path, *args: str) -> list[dict[str, Any]]:
 def test_demo_summary(demo_dir: Path) -> None:
     out = (demo_dir / "demo-output.txt").read_text()
     assert "OK:" in out and "chained, verified lineage" in out
-    for vtype in ("UNAUTHORIZED_EXECUTION", "DENIED_EXECUTION", "EXPIRED_AUTHORIZATION", "DEPTH_EXCEEDED",
-                  "UNKNOWN_KEY", "UNTRUSTED_AUTHORIZER"):
+    for vtype in (
+        "UNAUTHORIZED_EXECUTION",
+        "DENIED_EXECUTION",
+        "EXPIRED_AUTHORIZATION",
+        "DEPTH_EXCEEDED",
+        "UNKNOWN_KEY",
+        "UNTRUSTED_AUTHORIZER",
+    ):
         assert vtype in out, f"the demo summary should list {vtype} among the violations caught"
 
 
 def test_count_matches_demo(demo_dir: Path) -> None:
     run = lineage(demo_dir, "query", "SELECT count() FROM lineage_entries FINAL", "--format", "csv")
     assert run.returncode == 0, run.stderr
-    emitted = int(next(line.split("│")[2] for line in (demo_dir / "demo-output.txt").read_text().splitlines()
-                       if "events emitted (trusted emitters)" in line).strip())
+    emitted = int(
+        next(
+            line.split("│")[2]
+            for line in (demo_dir / "demo-output.txt").read_text().splitlines()
+            if "events emitted (trusted emitters)" in line
+        ).strip()
+    )
     assert int(run.stdout.strip()) == emitted
 
 
@@ -73,7 +92,14 @@ def test_pack_answers_known_scenario_facts(demo_dir: Path) -> None:
     assert "UNTRUSTED_AUTHORIZER" in causes, contained
     quarantine = query_json(demo_dir, "--file", str(PACK), "--name", "quarantine_by_reason")
     assert any(r.get("reason_code") == "UNKNOWN_KEY" for r in quarantine), quarantine
-    systems = query_json(demo_dir, "--file", str(PACK), "--name", "agent_systems", "--param",
-                         "agent=agent:orchestrator")
+    systems = query_json(
+        demo_dir,
+        "--file",
+        str(PACK),
+        "--name",
+        "agent_systems",
+        "--param",
+        "agent=agent:orchestrator",
+    )
     touched = json.dumps(systems)
     assert "web:search" in touched or "api:" in touched, systems
