@@ -240,7 +240,7 @@ def test_rule(rule_run: tuple[Pipeline, Rules], name: str) -> None:
 
 
 def test_violation_records_name_rule_policy_and_events(rule_run: tuple[Pipeline, Rules]) -> None:
-    p, rules = rule_run
+    p, _ = rule_run
     rows = p.rows(
         "SELECT rule, policy_digest, workflow_id, event_id, severity, explanation "
         "FROM {db}.violations FINAL"
