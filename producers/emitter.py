@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -101,6 +102,7 @@ class Emitter:
             "linger.ms": 5,
             "queue.buffering.max.messages": queue_max,
             "message.timeout.ms": 120_000,
+            "logger": logging.getLogger("lineage.emitter.kafka"),
         }
         conf.update(producer_config or {})
         self._producer = Producer(conf)

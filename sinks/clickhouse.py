@@ -82,6 +82,7 @@ class ClickHouseSink:
                 "session.timeout.ms": settings.session_timeout_ms,
                 "heartbeat.interval.ms": settings.heartbeat_interval_ms,
                 "fetch.wait.max.ms": settings.fetch_wait_ms,
+                "logger": logging.getLogger("lineage.sink.kafka"),
             }
         )
         self.consumer.subscribe(list(self._decoders))

@@ -53,6 +53,7 @@ class Publisher:
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 1,
+                "logger": logging.getLogger("lineage.processor.kafka"),
             }
         )
         self._entry = codec.load("chain_entry")
