@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from lineage import hashing
 from lineage.errors import IntegrityError
-from lineage.keys import KeyRegistry, Role
-from lineage.model import QuarantineRecord, Severity, Violation, ViolationType
+from lineage.keys import KeyRecord, KeyRegistry, Role
+from lineage.model import QuarantineRecord, Seal, Severity, Violation, ViolationType
 from stream_processors.findings import integrity_violation, quarantine_event
 from stream_processors.records import DecodedSeal, PendingEvent
 from stream_processors.sealproofs import root_and_paths
@@ -117,53 +117,20 @@ class Authenticator:
         seal = s.seal
         st = self.get_state(seal.emitter_id)
         this_hash = hashing.seal_hash(s.data)
-        covered = [st.pending.get(q) for q in range(seal.first_seq, seal.last_seq + 1)]
-        present = [p for p in covered if p is not None]
+        # The range is untrusted until the signature is checked: walk what is pending, never
+        # the range itself (a forged seal for 0..2**62 must cost no more than a real one).
+        present = [
+            st.pending[q] for q in sorted(st.pending) if seal.first_seq <= q <= seal.last_seq
+        ]
         wf = present[0].event.workflow_id if present else ""
         if seal.last_seq < st.expected_seq:
-            if seal.prev_seal_hash != st.prev_seal_hash and this_hash != st.prev_seal_hash:
-                out.violations.append(
-                    self._violation(
-                        ViolationType.DUPLICATE_CONFLICT,
-                        None,
-                        s.offset,
-                        "equivocation",
-                        f"second seal for {seal.emitter_id} seqs {seal.first_seq}..{seal.last_seq} differs from the first",
-                        workflow_id=f"emitter:{seal.emitter_id}",
-                    )
-                )
-            else:
-                out.duplicates += 1
+            self._on_old_seal(out, s, st, this_hash)
             return out
         try:
-            record = self.registry.get(seal.key_id)
-            role = (
-                record.role
-                if record and record.role in (Role.EMITTER, Role.AUTHORIZER)
-                else Role.EMITTER
-            )
-            at_us = max((p.event.event_time for p in present), default=0)
-            message = hashing.seal_message(
-                seal.emitter_id,
-                seal.key_id,
-                seal.topic,
-                seal.partition,
-                seal.first_seq,
-                seal.last_seq,
-                seal.merkle_root,
-                seal.prev_seal_hash,
-            )
-            self.registry.verify(
-                seal.key_id,
-                message,
-                seal.signature,
-                role=role,
-                subject=emitter_subject(seal.emitter_id),
-                at_us=at_us or (record.not_before_us if record else 0),
-            )
+            record = self._verify(seal, max((p.event.event_time for p in present), default=0))
         except IntegrityError as exc:
             vtype = ViolationType(getattr(exc, "code", "BAD_SIGNATURE"))
-            self._drop(st, seal.first_seq, seal.last_seq)
+            self._drop(st, present)
             self._reject(out, present, vtype, vtype.value, "seal", f"seal by {seal.key_id}: {exc}")
             if not present:
                 out.violations.append(
@@ -201,7 +168,7 @@ class Authenticator:
                     workflow_id=wf or f"emitter:{seal.emitter_id}",
                 )
             )
-            self._drop(st, st.expected_seq, seal.first_seq - 1)
+            self._drop(st, gap)
             self._reject(
                 out,
                 gap,
@@ -213,10 +180,13 @@ class Authenticator:
         st.seen = True
         st.prev_seal_hash = this_hash
         st.expected_seq = seal.last_seq + 1
-        self._drop(st, seal.first_seq, seal.last_seq)
-        if len(present) != len(covered):
-            missing = [seal.first_seq + i for i, p in enumerate(covered) if p is None]
-            reason = f"seal covers seqs {seal.first_seq}..{seal.last_seq} but {len(missing)} never arrived (first {missing[0]})"
+        self._drop(st, present)
+        if len(present) != seal.count:
+            first_missing = seal.first_seq + next(
+                (i for i, p in enumerate(present) if p.event.emitter_seq != seal.first_seq + i),
+                len(present),
+            )
+            reason = f"seal covers seqs {seal.first_seq}..{seal.last_seq} but {seal.count - len(present)} never arrived (first {first_missing})"
             out.violations.append(
                 self._violation(
                     ViolationType.SEQUENCE_GAP,
@@ -255,9 +225,83 @@ class Authenticator:
         return out
 
     @staticmethod
-    def _drop(st: EmitterState, first: int, last: int) -> None:
-        for q in range(first, last + 1):
-            st.pending.pop(q, None)
+    def _drop(st: EmitterState, events: list[PendingEvent]) -> None:
+        for p in events:
+            st.pending.pop(p.event.emitter_seq, None)
+
+    def _verify(self, seal: Seal, at_us: int) -> KeyRecord | None:
+        """Check the seal's key and signature; raises IntegrityError (with a ``code``) if bad."""
+        record = self.registry.get(seal.key_id)
+        role = (
+            record.role
+            if record and record.role in (Role.EMITTER, Role.AUTHORIZER)
+            else Role.EMITTER
+        )
+        message = hashing.seal_message(
+            seal.emitter_id,
+            seal.key_id,
+            seal.topic,
+            seal.partition,
+            seal.first_seq,
+            seal.last_seq,
+            seal.merkle_root,
+            seal.prev_seal_hash,
+        )
+        self.registry.verify(
+            seal.key_id,
+            message,
+            seal.signature,
+            role=role,
+            subject=emitter_subject(seal.emitter_id),
+            at_us=at_us or (record.not_before_us if record else 0),
+        )
+        return record
+
+    @staticmethod
+    def _released_digests(st: EmitterState, seal: Seal) -> list[bytes] | None:
+        """Digests of the seal's range as released before, if all are still remembered."""
+        if seal.count > len(st.recent):
+            return None
+        digests: list[bytes] = []
+        for q in range(seal.first_seq, seal.last_seq + 1):
+            digest = st.recent.get(q)
+            if digest is None:
+                return None
+            digests.append(digest)
+        return digests
+
+    def _on_old_seal(
+        self, out: AuthResult, s: DecodedSeal, st: EmitterState, this_hash: bytes
+    ) -> None:
+        """A seal for seqs already sealed: a redelivery, or equivocation if it is validly signed
+        over other events. A seal that does not verify accuses nobody of equivocating."""
+        seal = s.seal
+        if this_hash == st.prev_seal_hash:
+            out.duplicates += 1
+            return
+        emitter = f"emitter:{seal.emitter_id}"
+        try:
+            self._verify(seal, 0)
+        except IntegrityError as exc:
+            vtype = ViolationType(getattr(exc, "code", "BAD_SIGNATURE"))
+            out.violations.append(
+                self._violation(vtype, None, s.offset, "seal", str(exc), workflow_id=emitter)
+            )
+            return
+        released = self._released_digests(st, seal)
+        if released is not None and root_and_paths(released)[0] == seal.merkle_root:
+            out.duplicates += 1  # an older seal delivered again: it commits to the same events
+            return
+        out.violations.append(
+            self._violation(
+                ViolationType.DUPLICATE_CONFLICT,
+                None,
+                s.offset,
+                "equivocation",
+                f"second seal for {seal.emitter_id} seqs {seal.first_seq}..{seal.last_seq} differs from the first",
+                workflow_id=emitter,
+            )
+        )
 
     def expire(self, st: EmitterState, before_offset: int) -> AuthResult:
         """Fail closed on events that waited for a seal past the window."""

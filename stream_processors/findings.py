@@ -11,10 +11,19 @@ INTEGRITY_SEVERITY = Severity.CRITICAL
 
 
 def violation_id(
-    vtype: ViolationType, workflow_id: str, event_id: str | None, partition: int, offset: int
+    vtype: ViolationType,
+    workflow_id: str,
+    event_id: str | None,
+    partition: int,
+    offset: int,
+    rule: str,
 ) -> str:
-    """Same inputs, same id: a replayed violation deduplicates downstream."""
-    text = f"{vtype.value}|{workflow_id}|{event_id or ''}|{partition}|{offset}"
+    """Same inputs, same id: a replayed violation deduplicates downstream.
+
+    The rule is part of the id: one seal can break two rules of one type at one offset (the
+    seal chain and the emitter sequence), and the sink must keep both.
+    """
+    text = f"{vtype.value}|{rule}|{workflow_id}|{event_id or ''}|{partition}|{offset}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -33,7 +42,7 @@ def integrity_violation(
     severity: Severity = INTEGRITY_SEVERITY,
 ) -> Violation:
     return Violation(
-        violation_id=violation_id(vtype, workflow_id, event_id, partition, offset),
+        violation_id=violation_id(vtype, workflow_id, event_id, partition, offset, rule),
         violation_type=vtype,
         rule=rule,
         severity=severity,

@@ -231,6 +231,7 @@ class PartitionPipeline:
     def _admit(self, p: PendingEvent, out: Outputs) -> None:
         wf = self._workflow(p.event.workflow_id)
         before = len(wf.waiting)
+        before_bytes = sum(w.size for w in wf.waiting)
         adm = order.offer(wf, p)
         if adm.duplicates:
             self._count("duplicates", len(adm.duplicates))
@@ -248,6 +249,7 @@ class PartitionPipeline:
         self.meta.counters["waiting"] = (
             self.meta.counters.get("waiting", 0) + len(wf.waiting) - before
         )
+        self._count("waiting_bytes", sum(w.size for w in wf.waiting) - before_bytes)
         self._note_waiting(wf)
         self._enforce_bounds(wf, out)
 
@@ -301,7 +303,12 @@ class PartitionPipeline:
             out.violations.append(
                 Violation(
                     violation_id=violation_id(
-                        f.violation_type, wf.workflow_id, p.event.event_id, self.partition, p.offset
+                        f.violation_type,
+                        wf.workflow_id,
+                        p.event.event_id,
+                        self.partition,
+                        p.offset,
+                        f.rule,
                     ),
                     violation_type=f.violation_type,
                     rule=f.rule,
@@ -336,7 +343,10 @@ class PartitionPipeline:
         lim = self.config.order_limits
         while len(wf.waiting) > lim.max_events_per_workflow:
             self._orphan(wf, wf.waiting[0], "the workflow's reorder buffer is full", out)
-        while self.meta.counters.get("waiting", 0) > lim.max_events_per_partition:
+        while (
+            self.meta.counters.get("waiting", 0) > lim.max_events_per_partition
+            or self.meta.counters.get("waiting_bytes", 0) > lim.max_bytes_per_partition
+        ):
             oldest = self._oldest_waiting()
             if oldest is None:
                 break
@@ -354,6 +364,7 @@ class PartitionPipeline:
     def _orphan(self, wf: WorkflowState, p: PendingEvent, why: str, out: Outputs) -> None:
         wf.waiting.remove(p)
         self.meta.counters["waiting"] = self.meta.counters.get("waiting", 0) - 1
+        self._count("waiting_bytes", -p.size)
         self._reject(
             p,
             ViolationType.ORPHAN_EVENT,
@@ -368,12 +379,14 @@ class PartitionPipeline:
         horizon = offset - self.config.window_offsets
         if horizon <= 0:
             return
-        for emitter_id in list(self.meta.pending_emitters):
+        # Sorted: a restart reads these lists back sorted, and expiry order decides which
+        # violation contains a workflow, so it must not depend on arrival order in memory.
+        for emitter_id in sorted(self.meta.pending_emitters):
             st = self._emitter(emitter_id)
             if any(p.offset < horizon for p in st.pending.values()):
                 self._take(self.auth.expire(st, horizon), out)
                 self._note_pending(emitter_id)
-        for wid in list(self.meta.waiting_workflows):
+        for wid in sorted(self.meta.waiting_workflows):
             wf = self._workflow(wid)
             for p in [p for p in wf.waiting if p.offset < horizon]:
                 self._orphan(

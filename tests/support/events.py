@@ -98,7 +98,9 @@ class SimEmitter:
         """Emit one event (fields override the defaults); seal if the batch is full."""
         return self.emit_bytes(self.build(workflow_id, **fields), seal=seal)
 
-    def emit_bytes(self, event: ExecutionEvent, data: bytes | None = None, *, seal: bool = True) -> list[Message]:
+    def emit_bytes(
+        self, event: ExecutionEvent, data: bytes | None = None, *, seal: bool = True
+    ) -> list[Message]:
         """Emit ``event`` (or exactly ``data`` for it) under the next sequence number."""
         assert event.emitter_seq == self.next_seq, "events must be emitted in sequence"
         data = encode_event(event) if data is None else data
@@ -161,7 +163,11 @@ class SimEmitter:
         out: list[Message] = []
         parent = first_parent
         for i in range(n):
-            kind = EventKind.WORKFLOW_STARTED if i == 0 and parent is None else EventKind.EXECUTION_COMPLETED
+            kind = (
+                EventKind.WORKFLOW_STARTED
+                if i == 0 and parent is None
+                else EventKind.EXECUTION_COMPLETED
+            )
             msgs = self.event(workflow_id, kind=kind, parent_event_id=parent)
             parent = msgs[0].event.event_id  # type: ignore[union-attr]
             out += msgs
@@ -211,7 +217,7 @@ def make_pipeline(
     registry: KeyRegistry,
     store: StateStore | None = None,
     *,
-    config: PipelineConfig = PipelineConfig(),
+    config: PipelineConfig | None = None,
     topic: str = TOPIC,
     partition: int = 0,
 ) -> PartitionPipeline:
@@ -223,7 +229,7 @@ def make_pipeline(
         registry=registry,
         policy=default_policy(),
         checkpoint_signer=checkpoint_signer(),
-        config=config,
+        config=config or PipelineConfig(),
     )
 
 
@@ -273,3 +279,76 @@ def reasons(outputs: Outputs) -> list[str]:
 def violation_types(outputs: Outputs) -> list[str]:
     """Violation types in output order."""
     return [v.violation_type.value for v in outputs.violations]
+
+
+@dataclass(frozen=True)
+class WorkflowPlan:
+    """One workflow to emit: which emitter writes each event, and each event's causal parent.
+
+    ``parents[i]`` is the index of an earlier event of this workflow, or None for a root; a root
+    may name a parent in another workflow through ``caller`` (workflow id, event id).
+    """
+
+    workflow_id: str
+    emitters: Sequence[int]
+    parents: Sequence[int | None]
+    caller: tuple[str, str] | None = None
+
+    def event_id(self, i: int) -> str:
+        return f"{self.workflow_id}/{i}"
+
+
+def emit_plans(
+    emitters: Sequence[SimEmitter], plans: Sequence[WorkflowPlan], schedule: Iterable[int]
+) -> list[list[Message]]:
+    """Emit the plans' events in ``schedule`` order, then seal every emitter.
+
+    Each schedule entry names a plan whose next event is emitted (plans already complete are
+    skipped; the rest of every plan follows in plan order). Returns each emitter's records in
+    the order it produced them: events, with seals after the events they cover.
+    """
+    streams: list[list[Message]] = [[] for _ in emitters]
+    cursor = [0] * len(plans)
+
+    def step(k: int) -> None:
+        plan = plans[k]
+        i = cursor[k]
+        cursor[k] += 1
+        parent = plan.parents[i]
+        fields: dict[str, Any] = {
+            "event_id": plan.event_id(i),
+            "kind": EventKind.WORKFLOW_STARTED if i == 0 else EventKind.EXECUTION_COMPLETED,
+        }
+        if parent is not None:
+            fields["parent_event_id"] = plan.event_id(parent)
+        elif plan.caller is not None:
+            fields["parent_workflow_id"], fields["parent_event_id"] = plan.caller
+        e = plan.emitters[i]
+        streams[e] += emitters[e].event(plan.workflow_id, **fields)
+
+    for k in schedule:
+        if cursor[k] < len(plans[k].parents):
+            step(k)
+    for k, plan in enumerate(plans):
+        while cursor[k] < len(plan.parents):
+            step(k)
+    for e, em in enumerate(emitters):
+        streams[e] += em.seal()
+    return streams
+
+
+def interleave(streams: Sequence[Sequence[Message]], picks: Iterable[int]) -> list[Message]:
+    """Merge streams keeping each one's own order; each pick chooses among the streams not yet
+    exhausted (modulo their number), and whatever is left follows in stream order."""
+    cursors = [0] * len(streams)
+    out: list[Message] = []
+    for pick in picks:
+        live = [s for s in range(len(streams)) if cursors[s] < len(streams[s])]
+        if not live:
+            break
+        s = live[pick % len(live)]
+        out.append(streams[s][cursors[s]])
+        cursors[s] += 1
+    for s, stream in enumerate(streams):
+        out += stream[cursors[s] :]
+    return out

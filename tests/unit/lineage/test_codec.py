@@ -30,7 +30,10 @@ SPEC_VECTORS = [
     ('"bytes"', 5746618253357095269),
     ('"string"', -8142146995180207161),
     ('{"name":"foo","type":"fixed","size":15}', 1756455273707447556),
-    ('{"name":"foo","type":"record","fields":[{"name":"f1","type":"boolean"}]}', 7843277075252814651),
+    (
+        '{"name":"foo","type":"record","fields":[{"name":"f1","type":"boolean"}]}',
+        7843277075252814651,
+    ),
     (
         '{"name":"PigValue","type":"record","fields":[{"name":"value","type":["null","int","long","PigValue"]}]}',
         -1759257747318642341,
@@ -45,9 +48,10 @@ def test_crc64_of_empty_input_is_the_spec_seed() -> None:
 @pytest.mark.parametrize(("canonical", "expected"), SPEC_VECTORS)
 def test_crc64_avro_matches_the_avro_spec_vectors(canonical: str, expected: int) -> None:
     assert codec.crc64_avro(canonical.encode()) == _signed(expected)
-    assert fastavro.schema.fingerprint(canonical, "CRC-64-AVRO") == struct.pack(
-        "<Q", _signed(expected)
-    ).hex()
+    assert (
+        fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")
+        == struct.pack("<Q", _signed(expected)).hex()
+    )
 
 
 def test_single_object_header_is_little_endian_as_in_the_spec() -> None:
@@ -131,8 +135,16 @@ def test_an_index_out_of_range_is_malformed_not_truncated(at: int, byte: int) ->
 
 def test_encode_rejects_records_that_do_not_match_the_schema() -> None:
     record = ExecutionEvent(
-        event_id="e", workflow_id="w", kind=EventKind.WORKFLOW_STARTED, event_time=1,
-        principal="p", action="a", emitter_id="x#1", emitter_seq=0, topic="t", partition=0,
+        event_id="e",
+        workflow_id="w",
+        kind=EventKind.WORKFLOW_STARTED,
+        event_time=1,
+        principal="p",
+        action="a",
+        emitter_id="x#1",
+        emitter_seq=0,
+        topic="t",
+        partition=0,
     ).to_record()
     record["partition"] = "zero"
     with pytest.raises(SchemaViolation, match="execution_event: record does not match schema"):
@@ -157,10 +169,14 @@ def events(draw: st.DrawFn) -> ExecutionEvent:
     auth = None
     if kind is EventKind.AUTHORIZATION_DECISION:
         auth = Authorization(
-            decision=draw(st.sampled_from(list(Decision))), policy_id=draw(_text),
-            policy_digest=draw(_text), determining_policies=tuple(draw(st.lists(_text, max_size=3))),
-            input_digest=draw(_text), expires_at=draw(st.integers(-(2**62), 2**62)),
-            authorized_action=draw(_text), authorized_resource=draw(_opt),
+            decision=draw(st.sampled_from(list(Decision))),
+            policy_id=draw(_text),
+            policy_digest=draw(_text),
+            determining_policies=tuple(draw(st.lists(_text, max_size=3))),
+            input_digest=draw(_text),
+            expires_at=draw(st.integers(-(2**62), 2**62)),
+            authorized_action=draw(_text),
+            authorized_resource=draw(_opt),
         )
     event_id = draw(st.text(min_size=1, max_size=36))
     return ExecutionEvent(
@@ -184,8 +200,12 @@ def events(draw: st.DrawFn) -> ExecutionEvent:
         resource=draw(_opt),
         authorization_id=draw(_opt),
         authorization=auth,
-        runtime=draw(st.none() | st.builds(Runtime, host=_text, image_digest=_opt,
-                                           attestation_type=_opt, measurement=_opt)),
+        runtime=draw(
+            st.none()
+            | st.builds(
+                Runtime, host=_text, image_digest=_opt, attestation_type=_opt, measurement=_opt
+            )
+        ),
         input_digest=draw(_opt),
         output_digest=draw(_opt),
         attributes=draw(st.dictionaries(_text, _text, max_size=4)),

@@ -85,35 +85,73 @@ EVENT = ExecutionEvent(
 RECORDS: dict[str, Any] = {
     "execution_event": EVENT,
     "seal": Seal(
-        emitter_id="svc-a#1", key_id="ed25519:abc", topic="lineage.events", partition=3,
-        first_seq=10, last_seq=19, merkle_root=bytes(range(32)), prev_seal_hash=bytes(32),
+        emitter_id="svc-a#1",
+        key_id="ed25519:abc",
+        topic="lineage.events",
+        partition=3,
+        first_seq=10,
+        last_seq=19,
+        merkle_root=bytes(range(32)),
+        prev_seal_hash=bytes(32),
         signature=bytes(range(64)),
     ),
     "chain_entry": ChainEntry(
-        workflow_id="wf-1", chain_seq=5, event_id="e5", event_digest=b"\x01" * 32,
-        prev_hash=b"\x02" * 32, entry_hash=b"\x03" * 32, policy_digest=b"\x04" * 32,
-        event_bytes=b"\xc3\x01" + bytes(200), source_partition=2, source_offset=2**33,
-        log_index=77, seal_bytes=b"\xc3\x01seal", seal_index=3,
-        seal_path=(b"\x05" * 32, b"\x06" * 32), flags=("CONTAINED",),
+        workflow_id="wf-1",
+        chain_seq=5,
+        event_id="e5",
+        event_digest=b"\x01" * 32,
+        prev_hash=b"\x02" * 32,
+        entry_hash=b"\x03" * 32,
+        policy_digest=b"\x04" * 32,
+        event_bytes=b"\xc3\x01" + bytes(200),
+        source_partition=2,
+        source_offset=2**33,
+        log_index=77,
+        seal_bytes=b"\xc3\x01seal",
+        seal_index=3,
+        seal_path=(b"\x05" * 32, b"\x06" * 32),
+        flags=("CONTAINED",),
     ),
     "violation": Violation(
-        violation_id="ab" * 16, violation_type=ViolationType.ORPHAN_EVENT, rule="causal-order",
-        severity=Severity.HIGH, workflow_id="wf-1", policy_digest="sha256:" + "00" * 32,
-        explanation="parent never arrived", source_partition=0, source_offset=12,
-        event_time=T, event_id="e7", related_event_ids=("e1", "e2"),
+        violation_id="ab" * 16,
+        violation_type=ViolationType.ORPHAN_EVENT,
+        rule="causal-order",
+        severity=Severity.HIGH,
+        workflow_id="wf-1",
+        policy_digest="sha256:" + "00" * 32,
+        explanation="parent never arrived",
+        source_partition=0,
+        source_offset=12,
+        event_time=T,
+        event_id="e7",
+        related_event_ids=("e1", "e2"),
     ),
     "checkpoint": Checkpoint(
-        origin="lineage.local/lineage.events/0", partition=0, tree_size=12,
-        root_hash=b"\x09" * 32, note="lineage.local/lineage.events/0\n12\nCQk=\n\n— k sig\n",
-        key_name="lineage-processor", source_offset=40,
+        origin="lineage.local/lineage.events/0",
+        partition=0,
+        tree_size=12,
+        root_hash=b"\x09" * 32,
+        note="lineage.local/lineage.events/0\n12\nCQk=\n\n— k sig\n",
+        key_name="lineage-processor",
+        source_offset=40,
     ),
     "quarantine": QuarantineRecord(
-        reason_code="TRUNCATED_AVRO", reason="body ends early", raw_value=b"\xc3\x01\xff",
-        source_topic="lineage.events", source_partition=1, source_offset=9, raw_key=None,
+        reason_code="TRUNCATED_AVRO",
+        reason="body ends early",
+        raw_value=b"\xc3\x01\xff",
+        source_topic="lineage.events",
+        source_partition=1,
+        source_offset=9,
+        raw_key=None,
     ),
     "containment": Containment(
-        workflow_id="wf-1", violation_id="cd" * 16, violation_type="FORBIDDEN_RESOURCE",
-        event_id="e9", policy_digest="sha256:" + "00" * 32, source_partition=4, source_offset=99,
+        workflow_id="wf-1",
+        violation_id="cd" * 16,
+        violation_type="FORBIDDEN_RESOURCE",
+        event_id="e9",
+        policy_digest="sha256:" + "00" * 32,
+        source_partition=4,
+        source_offset=99,
     ),
 }
 
@@ -188,7 +226,10 @@ def test_apache_avro_writes_the_same_bytes_fastavro_writes(name: str) -> None:
     avro.io.DatumWriter(_avro(name)).write(_to_avro(_raw(name), record), avro.io.BinaryEncoder(out))
     schema = codec.load(name)
     assert schema.header + out.getvalue() == schema.encode(record)
-    assert MODELS[name].from_record(schema.decode_body(schema.header + out.getvalue())) == RECORDS[name]
+    assert (
+        MODELS[name].from_record(schema.decode_body(schema.header + out.getvalue()))
+        == RECORDS[name]
+    )
 
 
 @pytest.mark.parametrize("name", codec.SCHEMA_NAMES)
@@ -252,7 +293,9 @@ def _enum_symbols(schema: Any, enum_name: str) -> list[str]:
         ("violation", "Severity", Severity),
     ],
 )
-def test_model_enums_are_the_schema_enums(schema_name: str, enum_name: str, enum: type[StrEnum]) -> None:
+def test_model_enums_are_the_schema_enums(
+    schema_name: str, enum_name: str, enum: type[StrEnum]
+) -> None:
     assert [e.value for e in enum] == _enum_symbols(_raw(schema_name), enum_name)
 
 
