@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     window_offsets: int = 20_000
     max_record_bytes: int = 256 * 1024
     max_attributes: int = 64
+    max_attribute_bytes: int = 16 * 1024
+    max_unsealed_per_emitter: int = 10_000
     sink_batch_rows: int = 5000
     sink_batch_ms: int = 200
 

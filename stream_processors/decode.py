@@ -64,7 +64,7 @@ class Decoder:
                 "OVERSIZED_ATTRIBUTES",
                 f"{len(event.attributes)} attributes, limit is {self.limits.max_attributes}",
             )
-        attr_bytes = sum(len(k) + len(v) for k, v in event.attributes.items())
+        attr_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in event.attributes.items())
         if attr_bytes > self.limits.max_attribute_bytes:
             raise DecodeError(
                 "OVERSIZED_ATTRIBUTES",
@@ -91,4 +91,7 @@ class Decoder:
                 "WRONG_TOPIC",
                 f"seal was written for {seal.topic}[{seal.partition}], found on {raw.topic}[{raw.partition}]",
             )
+        expected_key = f"seal:{seal.emitter_id}".encode()
+        if raw.key != expected_key:
+            raise DecodeError("KEY_MISMATCH", f"expected key {expected_key!r}, found {raw.key!r}")
         return DecodedSeal(raw.offset, value, seal)

@@ -42,6 +42,7 @@ class PipelineConfig:
     checkpoint_every_s: float = 2.0
     origin_base: str = "lineage.local"
     checkpoint_key_name: str = "lineage-processor"
+    max_unsealed_per_emitter: int = 10_000
     cache_workflows: int = 50_000
 
 
@@ -62,7 +63,9 @@ class PartitionPipeline:
         policy: PolicySet,
         checkpoint_signer: Signer,
         config: PipelineConfig = PipelineConfig(),
+        start_offset: int = 0,
     ) -> None:
+        """``start_offset`` is where a partition with no saved state begins: its log start offset."""
         self.topic = topic
         self.partition = partition
         self.store = store
@@ -77,7 +80,11 @@ class PartitionPipeline:
         self.origin = origin_for(config.origin_base, topic, partition)
         self._prefix = f"{partition}|"
         raw_meta = store.get(self._prefix + "meta")
-        self.meta = PartitionMeta.from_bytes(raw_meta) if raw_meta else PartitionMeta(next_offset=0)
+        self.meta = (
+            PartitionMeta.from_bytes(raw_meta)
+            if raw_meta
+            else PartitionMeta(next_offset=start_offset)
+        )
         self.log = PartitionLog(self.meta.log)
         self.emitters: dict[str, EmitterState] = {}
         self.workflows: OrderedDict[str, WorkflowState] = OrderedDict()
@@ -173,6 +180,10 @@ class PartitionPipeline:
             self._count("events")
             res = self.auth.on_event(decoded)
             self._take(res, out)
+            st = self.emitters[decoded.event.emitter_id]
+            if len(st.pending) > self.config.max_unsealed_per_emitter:
+                oldest = min(p.offset for p in st.pending.values())
+                self._take(self.auth.expire(st, oldest + 1), out)
             self._note_pending(decoded.event.emitter_id)
 
     def _note_pending(self, emitter_id: str) -> None:
