@@ -13,7 +13,11 @@ from producers.gate import Gate
 from producers.scenario import Emitters, Scenario
 from stream_processors.records import RawRecord
 
-SUBJECTS = (("orchestrator", Role.AUTHORIZER), ("tool-runner", Role.EMITTER), ("subagents", Role.EMITTER))
+SUBJECTS = (
+    ("orchestrator", Role.AUTHORIZER),
+    ("tool-runner", Role.EMITTER),
+    ("subagents", Role.EMITTER),
+)
 
 
 class OfflineLog:
@@ -56,8 +60,15 @@ class OfflineEmitter(Emitter):
     T-ms seal never fires (the benchmarks control N exactly).
     """
 
-    def __init__(self, *, log: OfflineLog, signer: SignerLike, seal_every: int = 100,
-                 instance: str | None = None, clock: Callable[[], int] = now_us) -> None:
+    def __init__(
+        self,
+        *,
+        log: OfflineLog,
+        signer: SignerLike,
+        seal_every: int = 100,
+        instance: str | None = None,
+        clock: Callable[[], int] = now_us,
+    ) -> None:
         # Emitter.__init__ is skipped on purpose: it opens a producer and reads topic metadata.
         self.topic = log.topic
         self.signer = signer
@@ -74,7 +85,7 @@ class OfflineEmitter(Emitter):
         self.emitted = 0
         self.failed = 0
         self.errors = []
-        self._producer = _NullProducer()
+        self._producer = _NullProducer()  # type: ignore[assignment]  # duck-typed stand-in, no broker
         self.partitions = log.partitions
         self._state = {}
         self._log = log
@@ -92,8 +103,14 @@ class OfflineEmitter(Emitter):
 class OfflineWorld:
     """Keys, registry, policy and the scenario's emitters writing to one in-memory topic."""
 
-    def __init__(self, *, seal_every: int = 100, partitions: int = 1, topic: str = "bench.events",
-                 policy_file: str = "policies/default.toml") -> None:
+    def __init__(
+        self,
+        *,
+        seal_every: int = 100,
+        partitions: int = 1,
+        topic: str = "bench.events",
+        policy_file: str = "policies/default.toml",
+    ) -> None:
         self.log = OfflineLog(topic, partitions)
         self.policy = PolicySet.load(policy_file)
         records: list[KeyRecord] = []
@@ -108,8 +125,12 @@ class OfflineWorld:
         def em(signer: Signer, name: str) -> OfflineEmitter:
             return OfflineEmitter(log=self.log, signer=signer, seal_every=seal_every, instance=name)
 
-        self.emitters = Emitters(em(self.signers["orchestrator"], "o"), em(self.signers["tool-runner"], "t"),
-                                 em(self.signers["subagents"], "s"), em(self.rogue, "r"))
+        self.emitters = Emitters(
+            em(self.signers["orchestrator"], "o"),
+            em(self.signers["tool-runner"], "t"),
+            em(self.signers["subagents"], "s"),
+            em(self.rogue, "r"),
+        )
         self.gate = Gate(self.emitters.orchestrator, self.policy, confirm_timeout_s=None)
         self.scenario = Scenario(self.emitters, self.gate)
 
@@ -123,7 +144,9 @@ class OfflineWorld:
         for e in self.all_emitters:
             e.flush(0)
 
-    def workflows(self, events: int, *, budget: int = 30, misbehaviour: str | None = None) -> list[RawRecord]:
+    def workflows(
+        self, events: int, *, budget: int = 30, misbehaviour: str | None = None
+    ) -> list[RawRecord]:
         """About ``events`` events of realistic workflows, sealed, in log order."""
         start = sum(e.emitted for e in self.all_emitters)
         while sum(e.emitted for e in self.all_emitters) - start < events:

@@ -288,4 +288,36 @@ def summarize(
         ("[green]OK[/]" if ok else "[red]MISMATCH[/]")
         + f": {entries[0]} of {trusted} emitted events are chained, verified lineage"
     )
-    return 0 if ok else 1
+    verified = export_and_verify(settings, client, lock, report, console)
+    return 0 if ok and verified else 1
+
+
+def export_and_verify(
+    settings: Settings, client: Any, lock: threading.Lock, report: ScenarioReport, console: Console
+) -> bool:
+    """Export one workflow's evidence bundle and verify it offline, as an auditor would."""
+    from lineage.bundle import write_bundle
+    from lineage.cli_evidence import export_bundle, print_report, verify_clickhouse
+    from lineage.keys import KeyRegistry
+    from lineage.verify import checkpoint_vkeys, verify_bundle
+
+    db = settings.clickhouse_database
+    registry = KeyRegistry.load(settings.resolved_keys_file)
+    vkeys = checkpoint_vkeys(registry)
+    clean = next(
+        w for w in report.workflows if w not in report.misbehaving_workflows and "/" not in w
+    )
+    out = settings.data_dir / "evidence" / f"{clean}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with lock:
+        bundle = export_bundle(client, db, clean, registry)
+        store_report = verify_clickhouse(
+            client, db, registry=registry, trusted_checkpoint_vkeys=vkeys
+        )
+    write_bundle(bundle, out)
+    console.print(f"exported the evidence bundle of {clean} to {out}")
+    bundle_report = verify_bundle(bundle, registry=registry, trusted_checkpoint_vkeys=vkeys)
+    print_report(bundle_report, f"lineage verify {out.name}", console)
+    print_report(store_report, "lineage verify --clickhouse", console)
+    console.print(f"verify it yourself: lineage verify {out} --data-dir {settings.data_dir}")
+    return bundle_report.ok and store_report.ok

@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bench.cli import register as register_bench
+from lineage.cli_evidence import register as register_evidence
 from lineage.cli_keys import keys_app
 from lineage.config import Settings
 
@@ -23,6 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys_app, name="keys")
+register_evidence(app)
+register_bench(app)
 console = Console()
 err = Console(stderr=True)
 

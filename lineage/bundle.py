@@ -1,0 +1,583 @@
+"""The evidence bundle: one self-describing JSON document proving one workflow (docs/evidence-bundle.md)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lineage import codec, hashing, merkle, note
+from lineage.errors import ConfigError, LineageError
+from lineage.keys import KeyRegistry
+from lineage.model import ChainEntry, Checkpoint
+
+FORMAT = "lineage-evidence-bundle/v1"
+HASH_SIZE = 32
+LEAF_RECORD_SIZE = 104
+"""A log leaf's preimage: prev_hash ‖ event_digest ‖ u64be(chain_seq) ‖ policy_digest."""
+
+
+class BundleError(LineageError):
+    """A bundle cannot be built from the given entries, leaves and checkpoints."""
+
+
+class BundleFormatError(LineageError, ValueError):
+    """A document is not a usable evidence bundle (not JSON, wrong format id, bad field)."""
+
+
+def leaf_record(entry: ChainEntry) -> bytes:
+    """The 104-byte preimage of an entry's hash: SHA-256(0x11 ‖ leaf_record) == entry_hash."""
+    return (
+        entry.prev_hash
+        + entry.event_digest
+        + entry.chain_seq.to_bytes(8, "big")
+        + entry.policy_digest
+    )
+
+
+def leaf_record_hash(record: bytes) -> bytes:
+    """The entry hash a 104-byte leaf record commits to."""
+    return hashing.sha256(hashing.ENTRY_PREFIX + record)
+
+
+# -- parsed, typed form ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SealRef:
+    """An entry's seal: the exact seal record bytes and the event digest's path to its root."""
+
+    record: bytes
+    index: int
+    path: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Inclusion:
+    """An RFC 6962 inclusion proof of the entry hash in its partition log at ``tree_size``."""
+
+    tree_size: int
+    path: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BundleEntry:
+    """One chain entry as the bundle states it (nothing here is trusted until verified)."""
+
+    chain_seq: int
+    event_id: str
+    event: bytes
+    event_digest: bytes
+    prev_hash: bytes
+    entry_hash: bytes
+    policy_digest: bytes
+    partition: int
+    log_index: int
+    seal: SealRef | None
+    inclusion: Inclusion
+
+
+@dataclass(frozen=True, slots=True)
+class Consistency:
+    """An RFC 9162 consistency proof between two checkpoints of one log."""
+
+    old_size: int
+    new_size: int
+    path: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LogSection:
+    """One partition log: its origin, signed checkpoint notes (ascending) and consistency proofs."""
+
+    partition: int
+    origin: str
+    checkpoints: tuple[str, ...]
+    consistency: tuple[Consistency, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TailProof:
+    """The log after the workflow's last entry, proving no later leaf extends its chain."""
+
+    partition: int
+    tree_size: int
+    log_index: int
+    prefix: tuple[bytes, ...]
+    following: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """A parsed evidence bundle."""
+
+    workflow_id: str
+    entry_count: int
+    policy_digests: tuple[bytes, ...]
+    entries: tuple[BundleEntry, ...]
+    logs: tuple[LogSection, ...]
+    tail: TailProof
+    keys: KeyRegistry
+    checkpoint_keys: tuple[tuple[str, bytes], ...]
+
+
+class _Reader:
+    """Typed field access that names the JSON path of whatever is wrong."""
+
+    def __init__(self, doc: object, path: str) -> None:
+        if not isinstance(doc, dict):
+            raise BundleFormatError(f"{path}: expected a JSON object, found {_kind(doc)}")
+        self.doc: dict[str, Any] = doc
+        self.path = path
+
+    def _get(self, name: str) -> Any:
+        if name not in self.doc:
+            raise BundleFormatError(f"{self.path}.{name}: expected a value, found none")
+        return self.doc[name]
+
+    def integer(self, name: str, minimum: int = 0) -> int:
+        value = self._get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value < 2**64:
+            raise BundleFormatError(
+                f"{self.path}.{name}: expected an integer >= {minimum}, found {value!r}"
+            )
+        return value
+
+    def text(self, name: str) -> str:
+        value = self._get(name)
+        if not isinstance(value, str) or not value:
+            raise BundleFormatError(f"{self.path}.{name}: expected a non-empty string")
+        return value
+
+    def hash(self, name: str) -> bytes:
+        return _hex(self._get(name), f"{self.path}.{name}")
+
+    def hashes(self, name: str) -> tuple[bytes, ...]:
+        values = self.items(name)
+        if set(map(type, values)) <= {str} and set(map(len, values)) <= {2 * HASH_SIZE}:
+            joined = "".join(values)
+            try:
+                raw = bytes.fromhex(joined)
+            except ValueError:
+                raw = b""
+            if raw.hex() == joined:
+                return tuple(raw[i : i + HASH_SIZE] for i in range(0, len(raw), HASH_SIZE))
+        return tuple(_hex(v, f"{self.path}.{name}[{i}]") for i, v in enumerate(values))
+
+    def b64(self, name: str) -> bytes:
+        return _b64(self._get(name), f"{self.path}.{name}")
+
+    def items(self, name: str) -> list[Any]:
+        value = self._get(name)
+        if not isinstance(value, list):
+            raise BundleFormatError(f"{self.path}.{name}: expected a list, found {_kind(value)}")
+        return value
+
+    def obj(self, name: str) -> _Reader:
+        return _Reader(self._get(name), f"{self.path}.{name}")
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _hex(value: object, where: str) -> bytes:
+    if isinstance(value, str) and len(value) == 2 * HASH_SIZE:
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raw = b""
+        if raw.hex() == value:
+            return raw
+    raise BundleFormatError(f"{where}: expected 64 lowercase hex digits, found {value!r:.80}")
+
+
+def _b64(value: object, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise BundleFormatError(f"{where}: expected base64 text, found {_kind(value)}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BundleFormatError(f"{where}: expected standard base64, found {value!r:.80}") from None
+
+
+def _parse_entry(doc: object, where: str) -> BundleEntry:
+    r = _Reader(doc, where)
+    raw_seal = r.doc.get("seal")
+    seal: SealRef | None = None
+    if raw_seal is not None:
+        s = r.obj("seal")
+        seal = SealRef(s.b64("record"), s.integer("index"), s.hashes("path"))
+    inc = r.obj("inclusion")
+    return BundleEntry(
+        chain_seq=r.integer("chain_seq"),
+        event_id=r.text("event_id"),
+        event=r.b64("event"),
+        event_digest=r.hash("event_digest"),
+        prev_hash=r.hash("prev_hash"),
+        entry_hash=r.hash("entry_hash"),
+        policy_digest=r.hash("policy_digest"),
+        partition=r.integer("partition"),
+        log_index=r.integer("log_index"),
+        seal=seal,
+        inclusion=Inclusion(inc.integer("tree_size", 1), inc.hashes("path")),
+    )
+
+
+def _parse_log(doc: object, where: str) -> LogSection:
+    r = _Reader(doc, where)
+    notes: list[str] = []
+    for i, item in enumerate(r.items("checkpoints")):
+        notes.append(_Reader(item, f"{where}.checkpoints[{i}]").text("note"))
+    proofs = []
+    for i, item in enumerate(r.items("consistency")):
+        c = _Reader(item, f"{where}.consistency[{i}]")
+        proofs.append(
+            Consistency(c.integer("old_size", 1), c.integer("new_size", 1), c.hashes("path"))
+        )
+    if not notes:
+        raise BundleFormatError(
+            f"{where}.checkpoints: expected at least one checkpoint, found none"
+        )
+    if len(proofs) != len(notes) - 1:
+        raise BundleFormatError(
+            f"{where}.consistency: expected {len(notes) - 1} proofs between consecutive "
+            f"checkpoints, found {len(proofs)}"
+        )
+    return LogSection(r.integer("partition"), r.text("origin"), tuple(notes), tuple(proofs))
+
+
+def _parse_tail(r: _Reader) -> TailProof:
+    log_index = r.integer("log_index")
+    prefix = r.hashes("prefix")
+    if len(prefix) != log_index.bit_count():
+        raise BundleFormatError(
+            f"{r.path}.prefix: expected {log_index.bit_count()} subtree hashes for "
+            f"{log_index} leaves, found {len(prefix)}"
+        )
+    raw = r.b64("following")
+    if len(raw) % LEAF_RECORD_SIZE:
+        raise BundleFormatError(
+            f"{r.path}.following: expected a multiple of {LEAF_RECORD_SIZE} bytes, found {len(raw)}"
+        )
+    records = tuple(raw[i : i + LEAF_RECORD_SIZE] for i in range(0, len(raw), LEAF_RECORD_SIZE))
+    return TailProof(r.integer("partition"), r.integer("tree_size", 1), log_index, prefix, records)
+
+
+def parse_bundle(doc: object) -> Bundle:
+    """Check a bundle document's structure and types; raise BundleFormatError naming the field."""
+    r = _Reader(doc, "bundle")
+    if r.doc.get("format") != FORMAT:
+        raise BundleFormatError(
+            f"bundle.format: expected {FORMAT!r}, found {r.doc.get('format')!r:.80}"
+        )
+    entries = tuple(
+        _parse_entry(e, f"bundle.entries[{i}]") for i, e in enumerate(r.items("entries"))
+    )
+    if not entries:
+        raise BundleFormatError("bundle.entries: expected at least one entry, found none")
+    logs = tuple(_parse_log(s, f"bundle.logs[{i}]") for i, s in enumerate(r.items("logs")))
+    seen = [s.partition for s in logs]
+    if len(set(seen)) != len(seen):
+        raise BundleFormatError(f"bundle.logs: expected one section per partition, found {seen}")
+    try:
+        keys = KeyRegistry.from_json(r.doc.get("keys"), source="bundle.keys")
+    except ConfigError as exc:
+        raise BundleFormatError(str(exc)) from None
+    vkeys = []
+    for i, text in enumerate(r.items("checkpoint_keys")):
+        try:
+            vkeys.append(note.parse_verifier_key(text if isinstance(text, str) else ""))
+        except note.NoteError as exc:
+            raise BundleFormatError(f"bundle.checkpoint_keys[{i}]: {exc}") from None
+    return Bundle(
+        workflow_id=r.text("workflow_id"),
+        entry_count=r.integer("entry_count", 1),
+        policy_digests=r.hashes("policy_digests"),
+        entries=entries,
+        logs=logs,
+        tail=_parse_tail(r.obj("tail")),
+        keys=keys,
+        checkpoint_keys=tuple(vkeys),
+    )
+
+
+# -- building -------------------------------------------------------------------------------
+
+
+class _Tree:
+    """All perfect, aligned subtree hashes of a log, for O(log n) proofs at any size."""
+
+    def __init__(self, leaf_hashes: list[bytes]) -> None:
+        self.levels = [leaf_hashes]
+        while len(self.levels[-1]) > 1:
+            below = self.levels[-1]
+            node = merkle.node_hash
+            self.levels.append([node(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)])
+
+    def subtree(self, lo: int, hi: int) -> bytes:
+        """MTH of leaves [lo, hi), hi > lo."""
+        n = hi - lo
+        if n & (n - 1) == 0 and lo % n == 0:
+            k = n.bit_length() - 1
+            return self.levels[k][lo >> k]
+        k = 1 << ((n - 1).bit_length() - 1)
+        return merkle.node_hash(self.subtree(lo, lo + k), self.subtree(lo + k, hi))
+
+    def root(self, size: int) -> bytes:
+        return self.subtree(0, size) if size else merkle.EMPTY_ROOT
+
+    def inclusion(self, index: int, size: int) -> list[bytes]:
+        """RFC 9162 PATH(index, D[size]), leaf to root."""
+        path: list[bytes] = []
+        lo, hi = 0, size
+        while hi - lo > 1:
+            k = 1 << ((hi - lo - 1).bit_length() - 1)
+            if index < lo + k:
+                path.append(self.subtree(lo + k, hi))
+                hi = lo + k
+            else:
+                path.append(self.subtree(lo, lo + k))
+                lo += k
+        path.reverse()
+        return path
+
+    def consistency(self, old: int, new: int) -> list[bytes]:
+        """RFC 9162 PROOF(old, D[new]) for 0 < old < new."""
+        nodes: list[bytes] = []
+        lo, hi, m, whole = 0, new, old, True
+        while m != hi - lo:
+            k = 1 << ((hi - lo - 1).bit_length() - 1)
+            if m <= k:
+                nodes.append(self.subtree(lo + k, hi))
+                hi = lo + k
+            else:
+                nodes.append(self.subtree(lo, lo + k))
+                lo, m, whole = lo + k, m - k, False
+        if not whole:
+            nodes.append(self.subtree(lo, hi))
+        nodes.reverse()
+        return nodes
+
+    def frontier(self, size: int) -> list[bytes]:
+        """Roots of the perfect subtrees covering the first ``size`` leaves, left to right."""
+        out: list[bytes] = []
+        lo = 0
+        for k in range(size.bit_length() - 1, -1, -1):
+            if size >> k & 1:
+                out.append(self.levels[k][lo >> k])
+                lo += 1 << k
+        return out
+
+
+def _hexes(values: Iterable[bytes]) -> list[str]:
+    return [v.hex() for v in values]
+
+
+def _b64text(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _partition_checkpoints(
+    partition: int, tree: _Tree, size: int, checkpoints: Iterable[Checkpoint]
+) -> dict[int, Checkpoint]:
+    """Checkpoints of one partition the leaves reach, by size; each must match the leaves."""
+    chosen: dict[int, Checkpoint] = {}
+    for cp in checkpoints:
+        if cp.partition != partition or cp.tree_size > size or cp.tree_size == 0:
+            continue
+        root = tree.root(cp.tree_size)
+        if root != cp.root_hash:
+            raise BundleError(
+                f"checkpoint {cp.origin} at size {cp.tree_size}: expected root "
+                f"{cp.root_hash.hex()}, the stored log gives {root.hex()}"
+            )
+        chosen.setdefault(cp.tree_size, cp)
+    return chosen
+
+
+def build_bundle(
+    workflow_id: str,
+    entries: Iterable[ChainEntry],
+    partition_leaves: Mapping[int, Sequence[bytes]],
+    checkpoints: Iterable[Checkpoint],
+    registry: KeyRegistry,
+    checkpoint_vkey: str,
+) -> dict[str, Any]:
+    """The evidence bundle of ``workflow_id`` as a JSON-ready dict.
+
+    ``entries`` are chain entries (others than the workflow's are ignored);
+    ``partition_leaves`` holds, for every partition the workflow touches, the ``leaf_record`` of
+    every entry of that partition in log order (the records, not just the entry hashes: the tail
+    proof needs their preimages); ``checkpoints`` are signed checkpoints of those partitions;
+    ``registry`` supplies the records of the seal keys used; ``checkpoint_vkey`` is the
+    processor's verifier key. Raises BundleError when an entry is not in the leaves, a checkpoint
+    does not match the leaves, or an entry is not yet covered by a checkpoint.
+    """
+    chain = sorted((e for e in entries if e.workflow_id == workflow_id), key=lambda e: e.chain_seq)
+    if not chain:
+        raise BundleError(f"workflow {workflow_id!r}: expected at least one entry, found none")
+    try:
+        vkey_name, vkey_public = note.parse_verifier_key(checkpoint_vkey)
+    except note.NoteError as exc:
+        raise BundleError(f"checkpoint key: {exc}") from None
+    checkpoints = list(checkpoints)
+    trees: dict[int, _Tree] = {}
+    records: dict[int, Sequence[bytes]] = {}
+    signed: dict[int, dict[int, Checkpoint]] = {}
+    for p in sorted({e.source_partition for e in chain}):
+        if p not in partition_leaves:
+            raise BundleError(f"partition {p}: expected its log leaves, found none")
+        records[p] = partition_leaves[p]
+        for i, rec in enumerate(records[p]):
+            if len(rec) != LEAF_RECORD_SIZE:
+                raise BundleError(
+                    f"partition {p} leaf {i}: expected a {LEAF_RECORD_SIZE}-byte leaf record, "
+                    f"found {len(rec)} bytes"
+                )
+        hashes = [merkle.leaf_hash(leaf_record_hash(rec)) for rec in records[p]]
+        trees[p] = _Tree(hashes)
+        signed[p] = _partition_checkpoints(p, trees[p], len(hashes), checkpoints)
+        if not signed[p]:
+            raise BundleError(f"partition {p}: expected a signed checkpoint, found none")
+
+    out_entries: list[dict[str, Any]] = []
+    used: dict[int, set[int]] = {p: {max(s)} for p, s in signed.items()}
+    seal_keys: set[str] = set()
+    policy_digests: list[bytes] = []
+    for e in chain:
+        p, i = e.source_partition, e.log_index
+        leaves = records[p]
+        if i >= len(leaves) or leaf_record_hash(leaves[i]) != e.entry_hash:
+            raise BundleError(
+                f"entry {workflow_id}#{e.chain_seq}: expected its hash at log index {i} of "
+                f"partition {p}, found {'nothing' if i >= len(leaves) else 'another leaf'}"
+            )
+        covering = [s for s in signed[p] if s > i]
+        if not covering:
+            raise BundleError(
+                f"entry {workflow_id}#{e.chain_seq} (log index {i} of partition {p}) is not yet "
+                f"covered by a signed checkpoint; export again after the next checkpoint"
+            )
+        size = min(covering)
+        used[p].add(size)
+        if e.policy_digest not in policy_digests:
+            policy_digests.append(e.policy_digest)
+        seal: dict[str, Any] | None = None
+        if e.seal_bytes:
+            seal = {
+                "record": _b64text(e.seal_bytes),
+                "index": e.seal_index,
+                "path": _hexes(e.seal_path),
+            }
+            seal_keys.add(_seal_key_id(e.seal_bytes))
+        out_entries.append(
+            {
+                "chain_seq": e.chain_seq,
+                "event_id": e.event_id,
+                "event": _b64text(e.event_bytes),
+                "event_digest": e.event_digest.hex(),
+                "prev_hash": e.prev_hash.hex(),
+                "entry_hash": e.entry_hash.hex(),
+                "policy_digest": e.policy_digest.hex(),
+                "partition": p,
+                "log_index": i,
+                "seal": seal,
+                "inclusion": {"tree_size": size, "path": _hexes(trees[p].inclusion(i, size))},
+            }
+        )
+
+    logs = []
+    for p in sorted(used):
+        sizes = sorted(used[p])
+        logs.append(
+            {
+                "partition": p,
+                "origin": signed[p][sizes[0]].origin,
+                "checkpoints": [{"note": signed[p][s].note} for s in sizes],
+                "consistency": [
+                    {"old_size": a, "new_size": b, "path": _hexes(trees[p].consistency(a, b))}
+                    for a, b in itertools.pairwise(sizes)
+                ],
+            }
+        )
+
+    last = chain[-1]
+    p, i = last.source_partition, last.log_index
+    newest = max(signed[p])
+    key_records = [r for r in registry.records() if r.key_id in seal_keys]
+    key_records += [
+        r for r in registry.records() if r.public_key == vkey_public and r.key_id not in seal_keys
+    ]
+    return {
+        "format": FORMAT,
+        "workflow_id": workflow_id,
+        "entry_count": len(chain),
+        "policy_digests": _hexes(policy_digests),
+        "entries": out_entries,
+        "logs": logs,
+        "tail": {
+            "partition": p,
+            "tree_size": newest,
+            "log_index": i,
+            "prefix": _hexes(trees[p].frontier(i)),
+            "following": _b64text(b"".join(records[p][i + 1 : newest])),
+        },
+        "keys": KeyRegistry(key_records).to_json(),
+        "checkpoint_keys": [note.verifier_key(vkey_name, vkey_public)],
+    }
+
+
+def _seal_key_id(seal_bytes: bytes) -> str:
+    try:
+        key_id = codec.load("seal").decode_body(seal_bytes)["key_id"]
+    except LineageError as exc:
+        raise BundleError(f"seal record: {exc}") from None
+    return str(key_id)
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in out:
+            raise BundleFormatError(f"duplicate JSON member {name!r}")
+        out[name] = value
+    return out
+
+
+def loads_bundle(text: str | bytes) -> dict[str, Any]:
+    """Parse bundle JSON text and check the format id; BundleFormatError when unusable."""
+    try:
+        doc = json.loads(text, object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleFormatError(f"not a JSON document: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BundleFormatError(f"expected a JSON object, found {_kind(doc)}")
+    if doc.get("format") != FORMAT:
+        raise BundleFormatError(f"format: expected {FORMAT!r}, found {doc.get('format')!r:.80}")
+    return doc
+
+
+def read_bundle(path: Path) -> dict[str, Any]:
+    """Read a bundle file; BundleFormatError if it cannot be read or is not a bundle."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BundleFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return loads_bundle(raw)
+    except BundleFormatError as exc:
+        raise BundleFormatError(f"{path}: {exc}") from None
+
+
+def write_bundle(bundle: Mapping[str, Any], path: Path) -> None:
+    """Write a bundle as indented, ASCII-only JSON."""
+    path.write_text(json.dumps(bundle, indent=1) + "\n", encoding="ascii")

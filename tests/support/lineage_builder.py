@@ -1,0 +1,355 @@
+"""Realistic lineage test data: keys, sealed events from two emitters, a processor run, checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lineage import codec, hashing, merkle, note
+from lineage.bundle import build_bundle, leaf_record
+from lineage.keys import KeyRegistry, Role, Signer
+from lineage.model import (
+    Authorization,
+    ChainEntry,
+    Checkpoint,
+    Decision,
+    EventKind,
+    ExecutionEvent,
+    Runtime,
+    Seal,
+)
+from lineage.policy import PolicySet
+from producers.partitioner import partition_for
+from stream_processors.pipeline import PartitionPipeline
+from stream_processors.records import RawRecord
+from stream_processors.state import DictStore
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY_FILE = REPO / "policies" / "default.toml"
+TOPIC = "lineage.events"
+T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in µs
+RUNTIME_SUBJECT = "agent-runtime"
+GATE_SUBJECT = "policy-gate"
+PROCESSOR_SUBJECT = "lineage-processor"
+RUNTIME_ID = f"{RUNTIME_SUBJECT}#i1"
+GATE_ID = f"{GATE_SUBJECT}#g1"
+
+_EVENTS = codec.load("execution_event")
+_SEALS = codec.load("seal")
+
+
+def event_id_for(workflow_index: int, n: int) -> str:
+    """A deterministic UUIDv7-shaped event id."""
+    return f"0195{workflow_index:04x}-{n >> 12 & 0xFFFF:04x}-7{n & 0xFFF:03x}-8000-{n:012x}"
+
+
+def encode_event(event: ExecutionEvent) -> bytes:
+    """The exact single-object-encoded bytes an emitter would send."""
+    return _EVENTS.encode(event.to_record())
+
+
+def decode_event(data: bytes) -> ExecutionEvent:
+    """Decode exact event bytes into the typed model."""
+    return ExecutionEvent.from_record(_EVENTS.decode_body(data))
+
+
+def make_seal(
+    signer: Signer,
+    emitter_id: str,
+    partition: int,
+    first_seq: int,
+    digests: Sequence[bytes],
+    prev_seal_hash: bytes,
+    *,
+    topic: str = TOPIC,
+) -> bytes:
+    """The exact seal record bytes an emitter produces for ``digests`` (seqs from ``first_seq``)."""
+    last_seq = first_seq + len(digests) - 1
+    root = merkle.root(list(digests))
+    message = hashing.seal_message(
+        emitter_id, signer.key_id, topic, partition, first_seq, last_seq, root, prev_seal_hash
+    )
+    seal = Seal(
+        emitter_id=emitter_id,
+        key_id=signer.key_id,
+        topic=topic,
+        partition=partition,
+        first_seq=first_seq,
+        last_seq=last_seq,
+        merkle_root=root,
+        prev_seal_hash=prev_seal_hash,
+        signature=signer.sign(message),
+    )
+    return _SEALS.encode(seal.to_record(), check=False)
+
+
+@dataclass
+class _EmitterStream:
+    """One emitter's numbering and open seal batch in one partition."""
+
+    next_seq: int = 0
+    first_seq: int = 0
+    digests: list[bytes] = field(default_factory=list)
+    prev_seal_hash: bytes = hashing.ZERO_HASH
+
+
+@dataclass
+class Dataset:
+    """Everything a verifier test needs: keys, the processor's entries and signed checkpoints."""
+
+    registry: KeyRegistry
+    signers: dict[str, Signer]
+    processor: Signer
+    policy: PolicySet
+    partitions: int
+    workflows: list[str]
+    entries: list[ChainEntry]
+    checkpoints: list[Checkpoint]
+    violations: int = 0
+
+    @property
+    def checkpoint_vkey(self) -> str:
+        """The processor's checkpoint key in C2SP verifier-key form."""
+        return note.verifier_key(PROCESSOR_SUBJECT, self.processor.public_key)
+
+    def workflow_entries(self, workflow_id: str) -> list[ChainEntry]:
+        """A workflow's entries in chain order."""
+        chosen = [e for e in self.entries if e.workflow_id == workflow_id]
+        return sorted(chosen, key=lambda e: e.chain_seq)
+
+    def partition_entries(self, partition: int) -> list[ChainEntry]:
+        """A partition's entries in log order."""
+        chosen = [e for e in self.entries if e.source_partition == partition]
+        return sorted(chosen, key=lambda e: e.log_index)
+
+    def partition_leaves(self) -> dict[int, list[bytes]]:
+        """Every partition's leaf records (entry hash preimages) in log order."""
+        return {
+            p: [leaf_record(e) for e in self.partition_entries(p)]
+            for p in sorted({e.source_partition for e in self.entries})
+        }
+
+    def partition_checkpoints(self, partition: int) -> list[Checkpoint]:
+        """A partition's checkpoints, smallest first."""
+        chosen = [c for c in self.checkpoints if c.partition == partition]
+        return sorted(chosen, key=lambda c: c.tree_size)
+
+    def bundle(self, workflow_id: str) -> dict[str, Any]:
+        """An honest evidence bundle for one workflow."""
+        return build_bundle(
+            workflow_id,
+            self.workflow_entries(workflow_id),
+            self.partition_leaves(),
+            self.checkpoints,
+            self.registry,
+            self.checkpoint_vkey,
+        )
+
+
+def _workflow_events(
+    w: int, workflow_id: str, steps: int, policy_hex: str, clock: list[int]
+) -> list[tuple[str, ExecutionEvent]]:
+    """(emitter id, event) pairs of one workflow; emitter seqs and partition are filled in later."""
+    n = 0
+    out: list[tuple[str, ExecutionEvent]] = []
+
+    def tick() -> int:
+        clock[0] += 1_000
+        return clock[0]
+
+    def add(emitter: str, kind: EventKind, parent: str | None, **extra: Any) -> str:
+        nonlocal n
+        eid = event_id_for(w, n)
+        n += 1
+        principal = f"user:{('alice', 'bob', 'carol')[w % 3]}"
+        fields: dict[str, Any] = {
+            "agent_id": f"agent:{('planner', 'researcher')[w % 2]}",
+            "model_id": "gpt-5",
+            "model_version": "2026-01",
+            "trace_id": f"{w:032x}",
+            "span_id": f"{n:016x}",
+        }
+        fields.update(extra)
+        event = ExecutionEvent(
+            event_id=eid,
+            workflow_id=workflow_id,
+            kind=kind,
+            event_time=tick(),
+            principal=principal,
+            action=fields.pop("action", "workflow.step"),
+            emitter_id=emitter,
+            emitter_seq=0,
+            topic=TOPIC,
+            partition=0,
+            parent_event_id=parent,
+            **fields,
+        )
+        out.append((emitter, event))
+        return eid
+
+    runtime = Runtime(
+        host=f"host-{w % 4}",
+        image_digest="sha256:" + "ab" * 32,
+        attestation_type="tpm2",
+        measurement="sha256:" + "cd" * 32,
+    )
+    root = add(RUNTIME_ID, EventKind.WORKFLOW_STARTED, None, action="workflow.start")
+    for step in range(steps):
+        resource = ("crm:accounts", "search:web", "docs:handbook")[step % 3]
+        action = ("tool.call:crm.read", "tool.call:search", "tool.call:docs.read")[step % 3]
+        decision_time = clock[0] + 1_000
+        auth = add(
+            GATE_ID,
+            EventKind.AUTHORIZATION_DECISION,
+            root,
+            action=action,
+            resource=resource,
+            authorization=Authorization(
+                decision=Decision.ALLOW,
+                policy_id="lineage-demo",
+                policy_digest=policy_hex,
+                determining_policies=("allow-tools",),
+                input_digest="sha256:" + f"{w:08x}{step:08x}" * 4,
+                expires_at=decision_time + 60_000_000,
+                authorized_action=action,
+                authorized_resource=resource,
+            ),
+        )
+        run = add(
+            RUNTIME_ID,
+            EventKind.EXECUTION_STARTED,
+            auth,
+            action=action,
+            resource=resource,
+            authorization_id=auth,
+            runtime=runtime,
+            input_digest="sha256:" + "01" * 32,
+        )
+        add(
+            RUNTIME_ID,
+            EventKind.RESOURCE_ACCESS,
+            run,
+            action=action,
+            resource=resource,
+            authorization_id=auth,
+            runtime=runtime,
+            attributes={"rows": str(10 + step)},
+        )
+        add(
+            RUNTIME_ID,
+            EventKind.EXECUTION_COMPLETED,
+            run,
+            action=action,
+            resource=resource,
+            authorization_id=auth,
+            runtime=runtime,
+            output_digest="sha256:" + "02" * 32,
+        )
+    add(RUNTIME_ID, EventKind.WORKFLOW_COMPLETED, root, action="workflow.complete")
+    return out
+
+
+def _interleave(
+    streams: list[list[tuple[str, ExecutionEvent]]],
+) -> Iterable[tuple[str, ExecutionEvent]]:
+    longest = max((len(s) for s in streams), default=0)
+    for i in range(longest):
+        for s in streams:
+            if i < len(s):
+                yield s[i]
+
+
+def build_dataset(
+    *,
+    workflows: int = 6,
+    steps: int = 2,
+    partitions: int = 2,
+    seal_every: int = 4,
+    checkpoint_every: int = 12,
+    long_workflow_steps: int = 0,
+) -> Dataset:
+    """Run a real PartitionPipeline over sealed events from a runtime and a gate emitter.
+
+    Workflows are interleaved round-robin, so each spans several checkpoints; a checkpoint is
+    forced after every ``checkpoint_every`` input records and once at the end of each partition.
+    ``long_workflow_steps`` adds one workflow with that many authorize/execute steps.
+    """
+    runtime, runtime_rec = Signer.generate_ephemeral(RUNTIME_SUBJECT, Role.EMITTER)
+    gate, gate_rec = Signer.generate_ephemeral(GATE_SUBJECT, Role.AUTHORIZER)
+    processor, processor_rec = Signer.generate_ephemeral(PROCESSOR_SUBJECT, Role.PROCESSOR)
+    registry = KeyRegistry([runtime_rec, gate_rec, processor_rec])
+    signers = {RUNTIME_ID: runtime, GATE_ID: gate}
+    policy = PolicySet.load(POLICY_FILE)
+
+    names = [f"wf-{w:04d}" for w in range(workflows)]
+    plans = [(w, names[w], steps) for w in range(workflows)]
+    if long_workflow_steps:
+        names.append(f"wf-long-{workflows:04d}")
+        plans.append((workflows, names[-1], long_workflow_steps))
+    clock = [T0]
+    streams = [_workflow_events(w, name, s, policy.digest_hex, clock) for w, name, s in plans]
+
+    records: dict[int, list[RawRecord]] = {p: [] for p in range(partitions)}
+    emitters: dict[tuple[str, int], _EmitterStream] = {}
+
+    def seal(emitter_id: str, p: int, st: _EmitterStream) -> None:
+        if not st.digests:
+            return
+        data = make_seal(
+            signers[emitter_id], emitter_id, p, st.first_seq, st.digests, st.prev_seal_hash
+        )
+        records[p].append(RawRecord(TOPIC, p, len(records[p]), f"seal:{emitter_id}".encode(), data))
+        st.prev_seal_hash = hashing.seal_hash(data)
+        st.first_seq = st.next_seq
+        st.digests = []
+
+    for emitter_id, template in _interleave(streams):
+        p = partition_for(template.workflow_id.encode(), partitions)
+        st = emitters.setdefault((emitter_id, p), _EmitterStream())
+        record = template.to_record()
+        record.update(emitter_seq=st.next_seq, partition=p)
+        data = _EVENTS.encode(record)
+        records[p].append(RawRecord(TOPIC, p, len(records[p]), template.workflow_id.encode(), data))
+        st.digests.append(hashing.event_digest(data))
+        st.next_seq += 1
+        if len(st.digests) >= seal_every:
+            seal(emitter_id, p, st)
+    for (emitter_id, p), st in sorted(emitters.items()):
+        seal(emitter_id, p, st)
+
+    entries: list[ChainEntry] = []
+    checkpoints: list[Checkpoint] = []
+    violations = 0
+    for p in range(partitions):
+        pipe = PartitionPipeline(
+            topic=TOPIC,
+            partition=p,
+            store=DictStore(),
+            registry=registry,
+            policy=policy,
+            checkpoint_signer=processor,
+        )
+        batch = records[p]
+        for start in range(0, len(batch), checkpoint_every):
+            out, seek = pipe.process(batch[start : start + checkpoint_every])
+            if seek is not None or out.quarantine:
+                raise AssertionError(f"partition {p}: unexpected seek {seek} or {out.quarantine}")
+            entries += out.entries
+            violations += len(out.violations)
+            cp = pipe.maybe_checkpoint(force=True)
+            if cp is not None:
+                checkpoints.append(cp)
+        cp = pipe.maybe_checkpoint(force=True)
+        if cp is not None:
+            checkpoints.append(cp)
+    return Dataset(
+        registry, signers, processor, policy, partitions, names, entries, checkpoints, violations
+    )
+
+
+def sign_checkpoint(signer: Signer, origin: str, size: int, root: bytes) -> str:
+    """A checkpoint note signed by ``signer`` under the processor's key name (to forge in tests)."""
+    body = note.checkpoint_body(origin, size, root)
+    return note.sign_note(body, PROCESSOR_SUBJECT, signer._private_key)
