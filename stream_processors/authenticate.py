@@ -14,7 +14,7 @@ from stream_processors.records import DecodedSeal, PendingEvent
 from stream_processors.sealproofs import root_and_paths
 from stream_processors.state import EmitterState
 
-RECENT_DIGESTS = 2048
+RECENT_DIGESTS = 256  # per emitter and partition: duplicates of older events are replays
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,6 +68,14 @@ def pending_from_json(v: list[Any], decode_event: Any) -> PendingEvent:
     )
 
 
+_RECENT = struct.Struct(">Q")
+
+
+def _unpack_recent(blob: bytes) -> dict[int, bytes]:
+    """Recent (seq, digest) pairs stored as one blob of 40-byte records, oldest first."""
+    return {_RECENT.unpack_from(blob, i)[0]: blob[i + 8 : i + 40] for i in range(0, len(blob), 40)}
+
+
 @dataclass
 class EmitterState:
     """What the authenticator knows about one emitter in one partition."""
@@ -83,7 +92,7 @@ class EmitterState:
                 "x": self.expected_seq,
                 "h": _b(self.prev_seal_hash),
                 "p": {str(k): pending_to_json(v) for k, v in self.pending.items()},
-                "r": {str(k): _b(v) for k, v in self.recent.items()},
+                "r": _b(b"".join(_RECENT.pack(k) + v for k, v in self.recent.items())),
                 "s": self.seen,
             },
             separators=(",", ":"),
@@ -96,7 +105,7 @@ class EmitterState:
             expected_seq=d["x"],
             prev_seal_hash=_ub(d["h"]),
             pending={int(k): pending_from_json(v, decode_event) for k, v in d["p"].items()},
-            recent={int(k): _ub(v) for k, v in d["r"].items()},
+            recent=_unpack_recent(_ub(d["r"])),
             seen=d["s"],
         )
 
