@@ -86,6 +86,15 @@ class ClickHouseSink:
             }
         )
         self.consumer.subscribe(list(self._decoders))
+        self._monitor_conf = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group or settings.sink_group,
+            "enable.auto.commit": False,
+            "logger": logging.getLogger("lineage.sink.kafka"),
+        }
+        self._monitor: Consumer | None = None
+        self._monitor_lock = threading.Lock()
+        self._fetched: dict[tuple[str, int], int] = {}
         with self.lock:
             schema.migrate(client, self.database)
 
@@ -112,6 +121,7 @@ class ClickHouseSink:
                         log.warning("consumer error: %s", error)
                     continue
                 msgs.append(m)
+                self._fetched[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0) + 1
                 sch, build, table = self._decoders[str(m.topic())]
                 try:
                     batch[table].append(build(sch.decode_body(m.value() or b"")))
@@ -186,12 +196,27 @@ class ClickHouseSink:
         return len(msgs)
 
     def lag(self) -> int:
-        """Records on the subscribed topics not yet committed by the sink."""
-        total = 0
-        for tp in self.consumer.assignment():
-            low, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-            committed = self.consumer.committed([tp], timeout=5)[0].offset
-            total += high - (committed if committed >= 0 else low)
+        """Records on the subscribed topics not yet committed by the sink's consumer group.
+
+        Safe to call from any thread: it asks through a client of its own, because every call
+        on the consuming client blocks while the sink thread waits in ``consume()``.
+        """
+        with self._monitor_lock:
+            if self._monitor is None:
+                self._monitor = Consumer(self._monitor_conf)
+            mon = self._monitor
+            topics = mon.list_topics(timeout=5).topics
+            tps = [TopicPartition(t, p) for t in self._decoders for p in topics[t].partitions]
+            committed = {(c.topic, c.partition): c.offset for c in mon.committed(tps, timeout=5)}
+            fetched = dict(self._fetched)
+            total = 0
+            for tp in tps:
+                low, high = mon.get_watermark_offsets(tp, timeout=5, cached=False)
+                # Tansu reports the base offset of the last record batch + 1 as the high
+                # watermark; what the sink already fetched proves the log is at least that long.
+                end = max(high, fetched.get((tp.topic, tp.partition), 0))
+                done = committed[(tp.topic, tp.partition)]
+                total += max(0, end - (done if done >= 0 else low))
         self.stats.lag = total
         return total
 
@@ -202,3 +227,7 @@ class ClickHouseSink:
 
     def close(self) -> None:
         self.consumer.close()
+        with self._monitor_lock:
+            if self._monitor is not None:
+                self._monitor.close()
+                self._monitor = None

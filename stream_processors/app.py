@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from typing import Any
 
@@ -26,20 +27,78 @@ SEEK_RETRY_S = 5.0
 
 
 class TableStore:
-    """StateStore over a faust table, writing each change to the source partition's changelog."""
+    """StateStore over a faust table, writing each change to the source partition's changelog.
+
+    The pipeline writes one batch of keys and then the partition's meta key; a crash can leave
+    any prefix of those writes in the changelog, and a restore from a half-written batch mixes
+    two states (an emitter already past events whose workflows never saw them: those events are
+    then dropped as duplicates and never chained). So the meta record commits the batch: every
+    record carries its batch number and the value it replaces, and on restore the records of a
+    batch the meta never committed are rolled back to that value (an undo log, one record per key).
+    """
+
+    _HEAD = struct.Struct(">BQBI")  # format, batch, has_prev | has_value << 1, len(prev)
+    _FORMAT = 0  # an old plain value starts with "{", never with this byte
 
     def __init__(self, table: Any, partition: int) -> None:
         self.table = table
         self.partition = partition
+        self.prefix = f"{partition}|".encode()
+        self.meta_key = self.prefix + b"meta"
+        meta = self._record(self.meta_key)
+        self.committed = meta[0] if meta else 0
+        self.batch = self.committed + 1
+        self._roll_back()
+
+    def _record(self, raw: bytes) -> tuple[int, bytes | None, bytes | None] | None:
+        """(batch, replaced value, value) of a key, or None when there is no record."""
+        stored = self.table.data.get(raw)
+        if stored is None:
+            return None
+        data = bytes(stored)
+        if not data or data[0] != self._FORMAT:
+            return 0, None, data
+        _, batch, flags, n = self._HEAD.unpack_from(data)
+        body = data[self._HEAD.size :]
+        return batch, body[:n] if flags & 1 else None, body[n:] if flags & 2 else None
+
+    def _write(self, raw: bytes, batch: int, prev: bytes | None, value: bytes | None) -> None:
+        flags = int(prev is not None) | int(value is not None) << 1
+        head = self._HEAD.pack(self._FORMAT, batch, flags, len(prev or b""))
+        data = head + (prev or b"") + (value or b"")
+        self.table.data[raw] = data
+        self.table.send_changelog(self.partition, raw, data)
+
+    def _roll_back(self) -> None:
+        undone = 0
+        for raw in [k for k in list(self.table.data.keys()) if bytes(k).startswith(self.prefix)]:
+            rec = self._record(bytes(raw))
+            if rec is not None and rec[0] > self.committed:
+                self._write(bytes(raw), self.committed, None, rec[1])
+                undone += 1
+        if undone:
+            log.warning(
+                "partition %d: rolled back %d state records of a batch that was never committed "
+                "(the previous owner stopped while writing it)",
+                self.partition,
+                undone,
+            )
 
     def get(self, key: str) -> bytes | None:
-        value = self.table.data.get(key.encode())
-        return bytes(value) if value is not None else None
+        rec = self._record(key.encode())
+        if rec is None:
+            return None
+        batch, prev, value = rec
+        return value if batch <= self.committed else prev
 
     def put(self, key: str, value: bytes) -> None:
         raw = key.encode()
-        self.table.data[raw] = value
-        self.table.send_changelog(self.partition, raw, value)
+        if raw != self.meta_key:
+            self._write(raw, self.batch, self.get(key), value)
+            return
+        self._write(raw, self.batch, None, value)  # the pipeline writes its meta last: the commit
+        self.committed = self.batch
+        self.batch += 1
 
 
 class Publisher:
@@ -147,6 +206,7 @@ def build_app(
         broker_commit_interval=0.5,
         stream_wait_empty=False,
         worker_redirect_stdouts=False,
+        datadir=str(settings.data_dir / f"faust-{worker_id}"),  # not "<group>-data" in the cwd
     )
     events = app.topic(
         topics.events,
@@ -193,13 +253,24 @@ def build_app(
             log.info("partition %d: resuming at offset %d", partition, pl.meta.next_offset)
         return pl
 
+    # With stream_wait_empty=False a batch taken before a rebalance is still handed to the agent
+    # after its partitions were revoked; processing it would write state that the partition's
+    # next owner may already be restoring. Only partitions assigned right now are processed.
+    owned: set[int] = set()
+
     async def on_revoked(sender: Any, revoked: Any, **kw: Any) -> None:
         for tp in revoked:
             if tp.topic == topics.events:
+                owned.discard(tp.partition)
                 pipelines.pop(tp.partition, None)
                 seeking.pop(tp.partition, None)
 
+    async def on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
+        owned.clear()
+        owned.update(tp.partition for tp in assigned if tp.topic == topics.events)
+
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode's signal typing
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
 
     async def seek(partition: int, offset: int) -> None:
         log.warning("partition %d: offset gap, seeking back to %d", partition, offset)
@@ -229,6 +300,13 @@ def build_app(
             out = Outputs()
             seeks: list[tuple[int, int]] = []
             for partition, records in by_partition.items():
+                if partition not in owned:
+                    log.info(
+                        "partition %d: dropping %d records fetched before it was revoked",
+                        partition,
+                        len(records),
+                    )
+                    continue
                 pending_seek = seeking.get(partition)
                 if pending_seek is not None:
                     target, since = pending_seek
