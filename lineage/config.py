@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     fetch_wait_ms: int = 50
+    batch_wait_ms: int = 20
+    state_flush_s: float = 0.5
     seal_every_events: int = 100
     seal_every_ms: int = 200
     checkpoint_every_s: float = 2.0

@@ -236,6 +236,22 @@ def build_app(
     )
     pipelines: dict[int, PartitionPipeline] = {}
     seeking: dict[int, tuple[int, float]] = {}
+    flushed_at: dict[int, float] = {}
+
+    def save_state(partitions: Any, *, force: bool = False) -> None:
+        """Write changed state at most every ``state_flush_s`` per partition.
+
+        Deferring is safe: state that lags the outputs only means a restart replays a little
+        more, and replays re-emit identical records (DESIGN.md "Ordering").
+        """
+        now = time.monotonic()
+        for partition in partitions:
+            pl = pipelines.get(partition)
+            if pl is None:
+                continue
+            if force or now - flushed_at.get(partition, 0.0) >= settings.state_flush_s:
+                pl.dirty_state()
+                flushed_at[partition] = now
 
     def pipeline(partition: int) -> PartitionPipeline:
         pl = pipelines.get(partition)
@@ -264,6 +280,7 @@ def build_app(
                 owned.discard(tp.partition)
                 pipelines.pop(tp.partition, None)
                 seeking.pop(tp.partition, None)
+                flushed_at.pop(tp.partition, None)
 
     async def on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
         owned.clear()
@@ -271,6 +288,13 @@ def build_app(
 
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode's signal typing
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+
+    def resume_offset(tp: Any) -> int | None:
+        if tp.topic != topics.events or tp.partition not in owned:
+            return None
+        return pipeline(tp.partition).meta.next_offset
+
+    transport.RESUME_HOOK["hook"] = resume_offset
 
     async def seek(partition: int, offset: int) -> None:
         log.warning("partition %d: offset gap, seeking back to %d", partition, offset)
@@ -285,12 +309,11 @@ def build_app(
                 out.checkpoints.append(cp)
         if out.checkpoints:
             publisher.publish(out)
-            for pl in pipelines.values():
-                pl.dirty_state()
+        save_state(list(pipelines), force=force)
 
     @app.agent(events)
     async def process(stream: Any) -> None:
-        async for batch in stream.take_events(2000, within=0.01):
+        async for batch in stream.take_events(2000, within=settings.batch_wait_ms / 1000):
             by_partition: dict[int, list[RawRecord]] = {}
             for ev in batch:
                 m = ev.message
@@ -312,6 +335,9 @@ def build_app(
                     target, since = pending_seek
                     records = [r for r in records if r.offset >= target]
                     if not records or records[0].offset != target:
+                        # Records fetched before the seek move faust's read offset past the
+                        # target; put it back so the re-fetched target is not filtered out.
+                        app.consumer._read_offset[TP(topics.events, partition)] = target  # type: ignore[attr-defined]
                         if time.monotonic() - since > SEEK_RETRY_S:
                             seeks.append((partition, target))
                         continue
@@ -324,12 +350,7 @@ def build_app(
             cps = [cp for pl in pipelines.values() if (cp := pl.maybe_checkpoint()) is not None]
             out.checkpoints += cps
             publisher.publish(out)  # outputs acknowledged before state is written
-            for partition in by_partition:
-                if partition in pipelines:
-                    pipelines[partition].dirty_state()
-            for pl in pipelines.values():
-                if cps:
-                    pl.dirty_state()
+            save_state(list(pipelines) if cps else list(by_partition))
             for partition, offset in seeks:
                 await seek(partition, offset)
 
