@@ -37,7 +37,11 @@ class FlushReport:
 
     @property
     def ok(self) -> bool:
-        return self.undelivered == 0 and self.failed == 0
+        return (
+            self.undelivered == 0
+            and self.failed == 0
+            and not any("fatal" in e for e in self.errors)
+        )
 
 
 @dataclass
@@ -93,6 +97,7 @@ class Emitter:
         self._closed = False
         self.delivered = 0
         self.emitted = 0
+        self.fatal: str | None = None
         self.failed = 0
         self.errors: list[str] = []
         conf: dict[str, Any] = {
@@ -103,6 +108,7 @@ class Emitter:
             "queue.buffering.max.messages": queue_max,
             "message.timeout.ms": 120_000,
             "logger": logging.getLogger("lineage.emitter.kafka"),
+            "error_cb": self._on_error,
         }
         conf.update(producer_config or {})
         self._producer = Producer(conf)
@@ -248,6 +254,11 @@ class Emitter:
 
     # -- delivery --------------------------------------------------------
 
+    def _on_error(self, err: KafkaError) -> None:
+        """Client-level errors; a fatal one (e.g. the idempotent producer fenced) is remembered."""
+        if err.fatal():
+            self.fatal = f"fatal producer error: {err}"
+
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
             self.delivered += 1
@@ -282,10 +293,14 @@ class Emitter:
 
         The report says what was not delivered; nothing is dropped silently.
         """
-        if seal:
-            self.seal_all()
-        remaining = self._producer.flush(timeout)
-        return FlushReport(self.delivered, remaining, self.failed, tuple(self.errors))
+        try:
+            if seal:
+                self.seal_all()
+            remaining = self._producer.flush(timeout)
+        except (KafkaException, SystemError) as exc:  # a fatal client error surfaces here
+            raise EmitterError(f"producer failed: {self.fatal or exc}") from exc
+        errors = (*self.errors, self.fatal) if self.fatal else tuple(self.errors)
+        return FlushReport(self.delivered, remaining, self.failed, errors)
 
     def pending(self) -> int:
         """Records handed to the client but not yet acknowledged by the broker."""

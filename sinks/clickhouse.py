@@ -163,8 +163,12 @@ class ClickHouseSink:
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
         self.consumer.commit(offsets=offsets, asynchronous=False)
 
-    def step(self) -> int:
-        """Collect one batch, insert it (retrying with backoff until acked), commit; returns rows."""
+    def step(self, stop: threading.Event | None = None) -> int:
+        """Collect one batch, insert it (retrying with backoff until acked), commit; returns rows.
+
+        If ``stop`` is set during an outage the batch is left uncommitted: it is redelivered to
+        the next sink, and the tables' deduplication absorbs any part that did land.
+        """
         batch, msgs = self._collect()
         if not msgs:
             return 0
@@ -182,7 +186,9 @@ class ClickHouseSink:
                 self.on_outage(
                     f"ClickHouse unavailable, retrying the same batch in {delay:.1f} s: {exc}"
                 )
-                time.sleep(delay * random.uniform(0.5, 1.5))
+                if (stop or threading.Event()).wait(delay * random.uniform(0.5, 1.5)):
+                    self.on_outage("sink stopping during the outage; the batch stays uncommitted")
+                    return 0
                 delay = min(delay * 2, 5.0)
         if outage_started is not None:
             self.stats.outage_s += time.monotonic() - outage_started
@@ -223,7 +229,7 @@ class ClickHouseSink:
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set."""
         while not stop.is_set():
-            self.step()
+            self.step(stop)
 
     def close(self) -> None:
         self.consumer.close()

@@ -118,3 +118,26 @@ def test_clickhouse_outage(pipeline: Pipeline, tmp_path: Path) -> None:
             "sink_thread_alive": sink.thread.is_alive(),
         },
     )
+
+
+def test_sink_stops_promptly_during_an_outage(pipeline: Pipeline) -> None:
+    """close() during a long outage returns without committing: the batch is redelivered later."""
+    import time
+
+    from tests.integration.test_end_to_end import emit_workflows
+
+    p = pipeline
+    p.start_worker()
+    flaky = FlakyClient(p.client)
+    flaky.applied_then_failed = 1  # every insert is refused
+    flaky.down.set()
+    messages: list[str] = []
+    sink = SinkThread(p.settings, p.bootstrap, flaky, on_outage=messages.append)
+    emit_workflows(p, workflows=3, steps=2)
+    wait_for(lambda: flaky.refused >= 2, 60, "the sink to hit the outage")
+    started = time.monotonic()
+    sink.close()
+    assert time.monotonic() - started < 10, "close() must not wait for ClickHouse to come back"
+    assert not sink.thread.is_alive()
+    assert any("stays uncommitted" in m for m in messages), messages
+    assert sink.sink.stats.batches == 0, "no batch may be committed while nothing was inserted"
