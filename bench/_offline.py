@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from lineage import codec
 from lineage.keys import KeyRecord, KeyRegistry, Role, Signer
@@ -18,6 +19,9 @@ SUBJECTS = (
     ("tool-runner", Role.EMITTER),
     ("subagents", Role.EMITTER),
 )
+
+
+DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "policies" / "default.toml"
 
 
 class OfflineLog:
@@ -109,7 +113,7 @@ class OfflineWorld:
         seal_every: int = 100,
         partitions: int = 1,
         topic: str = "bench.events",
-        policy_file: str = "policies/default.toml",
+        policy_file: str | Path = DEFAULT_POLICY,
     ) -> None:
         self.log = OfflineLog(topic, partitions)
         self.policy = PolicySet.load(policy_file)

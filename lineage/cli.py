@@ -127,7 +127,7 @@ def _print_result(columns: list[str], rows: list[Any], fmt: str) -> None:
             )
     elif fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = csv.writer(buf, lineterminator="\n")
         for r in rows:
             w.writerow([cell(v) for v in r])
         sys.stdout.write(buf.getvalue())
