@@ -65,6 +65,7 @@ def test_demo_summary(demo_dir: Path) -> None:
 def test_count_matches_demo(demo_dir: Path) -> None:
     run = lineage(demo_dir, "query", "SELECT count() FROM lineage_entries FINAL", "--format", "csv")
     assert run.returncode == 0, run.stderr
+    assert run.stdout.endswith("\n") and "\r" not in run.stdout, "csv must be usable in $(...)"
     emitted = int(
         next(
             line.split("│")[2]
