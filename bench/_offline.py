@@ -89,6 +89,7 @@ class OfflineEmitter(Emitter):
         self.emitted = 0
         self.failed = 0
         self.errors = []
+        self.fatal = None
         self._producer = _NullProducer()  # type: ignore[assignment]  # duck-typed stand-in, no broker
         self.partitions = log.partitions
         self._state = {}
