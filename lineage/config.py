@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     batch_wait_ms: int = 20
     state_flush_s: float = 0.5
     seal_every_events: int = 100
-    seal_every_ms: int = 200
+    seal_every_ms: int = 50
     checkpoint_every_s: float = 2.0
     policy_file: Path | None = None
     keys_file: Path | None = None
@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     max_attribute_bytes: int = 16 * 1024
     max_unsealed_per_emitter: int = 10_000
     sink_batch_rows: int = 5000
-    sink_batch_ms: int = 200
+    sink_batch_ms: int = 100
 
     @property
     def topics(self) -> Topics:
