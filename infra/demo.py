@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -17,12 +18,14 @@ from infra.embedded import Stack, child_env, open_stack, spawn, terminate_on_sig
 from lineage.config import Settings
 from lineage.keys import Role, Signer, ensure_demo_keys
 from lineage.policy import PolicySet
+from lineage.querypack import load_pack
 from producers.emitter import Emitter
 from producers.gate import Gate
 from producers.scenario import Emitters, Scenario, ScenarioReport
 from sinks.clickhouse import ClickHouseSink, open_client
 from stream_processors.main import PROCESSOR_SUBJECT
 
+QUERY_PACK = Path(__file__).resolve().parents[1] / "docs" / "queries.sql"
 DEMO_SUBJECTS = [
     ("orchestrator", Role.AUTHORIZER),
     ("tool-runner", Role.EMITTER),
@@ -246,11 +249,9 @@ def summarize(
         checkpoints = q(f"SELECT count(), max(tree_size) FROM {db}.checkpoints FINAL").result_rows[
             0
         ]
-        example = q(f"""
-            SELECT agent_id, count() AS executions, uniqExact(workflow_id) AS workflows,
-                   groupUniqArray(resource) AS systems
-            FROM {db}.lineage_entries FINAL
-            WHERE kind = 'EXECUTION_STARTED' GROUP BY agent_id ORDER BY executions DESC LIMIT 5""").result_rows
+        pack = load_pack(QUERY_PACK)["agent_systems"]
+        sql, params = pack.render({})
+        example = q(sql, parameters=params or None)
     total_s = done - t0
     t = Table(title="pipeline summary", show_header=True)
     t.add_column("stage")
@@ -277,12 +278,17 @@ def summarize(
     console.print(
         "injected on purpose: " + ", ".join(f"{k}={n}" for k, n in sorted(report.injected.items()))
     )
-    e = Table(title="analyst query: executions per agent (top 5)")
-    for c in ("agent_id", "executions", "workflows", "systems"):
+    e = Table(
+        title="analyst query agent_systems (docs/queries.sql): what systems did the busiest agent touch"
+    )
+    for c in example.column_names:
         e.add_column(c)
-    for row in example:
-        e.add_row(str(row[0]), str(row[1]), str(row[2]), ", ".join(sorted(row[3]))[:60])
+    for row in example.result_rows[:8]:
+        e.add_row(*[", ".join(map(str, v)) if isinstance(v, list) else str(v) for v in row])
     console.print(e)
+    console.print(
+        "  rerun: lineage query --file docs/queries.sql --name agent_systems [--param agent=...]"
+    )
     ok = entries[0] == trusted
     console.print(
         ("[green]OK[/]" if ok else "[red]MISMATCH[/]")
