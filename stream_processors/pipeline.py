@@ -43,7 +43,7 @@ class PipelineConfig:
     origin_base: str = "lineage.local"
     checkpoint_key_name: str = "lineage-processor"
     max_unsealed_per_emitter: int = 10_000
-    cache_workflows: int = 50_000
+    cache_workflows: int = 10_000
 
 
 def _decode_event(data: bytes) -> ExecutionEvent:
