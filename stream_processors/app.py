@@ -24,6 +24,7 @@ from stream_processors.records import Outputs, RawRecord
 
 log = logging.getLogger("lineage.processor")
 SEEK_RETRY_S = 5.0
+IDLE_CHECK_S = 3.0
 
 
 class TableStore:
@@ -237,6 +238,11 @@ def build_app(
     pipelines: dict[int, PartitionPipeline] = {}
     seeking: dict[int, tuple[int, float]] = {}
     flushed_at: dict[int, float] = {}
+    # Input offsets are acknowledged to faust (and so become committable) only once the state that
+    # covers them is written: the committed offset never runs ahead of the saved state, so a
+    # restarted worker always resumes at or before the state's next offset and skips the replays.
+    held: dict[int, list[Any]] = {}
+    last_input: dict[int, float] = {}
 
     def save_state(partitions: Any, *, force: bool = False) -> None:
         """Write changed state at most every ``state_flush_s`` per partition.
@@ -252,6 +258,8 @@ def build_app(
             if force or now - flushed_at.get(partition, 0.0) >= settings.state_flush_s:
                 pl.dirty_state()
                 flushed_at[partition] = now
+                for ev in held.pop(partition, ()):
+                    ev.ack()
 
     def pipeline(partition: int) -> PartitionPipeline:
         pl = pipelines.get(partition)
@@ -266,6 +274,7 @@ def build_app(
                 config=config,
             )
             pipelines[partition] = pl
+            last_input[partition] = time.monotonic()
             log.info("partition %d: resuming at offset %d", partition, pl.meta.next_offset)
         return pl
 
@@ -281,6 +290,7 @@ def build_app(
                 pipelines.pop(tp.partition, None)
                 seeking.pop(tp.partition, None)
                 flushed_at.pop(tp.partition, None)
+                held.pop(tp.partition, None)  # never acknowledged: the next owner replays them
 
     async def on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
         owned.clear()
@@ -315,11 +325,15 @@ def build_app(
     async def process(stream: Any) -> None:
         async for batch in stream.take_events(2000, within=settings.batch_wait_ms / 1000):
             by_partition: dict[int, list[RawRecord]] = {}
+            events_of: dict[tuple[int, int], Any] = {}
             for ev in batch:
                 m = ev.message
                 by_partition.setdefault(m.partition, []).append(
                     RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp or 0)
                 )
+                if m.partition in owned:
+                    m.incref()  # take_events acks after this batch; we ack after state is saved
+                    events_of[(m.partition, m.offset)] = ev
             out = Outputs()
             seeks: list[tuple[int, int]] = []
             for partition, records in by_partition.items():
@@ -343,8 +357,13 @@ def build_app(
                         continue
                     del seeking[partition]
                 records.sort(key=lambda r: r.offset)
+                last_input[partition] = time.monotonic()
                 result, seek_to = pipeline(partition).process(records)
                 out.extend(result)
+                consumed = [r for r in records if seek_to is None or r.offset < seek_to]
+                held.setdefault(partition, []).extend(
+                    events_of[(partition, r.offset)] for r in consumed
+                )
                 if seek_to is not None:
                     seeks.append((partition, seek_to))
             cps = [cp for pl in pipelines.values() if (cp := pl.maybe_checkpoint()) is not None]
@@ -358,6 +377,28 @@ def build_app(
     async def checkpoint_timer() -> None:
         await asyncio.sleep(0)
         checkpoint_all(force=False)
+        await catch_up_idle_partitions()
+
+    async def catch_up_idle_partitions() -> None:
+        """An idle partition whose consumer position is past its state has skipped records.
+
+        Gap detection needs a record to arrive; when the consumer starts (or is left) beyond the
+        saved state at the end of the log, none does. Only idle partitions are checked, because
+        the position runs ahead of processing while records are in flight.
+        """
+        now = time.monotonic()
+        for partition, pl in list(pipelines.items()):
+            pending = seeking.get(partition)
+            if pending is not None:
+                if now - pending[1] > SEEK_RETRY_S:  # the target never came back: seek again
+                    app.consumer._read_offset[TP(topics.events, partition)] = None  # type: ignore[attr-defined]
+                    await seek(partition, pending[0])
+                continue
+            if now - last_input.get(partition, 0.0) < IDLE_CHECK_S:
+                continue
+            position = await app.consumer.position(TP(topics.events, partition))
+            if position is not None and position > pl.meta.next_offset:
+                await seek(partition, pl.meta.next_offset)
 
     app.lineage_checkpoint_all = checkpoint_all  # type: ignore[attr-defined]
     return app
