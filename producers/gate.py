@@ -201,12 +201,11 @@ class Gate:
             attributes=attributes,
         )
         handle = Execution(started, trace)
-        try:
-            yield handle
-        except BaseException as exc:
+
+        def finish(kind: EventKind, attrs: Mapping[str, str] | None = None) -> None:
             self.emitter.emit(
                 workflow_id=ev.workflow_id,
-                kind=EventKind.EXECUTION_FAILED,
+                kind=kind,
                 principal=principal,
                 action=grant.decision.action,
                 resource=grant.decision.resource,
@@ -216,19 +215,12 @@ class Gate:
                 runtime=runtime,
                 trace_id=trace.trace_id,
                 span_id=trace.span_id,
-                attributes={"error": type(exc).__name__},
+                attributes=attrs,
             )
+
+        try:
+            yield handle
+        except BaseException as exc:
+            finish(EventKind.EXECUTION_FAILED, {"error": type(exc).__name__})
             raise
-        self.emitter.emit(
-            workflow_id=ev.workflow_id,
-            kind=EventKind.EXECUTION_COMPLETED,
-            principal=principal,
-            action=grant.decision.action,
-            resource=grant.decision.resource,
-            agent_id=agent_id,
-            parent_event_id=started.event_id,
-            authorization_id=ev.event_id,
-            runtime=runtime,
-            trace_id=trace.trace_id,
-            span_id=trace.span_id,
-        )
+        finish(EventKind.EXECUTION_COMPLETED)
