@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: int = 1000
     fetch_wait_ms: int = 50
     batch_wait_ms: int = 20
-    state_flush_s: float = 0.5
+    state_flush_s: float = 0.0
     seal_every_events: int = 100
     seal_every_ms: int = 50
     checkpoint_every_s: float = 2.0

@@ -72,6 +72,8 @@ def test_every_event_chained_once_in_order(pipeline: Pipeline) -> None:
             assert entry_hash == hashing.entry_hash(prev, digest, seq, policy)
             prev = entry_hash
     # Every RESOURCE_ACCESS here runs without an authorization: the stream check must flag each one.
+    # Violations travel on their own topic: wait for them as well as for the entries.
+    wait_for(lambda: pipeline.count("violations") >= 40 * 9, 60, "360 violations in ClickHouse")
     kinds = pipeline.rows(
         "SELECT violation_type, count() FROM {db}.violations FINAL GROUP BY violation_type"
     )
