@@ -30,9 +30,18 @@ def topic(broker: Broker) -> str:
     return name
 
 
-def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 20) -> list[tuple[bytes | None, bytes]]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{uuid.uuid4().hex[:6]}",
-                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "fetch.wait.max.ms": 50})
+def read_all(
+    bootstrap: str, topic: str, expected: int, timeout: float = 20
+) -> list[tuple[bytes | None, bytes]]:
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"r-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "fetch.wait.max.ms": 50,
+        }
+    )
     c.subscribe([topic])
     out: list[tuple[bytes | None, bytes]] = []
     import time
@@ -56,8 +65,13 @@ def test_invalid_event_raises_before_anything_is_sent(broker: Broker, topic: str
         with pytest.raises(SchemaViolation, match="workflow_id: expected a non-empty id"):
             em.emit(workflow_id="", kind=EventKind.WORKFLOW_STARTED, principal="p", action="a")
         with pytest.raises(SchemaViolation, match="does not match schema"):
-            em.emit(workflow_id="wf", kind=EventKind.WORKFLOW_STARTED, principal="p", action="a",
-                    attributes={"n": 1})  # type: ignore[dict-item]
+            em.emit(
+                workflow_id="wf",
+                kind=EventKind.WORKFLOW_STARTED,
+                principal="p",
+                action="a",
+                attributes={"n": 1},
+            )  # type: ignore[dict-item]
         assert em.emitted == 0 and em.pending() == 0
         em.emit(workflow_id="wf", kind=EventKind.WORKFLOW_STARTED, principal="p", action="a")
         report = em.flush(10)
@@ -69,12 +83,17 @@ def test_invalid_event_raises_before_anything_is_sent(broker: Broker, topic: str
 
 def test_events_keyed_by_workflow_numbered_and_sealed(broker: Broker, topic: str) -> None:
     with emitter(broker.bootstrap, topic, seal_every=3) as em:
-        events = [em.emit(workflow_id="wf-1", kind=EventKind.RESOURCE_ACCESS, principal="p", action="a")
-                  for _ in range(7)]
+        events = [
+            em.emit(workflow_id="wf-1", kind=EventKind.RESOURCE_ACCESS, principal="p", action="a")
+            for _ in range(7)
+        ]
     assert [e.emitter_seq for e in events] == list(range(7))
     records = read_all(broker.bootstrap, topic, 7 + 3)
-    seals = [Seal.from_record(codec.load("seal").decode_body(v)) for k, v in records
-             if codec.read_header(v).name == "seal"]
+    seals = [
+        Seal.from_record(codec.load("seal").decode_body(v))
+        for k, v in records
+        if codec.read_header(v).name == "seal"
+    ]
     assert [(s.first_seq, s.last_seq) for s in seals] == [(0, 2), (3, 5), (6, 6)]
     keys = {k for k, v in records if codec.read_header(v).name == "execution_event"}
     assert keys == {b"wf-1"}
@@ -84,13 +103,20 @@ def test_broker_down_flush_reports_undelivered_and_backpressure_blocks(tmp_path:
     own = start_broker(tmp_path / "b.log")
     name = "down.events"
     create_topics(own.bootstrap, [name], 2)
-    em = emitter(own.bootstrap, name, queue_max=5, block_timeout_s=1.0,
-                 producer_config={"message.timeout.ms": 60_000})
+    em = emitter(
+        own.bootstrap,
+        name,
+        queue_max=5,
+        block_timeout_s=1.0,
+        producer_config={"message.timeout.ms": 60_000},
+    )
     own.stop()
     for _ in range(4):
         em.emit(workflow_id="wf", kind=EventKind.RESOURCE_ACCESS, principal="p", action="a")
     report = em.flush(2.0)
-    assert report.undelivered == 5 and not report.ok, f"4 events + 1 seal are undelivered, found {report}"
+    assert report.undelivered == 5 and not report.ok, (
+        f"4 events + 1 seal are undelivered, found {report}"
+    )
     with pytest.raises(BackpressureTimeout, match="local queue full"):
         em.emit(workflow_id="wf", kind=EventKind.RESOURCE_ACCESS, principal="p", action="a")
     assert em.pending() == 5, "nothing was dropped"
@@ -100,35 +126,62 @@ def test_broker_down_flush_reports_undelivered_and_backpressure_blocks(tmp_path:
 def test_gate_allow_deny_and_execution_events(broker: Broker, topic: str) -> None:
     with emitter(broker.bootstrap, topic) as em:
         gate = Gate(em, POLICY)
-        grant = gate.authorize(workflow_id="wf-g", principal="agent:a", action="tool.call:search",
-                               resource="web:search", agent_id="agent:a")
+        grant = gate.authorize(
+            workflow_id="wf-g",
+            principal="agent:a",
+            action="tool.call:search",
+            resource="web:search",
+            agent_id="agent:a",
+        )
         assert grant.decision.determining_policies == ("agents-call-tools",)
         auth = grant.event.authorization
-        assert auth is not None and auth.policy_digest == POLICY.digest_hex and auth.expires_at > grant.event.event_time
+        assert (
+            auth is not None
+            and auth.policy_digest == POLICY.digest_hex
+            and auth.expires_at > grant.event.event_time
+        )
         with gate.execution(grant, principal="agent:a", agent_id="agent:a", runtime=RT) as ex:
             downstream = TraceContext.parse(ex.trace.traceparent)
             assert downstream.trace_id == grant.trace.trace_id
         with pytest.raises(RuntimeError), gate.execution(grant, principal="agent:a", runtime=RT):
             raise RuntimeError("tool crashed")
         with pytest.raises(AuthorizationDenied, match="agents-never-delete-records") as denied:
-            gate.authorize(workflow_id="wf-g", principal="agent:a", action="tool.call:delete_records",
-                           resource="prod-db:crm/accounts")
+            gate.authorize(
+                workflow_id="wf-g",
+                principal="agent:a",
+                action="tool.call:delete_records",
+                resource="prod-db:crm/accounts",
+            )
         assert denied.value.event.authorization is not None
         assert denied.value.event.authorization.decision.value == "DENY"
     records = read_all(broker.bootstrap, topic, 8)
-    kinds = [ExecutionEvent.from_record(codec.load("execution_event").decode_body(v)).kind
-             for _, v in records if codec.read_header(v).name == "execution_event"]
-    assert sorted(k.value for k in kinds) == sorted([
-        "AUTHORIZATION_DECISION", "EXECUTION_STARTED", "EXECUTION_COMPLETED", "EXECUTION_STARTED",
-        "EXECUTION_FAILED", "AUTHORIZATION_DECISION"])
+    kinds = [
+        ExecutionEvent.from_record(codec.load("execution_event").decode_body(v)).kind
+        for _, v in records
+        if codec.read_header(v).name == "execution_event"
+    ]
+    assert sorted(k.value for k in kinds) == sorted(
+        [
+            "AUTHORIZATION_DECISION",
+            "EXECUTION_STARTED",
+            "EXECUTION_COMPLETED",
+            "EXECUTION_STARTED",
+            "EXECUTION_FAILED",
+            "AUTHORIZATION_DECISION",
+        ]
+    )
 
 
 def test_gate_fails_closed_when_policy_cannot_be_evaluated(broker: Broker, topic: str) -> None:
     with emitter(broker.bootstrap, topic) as em:
         gate = Gate(em, POLICY)
         with pytest.raises(GateError, match="policy could not be evaluated"):
-            gate.authorize(workflow_id="wf", principal="agent:a", action="tool.call:search",
-                           context={"bad": 1.5})  # type: ignore[dict-item]
+            gate.authorize(
+                workflow_id="wf",
+                principal="agent:a",
+                action="tool.call:search",
+                context={"bad": 1.5},
+            )  # type: ignore[dict-item]
         assert em.emitted == 0, "no decision may be recorded for an unevaluated request"
 
 
@@ -140,7 +193,8 @@ def test_gate_fails_closed_when_decision_cannot_be_recorded(tmp_path: Path) -> N
     ran = False
     with pytest.raises(GateError, match="decision could not be recorded"):
         grant = Gate(em, POLICY, confirm_timeout_s=1.5).authorize(
-            workflow_id="wf", principal="agent:a", action="tool.call:search", resource="web:search")
+            workflow_id="wf", principal="agent:a", action="tool.call:search", resource="web:search"
+        )
         ran = grant is not None
     assert not ran
     em.close(timeout=0.1)
