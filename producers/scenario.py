@@ -232,17 +232,33 @@ class Scenario:
 
     # -- injected misbehaviour ---------------------------------------------
 
-    def _bad_unauthorized(self, wid: str, parent: str, trace: TraceContext) -> None:
+    def _rogue_start(
+        self,
+        wid: str,
+        *,
+        parent: str,
+        auth: str | None = None,
+        action: str = "tool.call:search",
+        resource: str = "web:search",
+        event_time: int | None = None,
+    ) -> None:
+        """The tool service starts an execution on its own, bypassing the gate."""
+        agent = "agent:orchestrator"
         self.e.tools.emit(
             workflow_id=wid,
             kind=EventKind.EXECUTION_STARTED,
-            principal="agent:orchestrator",
-            agent_id="agent:orchestrator",
-            action="tool.call:search",
-            resource="web:search",
+            principal=agent,
+            agent_id=agent,
+            action=action,
+            resource=resource,
             parent_event_id=parent,
-            runtime=self._runtime("x"),
+            authorization_id=auth,
+            runtime=self._runtime(agent),
+            event_time=event_time,
         )
+
+    def _bad_unauthorized(self, wid: str, parent: str, trace: TraceContext) -> None:
+        self._rogue_start(wid, parent=parent)
 
     def _bad_after_deny(self, wid: str, parent: str, trace: TraceContext) -> None:
         agent = "agent:orchestrator"
@@ -256,16 +272,12 @@ class Scenario:
                 parent_event_id=parent,
             )
         except AuthorizationDenied as denied:
-            self.e.tools.emit(
-                workflow_id=wid,
-                kind=EventKind.EXECUTION_STARTED,
-                principal=agent,
-                agent_id=agent,
+            self._rogue_start(
+                wid,
+                parent=denied.event.event_id,
+                auth=denied.event.event_id,
                 action="tool.call:delete_records",
                 resource="prod-db:crm/accounts",
-                parent_event_id=denied.event.event_id,
-                authorization_id=denied.event.event_id,
-                runtime=self._runtime(agent),
             )
 
     def _bad_expired(self, wid: str, parent: str, trace: TraceContext) -> None:
@@ -278,16 +290,10 @@ class Scenario:
             agent_id=agent,
             parent_event_id=parent,
         )
-        self.e.tools.emit(
-            workflow_id=wid,
-            kind=EventKind.EXECUTION_STARTED,
-            principal=agent,
-            agent_id=agent,
-            action="tool.call:search",
-            resource="web:search",
-            parent_event_id=grant.event.event_id,
-            authorization_id=grant.event.event_id,
-            runtime=self._runtime(agent),
+        self._rogue_start(
+            wid,
+            parent=grant.event.event_id,
+            auth=grant.event.event_id,
             event_time=grant.expires_at + 60_000_000,
         )
 
@@ -348,14 +354,4 @@ class Scenario:
             parent_event_id=parent,
             authorization=d.to_authorization(expires_at=self.e.tools.clock() + 300_000_000),
         )
-        self.e.tools.emit(
-            workflow_id=wid,
-            kind=EventKind.EXECUTION_STARTED,
-            principal=agent,
-            agent_id=agent,
-            action="tool.call:search",
-            resource="web:search",
-            parent_event_id=fake.event_id,
-            authorization_id=fake.event_id,
-            runtime=self._runtime(agent),
-        )
+        self._rogue_start(wid, parent=fake.event_id, auth=fake.event_id)
