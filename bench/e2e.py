@@ -375,7 +375,7 @@ class PipelineRun:
             )
             proc = self.stack.add(
                 spawn(
-                    [sys.executable, "-m", "lineage.cli", "process", "--worker-id", f"w{i}"],
+                    [sys.executable, "-m", "lineage_cli", "process", "--worker-id", f"w{i}"],
                     self.log_dir / f"processor-{self.tag}-w{i}.log",
                     env=env,
                 )
@@ -740,8 +740,8 @@ def verify_throughput(client: Any, settings: Settings) -> dict[str, Any]:
     this process; the processor and sink are stopped by then, so the verifier has the machine.
     """
     try:
-        from lineage.cli_evidence import verify_clickhouse
         from lineage.keys import KeyRegistry
+        from lineage_cli.evidence import verify_clickhouse
     except ImportError as exc:
         return {
             "entries_per_s": None,

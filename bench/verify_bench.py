@@ -19,14 +19,14 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from lineage.cli_evidence import (
+from lineage.model import ChainEntry
+from lineage.verify import Report, verify_bundle, verify_entries
+from lineage_cli.evidence import (
     DERIVED_COLUMNS,
     StoredEntry,
     check_stored_columns,
     verify_clickhouse,
 )
-from lineage.model import ChainEntry
-from lineage.verify import Report, verify_bundle, verify_entries
 from sinks import rows
 from tests.support.lineage_builder import Dataset, build_dataset
 

@@ -44,7 +44,7 @@ def start_processor(stack: Stack, settings: Settings, worker_id: str) -> Any:
     log = settings.data_dir / "logs" / f"processor-{worker_id}.log"
     return stack.add(
         spawn(
-            [sys.executable, "-m", "lineage.cli", "process", "--worker-id", worker_id], log, env=env
+            [sys.executable, "-m", "lineage_cli", "process", "--worker-id", worker_id], log, env=env
         )
     )
 
@@ -303,9 +303,9 @@ def export_and_verify(
 ) -> bool:
     """Export one workflow's evidence bundle and verify it offline, as an auditor would."""
     from lineage.bundle import write_bundle
-    from lineage.cli_evidence import export_bundle, print_report, verify_clickhouse
     from lineage.keys import KeyRegistry
     from lineage.verify import checkpoint_vkeys, verify_bundle
+    from lineage_cli.evidence import export_bundle, print_report, verify_clickhouse
 
     db = settings.clickhouse_database
     registry = KeyRegistry.load(settings.resolved_keys_file)

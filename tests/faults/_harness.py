@@ -532,7 +532,7 @@ def check_offsets(chained: dict[int, set[int]], events: dict[int, set[int]]) -> 
         )
 
 
-VERIFIER_MODULES = ("lineage.verify", "lineage.cli_evidence")
+VERIFIER_MODULES = ("lineage.verify", "lineage_cli.evidence")
 
 
 def clickhouse_verifier() -> Callable[..., Any] | None:

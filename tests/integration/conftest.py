@@ -67,7 +67,7 @@ class Pipeline:
             [
                 sys.executable,
                 "-m",
-                "lineage.cli",
+                "lineage_cli",
                 "process",
                 "--worker-id",
                 worker_id,

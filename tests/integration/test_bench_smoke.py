@@ -26,7 +26,7 @@ def test_lineage_bench_short_run_reports_every_key(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "lineage.cli",
+            "lineage_cli",
             "bench",
             "--duration",
             "4",

@@ -22,7 +22,7 @@ def lineage(data_dir: Path, *args: str, timeout: float = 120) -> subprocess.Comp
     env = dict(os.environ, LINEAGE_DATA_DIR=str(data_dir))
     env.pop("LINEAGE_KAFKA_BOOTSTRAP", None)
     return subprocess.run(
-        [sys.executable, "-m", "lineage.cli", *args],
+        [sys.executable, "-m", "lineage_cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

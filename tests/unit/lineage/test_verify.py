@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from lineage import codec, hashing, merkle, note
 from lineage.bundle import leaf_record
-from lineage.cli_evidence import register
 from lineage.keys import KeyRegistry, Role, Signer
 from lineage.verify import (
     FailureKind,
@@ -26,6 +25,7 @@ from lineage.verify import (
     checkpoint_vkeys,
     verify_bundle,
 )
+from lineage_cli.evidence import register
 from tests.support.lineage_builder import (
     PROCESSOR_SUBJECT,
     Dataset,

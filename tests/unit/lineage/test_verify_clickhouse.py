@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from lineage import codec, hashing
-from lineage.cli_evidence import DERIVED_COLUMNS, expected_columns, export_bundle, verify_clickhouse
 from lineage.keys import Role, Signer
 from lineage.model import ChainEntry
 from lineage.verify import FailureKind, Report, verify_bundle
+from lineage_cli.evidence import DERIVED_COLUMNS, expected_columns, export_bundle, verify_clickhouse
 from sinks import rows, schema
 from tests.support.lineage_builder import Dataset, build_dataset, decode_event, make_seal
 

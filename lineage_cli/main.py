@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.cli import register as register_bench
-from lineage.cli_evidence import register as register_evidence
-from lineage.cli_keys import keys_app
 from lineage.config import Settings
+from lineage_cli.evidence import register as register_evidence
+from lineage_cli.keys import keys_app
 
 app = typer.Typer(
     help="Evidence-grade execution lineage for AI agents.",

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from lineage.cli_keys import keys_app
 from lineage.errors import ConfigError
 from lineage.keys import KeyRegistry
+from lineage_cli.keys import keys_app
 
 KEY_ID = re.compile(r"ed25519:[0-9a-f]{16}")
 

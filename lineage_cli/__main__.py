@@ -1,0 +1,3 @@
+from lineage_cli.main import main
+
+main()
