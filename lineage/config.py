@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     checkpoint_every_s: float = 2.0
     policy_file: Path | None = None
     keys_file: Path | None = None
+    production: bool = Field(
+        default=False,
+        description="this deployment claims to be production: file-backed keys are reported",
+    )
+    pkcs11_module: str | None = Field(default=None, description="PKCS#11 library (.so) path")
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_pin_file: Path | None = Field(default=None, description="file holding the token PIN")
     reorder_max_events_per_workflow: int = 1000
     reorder_max_events_per_partition: int = 50_000
     reorder_max_bytes_per_partition: int = 64 * 1024 * 1024

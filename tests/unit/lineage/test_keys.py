@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from lineage.errors import ConfigError, IntegrityError
 from lineage.keys import (
-    REGISTRY_FORMAT,
+    REGISTRY_FORMAT_V1,
     BadSignatureError,
     KeyExpiredError,
     KeyRecord,
@@ -128,7 +128,7 @@ def test_registry_file_round_trip_and_exact_format(tmp_path: Path) -> None:
     registry.save(path)
 
     document = json.loads(path.read_text())
-    assert document["format"] == REGISTRY_FORMAT
+    assert document["format"] == REGISTRY_FORMAT_V1
     assert document["keys"][0] == rfc_entry()
     assert document["keys"][1]["not_before"] == "2024-01-01T00:00:00.000007Z"
     assert document["keys"][1]["revoked_at"] == "2024-01-02T00:00:00Z"
@@ -153,7 +153,7 @@ def test_optional_fields_may_be_absent() -> None:
     entry = rfc_entry()
     for name in ("not_after", "revoked_at", "revocation_reason"):
         del entry[name]
-    registry = KeyRegistry.from_json({"format": REGISTRY_FORMAT, "keys": [entry]})
+    registry = KeyRegistry.from_json({"format": REGISTRY_FORMAT_V1, "keys": [entry]})
     assert registry.records() == [rfc_record(not_after_us=None)]
 
 
@@ -211,7 +211,7 @@ def _write(path: Path, document: object) -> Path:
 def test_malformed_entries_name_file_and_index(
     tmp_path: Path, entries: list[Any], message: str
 ) -> None:
-    path = _write(tmp_path / "registry.json", {"format": REGISTRY_FORMAT, "keys": entries})
+    path = _write(tmp_path / "registry.json", {"format": REGISTRY_FORMAT_V1, "keys": entries})
     with pytest.raises(ConfigError) as info:
         KeyRegistry.load(path)
     assert str(info.value) == f"{path}: {message}"
@@ -227,10 +227,20 @@ def test_malformed_entries_name_file_and_index(
         (b"\xff", "not valid UTF-8"),
         (b"[]", "expected a JSON object, found list"),
         (
-            b'{"format": "lineage-key-registry/v2", "keys": []}',
-            "unsupported format 'lineage-key-registry/v2', expected 'lineage-key-registry/v1'",
+            b'{"format": "lineage-key-registry/v3", "keys": []}',
+            "unsupported format 'lineage-key-registry/v3', expected "
+            "'lineage-key-registry/v1' or 'lineage-key-registry/v2'",
         ),
-        (b'{"keys": []}', "unsupported format None, expected 'lineage-key-registry/v1'"),
+        (
+            b'{"keys": []}',
+            "unsupported format None, expected "
+            "'lineage-key-registry/v1' or 'lineage-key-registry/v2'",
+        ),
+        (
+            b'{"format": "lineage-key-registry/v1", "keys": [{"compromised_at": null}]}',
+            "keys[0]: unknown field(s) 'compromised_at' "
+            "(compromised_at need format 'lineage-key-registry/v2')",
+        ),
         (
             b'{"format": "lineage-key-registry/v1", "keys": [], "note": 1}',
             "unknown top-level field(s) 'note'",
@@ -254,7 +264,7 @@ def test_duplicate_member_inside_an_entry_cannot_unrevoke(tmp_path: Path) -> Non
     entry = json.dumps(rfc_entry(revoked_at="2024-01-02T00:00:00Z"))
     sneaky = entry[:-1] + ', "revoked_at": null}'
     path = tmp_path / "registry.json"
-    path.write_text(f'{{"format": "{REGISTRY_FORMAT}", "keys": [{sneaky}]}}')
+    path.write_text(f'{{"format": "{REGISTRY_FORMAT_V1}", "keys": [{sneaky}]}}')
     with pytest.raises(ConfigError, match="duplicate JSON member 'revoked_at'"):
         KeyRegistry.load(path)
 
