@@ -630,3 +630,59 @@ def test_ensure_demo_keys_rejects_repeated_subjects(tmp_path: Path) -> None:
         ensure_demo_keys(
             tmp_path, tmp_path / "registry.json", [("x", Role.EMITTER), ("x", Role.PROCESSOR)]
         )
+
+
+# -- rotation ---------------------------------------------------------------
+
+
+def test_rotating_signer_switches_in_the_middle_of_the_overlap(tmp_path: Path) -> None:
+    from lineage.keys import RotatingSigner, plan_rotation
+
+    keys_dir = tmp_path / "keys"
+    path = keys_dir / "registry.json"
+    old, _ = generate_key("svc", Role.EMITTER, keys_dir, now_us=T0)
+    registry = KeyRegistry([old])
+    registry.save(path)
+    clock = [T0 + DAY]
+    signer = RotatingSigner("svc", Role.EMITTER, path, keys_dir, clock=lambda: clock[0])
+    assert signer.key_id == old.key_id
+    signer.sign(b"consumes the pin")
+    new, new_path = generate_key("svc", Role.EMITTER, keys_dir, now_us=T0, per_key=True)
+    assert new_path.name == f"svc.emitter.{new.key_id.split(':')[1]}.pem"
+    switch = T0 + 2 * DAY
+    with pytest.raises(ConfigError, match="not in the future"):
+        plan_rotation(registry, new, switch_at_us=switch, overlap_us=DAY + 1, now_us=clock[0])
+    retired = plan_rotation(
+        registry, new, switch_at_us=switch, overlap_us=60_000_000, now_us=clock[0]
+    )
+    assert [r.key_id for r in retired] == [old.key_id]
+    registry.save(path)
+    stored = KeyRegistry.load(path)
+    assert stored.get(old.key_id).not_after_us == switch + 60_000_000  # type: ignore[union-attr]
+    assert stored.get(new.key_id).not_before_us == switch - 60_000_000  # type: ignore[union-attr]
+    signer._checked = 0.0  # the next use re-reads the registry (normally after a second)
+    for now, expected in (
+        (switch - 60_000_000, old.key_id),  # both valid: the old key keeps signing
+        (switch - 1, old.key_id),
+        (switch, new.key_id),  # middle of the overlap
+        (switch + 60_000_001, new.key_id),  # old key expired
+    ):
+        clock[0] = now
+        assert signer.current_key_id() == expected, now
+    # key_id pins the key for this thread until sign(): message and signature always agree
+    clock[0] = switch - 1
+    pinned = signer.key_id
+    clock[0] = switch
+    assert signer.key_id == pinned == old.key_id
+    signature = signer.sign(b"m")
+    stored.verify(old.key_id, b"m", signature, role=Role.EMITTER, subject="svc", at_us=switch - 1)
+    assert signer.key_id == new.key_id
+
+
+def test_rotating_signer_needs_a_usable_key(tmp_path: Path) -> None:
+    from lineage.keys import RotatingSigner
+
+    path = tmp_path / "registry.json"
+    KeyRegistry([]).save(path)
+    with pytest.raises(ConfigError, match="no usable emitter key for 'svc'"):
+        RotatingSigner("svc", Role.EMITTER, path, tmp_path)
