@@ -673,6 +673,62 @@ class KeyRegistry:
             raise ConfigError(f"cannot write key registry {path}: {_reason(exc)}") from None
 
 
+class WatchedKeyRegistry(KeyRegistry):
+    """A registry that re-reads its file when it changes (checked at most once a second).
+
+    Long-running verifiers (processor workers) use it so that a key registered for a rotation,
+    a retirement or a revocation takes effect without a restart. A file that stops loading
+    (half-edited, invalid) keeps the last good registry in force and is reported in
+    ``last_error``; the next valid version is picked up.
+    """
+
+    RELOAD_S = 1.0
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.last_error: str | None = None
+        self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
+        self._refresh(force=True)
+
+    def _refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self.RELOAD_S:
+            return
+        self._checked = now
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp == self._stamp:
+                return
+            fresh = KeyRegistry.load(self.path)
+        except (OSError, ConfigError) as exc:
+            if force:
+                raise ConfigError(f"cannot load key registry {self.path}: {exc}") from None
+            self.last_error = str(exc)
+            return
+        self._records, self._public = fresh._records, fresh._public
+        self._stamp = stamp
+        self.last_error = None
+
+    def __len__(self) -> int:
+        self._refresh()
+        return super().__len__()
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        self._refresh()
+        return super().get(key_id)
+
+    def records(self) -> list[KeyRecord]:
+        self._refresh()
+        return super().records()
+
+    def check(self, key_id: str, *, role: Role, subject: str, at_us: int) -> KeyRecord:
+        self._refresh()
+        return super().check(key_id, role=role, subject=subject, at_us=at_us)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
