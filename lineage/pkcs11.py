@@ -35,6 +35,7 @@ from lineage.keys import (
 
 if TYPE_CHECKING:
     from lineage.config import Settings
+    from lineage.keys import Signer
 
 ED25519_OID_DER = bytes.fromhex("06032b6570")  # OID 1.3.101.112 (RFC 8410), DER
 _PATH_ATTRS = ("token", "manufacturer", "model", "serial", "slot-id", "object", "id", "type")
@@ -430,3 +431,92 @@ def generate_token_key(
         custody=CUSTODY_PKCS11,
         key_uri=uri.split("?", 1)[0],
     )
+
+
+def ensure_token_keys(
+    token_label: str,
+    registry_path: Path,
+    subjects: list[tuple[str, Role]],
+    config: TokenConfig,
+) -> tuple[dict[str, Signer], list[KeyRecord]]:
+    """The demo's keys in a token: create missing key pairs and registry entries, reuse others.
+
+    Each subject's key is the token object ``<subject>.<role>`` (URI
+    ``pkcs11:token=<label>;object=<subject>.<role>``). A key pair already on the token but not
+    in the registry is registered (its public key is read from the token). Active file keys of
+    the same subjects and roles are retired now, a rotation from files to the token; what they
+    signed stays valid. Returns the signers by subject and the retired records.
+    """
+    from lineage.keys import KeyRegistry, KeyTrustError, Signer
+
+    registry = KeyRegistry.load(registry_path) if registry_path.exists() else KeyRegistry()
+    now = _now_us()
+    signers: dict[str, Signer] = {}
+    retired: list[KeyRecord] = []
+    for subject, role in subjects:
+        uri = f"pkcs11:token={_pct(token_label)};object={_pct(f'{subject}.{role.value}')}"
+        record = next(
+            (
+                r
+                for r in registry.records()
+                if r.key_uri == uri and r.subject == subject and r.role == role
+            ),
+            None,
+        )
+        if record is None:
+            try:
+                key = open_token_key(uri, None, config)
+            except ConfigError as exc:
+                if "found 0 private and 0 public" not in str(exc):
+                    raise
+                record = generate_token_key(uri, subject, role, config=config, not_before_us=now)
+            else:
+                raw = key.public_key().public_bytes_raw()
+                key.close()
+                existing = registry.get(key_id_for(raw))
+                if existing is not None:
+                    raise ConfigError(
+                        f"{uri}: the token key {existing.key_id} is registered with another "
+                        f"custody or scope ({existing.custody}, {existing.subject}); fix the "
+                        "registry or use another token"
+                    )
+                record = KeyRecord(
+                    key_id=key_id_for(raw),
+                    public_key=raw,
+                    role=role,
+                    subject=subject,
+                    not_before_us=now,
+                    not_after_us=None,
+                    custody=CUSTODY_PKCS11,
+                    key_uri=uri,
+                )
+            for old in registry.records():
+                if (
+                    old.subject == subject
+                    and old.role == role
+                    and old.custody != CUSTODY_PKCS11
+                    and old.revoked_at_us is None
+                    and (old.not_after_us is None or old.not_after_us > now)
+                ):
+                    retired.append(registry.retire(old.key_id, max(now, old.not_before_us)))
+            registry.add(record)
+        try:
+            registry.check(record.key_id, role=role, subject=subject, at_us=now)
+        except KeyTrustError as exc:
+            raise ConfigError(f"token key {uri} cannot be used: {exc}") from None
+        signers[subject] = Signer(
+            record.key_id,
+            open_token_key(uri, record.public_key, config),
+            subject,
+            role,
+            backend=CUSTODY_PKCS11,
+        )
+    registry.save(registry_path)
+    return signers, retired
+
+
+def _pct(text: str) -> str:
+    """Percent-encode what RFC 7512 does not allow unescaped in a path attribute value."""
+    from urllib.parse import quote
+
+    return quote(text, safe="-._~!$&'()*+,=:@")
