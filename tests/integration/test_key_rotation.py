@@ -11,11 +11,15 @@ evidence on both sides of the boundary.
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
 
 from lineage import codec, note
+from lineage.bundle import write_bundle
 from lineage.keys import KeyRegistry, Role, RotatingSigner, generate_key, plan_rotation
 from lineage.model import EventKind, Seal
 from lineage.verify import checkpoint_vkeys, verify_bundle
@@ -174,3 +178,16 @@ def test_rotate_emitter_and_processor_keys_mid_stream(pipeline: Pipeline) -> Non
             bundle = export_bundle(client, p.database, wid, registry)
         report = verify_bundle(bundle, registry=registry, trusted_checkpoint_vkeys=vkeys)
         assert report.ok, (wid, report.to_json())
+        # and `lineage verify FILE` as an auditor runs it, trusted keys passed explicitly
+        out = p.settings.data_dir / f"{wid}.json"
+        write_bundle(bundle, out)
+        run = subprocess.run(
+            [sys.executable, "-m", "lineage_cli", "verify", str(out), "--registry", str(path)]
+            + [arg for v in vkeys for arg in ("--checkpoint-key", v)]
+            + ["--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, (wid, run.stdout[-2000:], run.stderr[-2000:])
+        assert json.loads(run.stdout)["ok"] is True

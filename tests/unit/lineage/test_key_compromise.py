@@ -192,3 +192,129 @@ def test_registry_entry_errors_for_v2_fields() -> None:
             ConfigError, match="keys\\[0\\]: " + message.replace("(", "\\(").replace(")", "\\)")
         ):
             KeyRegistry.from_json(doc, source="r.json")
+
+
+# -- command line ------------------------------------------------------------
+
+
+def _cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from lineage_cli.main import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_revoke_compromised_retire_and_rotate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINEAGE_DATA_DIR", str(tmp_path / "data"))
+    reg = str(tmp_path / "registry.json")
+    keys = str(tmp_path / "keys")
+    result = _cli(
+        "keys",
+        "generate",
+        "--subject",
+        "svc",
+        "--role",
+        "emitter",
+        "--registry",
+        reg,
+        "--keys-dir",
+        keys,
+    )
+    assert result.exit_code == 0, result.output
+    key = KeyRegistry.load(Path(reg)).records()[0]
+    # rotate: new key beside the old one, valid from switch - overlap, old retired at + overlap
+    result = _cli(
+        "keys",
+        "rotate",
+        "--subject",
+        "svc",
+        "--role",
+        "emitter",
+        "--switch-in",
+        "120",
+        "--overlap",
+        "30",
+        "--registry",
+        reg,
+        "--keys-dir",
+        keys,
+    )
+    assert result.exit_code == 0, result.output
+    registry = KeyRegistry.load(Path(reg))
+    old, new = registry.records()
+    assert old.key_id == key.key_id and new.key_id != key.key_id
+    assert old.not_after_us is not None
+    assert old.not_after_us - new.not_before_us == 60 * SEC
+    assert f"retiring {old.key_id} at " in result.output
+    assert (tmp_path / "keys" / "private" / f"svc.emitter.{new.key_id[8:]}.pem").exists()
+    result = _cli(
+        "keys",
+        "rotate",
+        "--subject",
+        "svc",
+        "--role",
+        "emitter",
+        "--switch-in",
+        "10",
+        "--overlap",
+        "30",
+        "--registry",
+        reg,
+        "--keys-dir",
+        keys,
+    )
+    assert result.exit_code == 2 and "not in the future" in result.stderr
+    # retire can only shorten
+    result = _cli("keys", "retire", new.key_id, "--at", "2099-01-01T00:00:00Z", "--registry", reg)
+    assert result.exit_code == 0, result.output
+    result = _cli("keys", "retire", new.key_id, "--at", "2100-01-01T00:00:00Z", "--registry", reg)
+    assert result.exit_code == 2 and "would extend it" in result.stderr
+    # revoke as compromised: the time is recorded, the status says so, v2 is written
+    result = _cli(
+        "keys",
+        "revoke",
+        old.key_id,
+        "--reason",
+        "host breached",
+        "--compromised-at",
+        "2026-01-01T00:00:00Z",
+        "--registry",
+        reg,
+    )
+    assert result.exit_code == 0, result.output
+    assert "as compromised since 2026-01-01T00:00:00Z: host breached" in result.output
+    stored = json.loads(Path(reg).read_text())
+    assert stored["format"] == REGISTRY_FORMAT_V2
+    entry = next(k for k in stored["keys"] if k["key_id"] == old.key_id)
+    assert entry["compromised_at"] == "2026-01-01T00:00:00Z"
+    result = _cli("keys", "list", "--registry", reg, "--json")
+    statuses = {k["key_id"]: k["status"] for k in json.loads(result.stdout)["keys"]}
+    assert statuses[old.key_id] == "compromised"
+    result = _cli(
+        "keys",
+        "revoke",
+        new.key_id,
+        "--reason",
+        "x",
+        "--compromised-at",
+        "2999-01-01T00:00:00Z",
+        "--registry",
+        reg,
+    )
+    assert result.exit_code == 2 and "is in the future" in result.stderr
+    result = _cli(
+        "keys",
+        "revoke",
+        new.key_id,
+        "--reason",
+        "x",
+        "--compromised-at",
+        "yesterday",
+        "--registry",
+        reg,
+    )
+    assert result.exit_code == 2
+    assert "--compromised-at: not an RFC 3339 timestamp" in result.stderr

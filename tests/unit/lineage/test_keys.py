@@ -686,3 +686,29 @@ def test_rotating_signer_needs_a_usable_key(tmp_path: Path) -> None:
     KeyRegistry([]).save(path)
     with pytest.raises(ConfigError, match="no usable emitter key for 'svc'"):
         RotatingSigner("svc", Role.EMITTER, path, tmp_path)
+
+
+def test_watched_registry_picks_up_changes_and_keeps_the_last_good(tmp_path: Path) -> None:
+    from lineage.keys import WatchedKeyRegistry
+
+    path = tmp_path / "registry.json"
+    signer, record = Signer.generate_ephemeral("svc", Role.EMITTER)
+    KeyRegistry([record]).save(path)
+    watched = WatchedKeyRegistry(path)
+    signature = signer.sign(b"m")
+    watched.verify(record.key_id, b"m", signature, role=Role.EMITTER, subject="svc", at_us=5)
+    later, later_record = Signer.generate_ephemeral("svc", Role.EMITTER)
+    updated = KeyRegistry([record, later_record])
+    updated.revoke(record.key_id, 10, "rotated out")
+    updated.save(path)
+    watched._checked = 0.0  # normally re-checked after a second
+    assert watched.get(later_record.key_id) == later_record
+    with pytest.raises(RevokedKeyError):
+        watched.check(record.key_id, role=Role.EMITTER, subject="svc", at_us=5)
+    path.write_text("{ half written")
+    watched._checked = 0.0
+    assert len(watched) == 2 and watched.last_error is not None
+    assert "not valid JSON" in watched.last_error
+    watched.verify(
+        later_record.key_id, b"x", later.sign(b"x"), role=Role.EMITTER, subject="svc", at_us=5
+    )
