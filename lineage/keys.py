@@ -1010,7 +1010,8 @@ class RotatingSigner(Signer):
 
     Keys come from the registry file, re-read when it changes (at most once a second), so a
     key registered while the process runs is picked up without a restart. At any moment the
-    signer uses, among the keys that are valid now, not revoked and openable, the one that
+    signer uses, among the keys that are valid now, not revoked and openable on this host
+    (another host's key of the same subject is skipped), the one that
     became valid first; once the next key's window has started, the switch happens at the
     middle of the overlap ``[new.not_before, old.not_after]``, so a batch opened shortly before
     the switch and signed after it still lies inside the new key's window (and the old key's
@@ -1042,6 +1043,7 @@ class RotatingSigner(Signer):
         self._lock = threading.Lock()
         self._local = threading.local()
         self._signers: dict[str, Signer] = {}
+        self._unopenable: dict[str, str] = {}
         self._ring: list[KeyRecord] = []
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
@@ -1091,17 +1093,33 @@ class RotatingSigner(Signer):
         ring.sort(key=lambda r: r.not_before_us)
         self._ring = ring
         self._stamp = stamp
+        self._unopenable.clear()  # a key file may have been deployed with this registry
+
+    def _open(self, record: KeyRecord) -> Signer | None:
+        """The record's signer, or None if this host cannot open it (e.g. another host's key)."""
+        signer = self._signers.get(record.key_id)
+        if signer is None and record.key_id not in self._unopenable:
+            try:
+                signer = open_signer(record, self._keys_dir, self._token)
+            except ConfigError as exc:
+                self._unopenable[record.key_id] = str(exc)
+                return None
+            self._signers[record.key_id] = signer
+        return signer
 
     def _pick(self, now_us: int) -> KeyRecord:
         valid = [
             r
             for r in self._ring
-            if r.not_before_us <= now_us and (r.not_after_us is None or now_us <= r.not_after_us)
+            if r.not_before_us <= now_us
+            and (r.not_after_us is None or now_us <= r.not_after_us)
+            and self._open(r) is not None
         ]
         if not valid:
+            why = "; ".join(f"{k}: {e}" for k, e in self._unopenable.items())
             raise ConfigError(
                 f"no {self._role.value} key of {self._subject!r} is valid at "
-                f"{format_time_us(now_us)}"
+                f"{format_time_us(now_us)} and can be opened here" + (f" ({why})" if why else "")
             )
         chosen = valid[0]
         for successor in valid[1:]:
@@ -1117,11 +1135,7 @@ class RotatingSigner(Signer):
         with self._lock:
             self._reload()
             record = self._pick(self._clock())
-            signer = self._signers.get(record.key_id)
-            if signer is None:
-                signer = open_signer(record, self._keys_dir, self._token)
-                self._signers[record.key_id] = signer
-            return signer
+            return self._signers[record.key_id]
 
     def _pinned(self) -> Signer:
         pinned: Signer | None = getattr(self._local, "signer", None)

@@ -712,3 +712,18 @@ def test_watched_registry_picks_up_changes_and_keeps_the_last_good(tmp_path: Pat
     watched.verify(
         later_record.key_id, b"x", later.sign(b"x"), role=Role.EMITTER, subject="svc", at_us=5
     )
+
+
+def test_rotating_signer_skips_keys_this_host_cannot_open(tmp_path: Path) -> None:
+    from lineage.keys import RotatingSigner
+
+    keys_dir = tmp_path / "keys"
+    path = keys_dir / "registry.json"
+    _, elsewhere = Signer.generate_ephemeral("proc", Role.PROCESSOR, not_before_us=T0)
+    mine, _ = generate_key("proc", Role.PROCESSOR, keys_dir, now_us=T0 + 1)
+    KeyRegistry([elsewhere, mine]).save(path)
+    signer = RotatingSigner("proc", Role.PROCESSOR, path, keys_dir, clock=lambda: T0 + DAY)
+    assert signer.current_key_id() == mine.key_id
+    KeyRegistry([elsewhere]).save(path)
+    with pytest.raises(ConfigError, match=r"and can be opened here .*does not exist"):
+        RotatingSigner("proc", Role.PROCESSOR, path, tmp_path / "empty", clock=lambda: T0 + DAY)
