@@ -207,6 +207,19 @@ class KeyRecord:
         """
         return self.revocation_error(at_us) or self.window_error(at_us)
 
+    def trusted_window(self) -> tuple[int, int]:
+        """The inclusive range of claimed times ``trust_at`` accepts (empty: ``lo > hi``).
+
+        ``[not_before, not_after]``, cut at ``compromised_at - 1`` for a compromised key, empty
+        for a key revoked without ``compromised_at``. Verifiers may cache it per signature.
+        """
+        hi = 2**63 - 1 if self.not_after_us is None else self.not_after_us  # int64 µs times
+        if self.revoked_at_us is not None:
+            if self.compromised_at_us is None:
+                return (1, 0)
+            hi = min(hi, self.compromised_at_us - 1)
+        return (self.not_before_us, hi)
+
     def revocation_error(self, at_us: int) -> KeyTrustError | None:
         """The revocation or compromise verdict alone (see ``trust_at``)."""
         if self.revoked_at_us is None:

@@ -516,8 +516,7 @@ class _Checker:
                 FailureKind.BAD_SEAL_SIGNATURE: "a valid Ed25519 signature over the seal message",
             }[kind]
             raise _fail(kind, f"seal by {s.key_id}: {exc}", None, expected, s.key_id) from None
-        info.not_before_us = record.not_before_us
-        info.not_after_us = 2**63 if record.not_after_us is None else record.not_after_us
+        info.not_before_us, info.not_after_us = record.trusted_window()
 
     def seal(
         self,

@@ -318,3 +318,47 @@ def test_cli_revoke_compromised_retire_and_rotate(
     )
     assert result.exit_code == 2
     assert "--compromised-at: not an RFC 3339 timestamp" in result.stderr
+
+
+def test_store_verification_applies_the_same_compromise_verdicts(data: Dataset) -> None:
+    from lineage.verify import verify_entries
+
+    def store(registry: KeyRegistry) -> Any:
+        logs = {p: data.partition_entries(p) for p in range(data.partitions)}
+        return verify_entries(
+            logs,
+            data.checkpoints,
+            registry=registry,
+            trusted_checkpoint_vkeys=[data.checkpoint_vkey],
+        )
+
+    assert store(data.registry).ok
+    events = [decode_event(e.event_bytes) for e in data.entries]
+    times = sorted(
+        ev.event_time for ev in events if ev.emitter_id.startswith(RUNTIME_SUBJECT + "#")
+    )
+    registry = _copy(data.registry)
+    key = _runtime_key(registry)
+    registry.revoke(key, times[-1] + SEC, "leak", compromised_at_us=times[-1] + 1)
+    assert store(registry).ok  # nothing was signed after the compromise
+    registry = _copy(data.registry)
+    registry.revoke(key, times[-1] + SEC, "leak", compromised_at_us=times[len(times) // 2])
+    report = store(registry)
+    assert report.failure is not None and report.failure.kind is FailureKind.KEY_COMPROMISED
+
+
+def test_trusted_window() -> None:
+    _, record = Signer.generate_ephemeral("svc", Role.EMITTER, not_before_us=100)
+    registry = KeyRegistry([record])
+    assert record.trusted_window() == (100, 2**63 - 1)
+    retired = registry.retire(record.key_id, 500)
+    assert retired.trusted_window() == (100, 500)
+    compromised = registry.revoke(record.key_id, 900, "x", compromised_at_us=300)
+    assert compromised.trusted_window() == (100, 299)
+    for at in (99, 100, 299, 300, 500, 501):
+        lo, hi = compromised.trusted_window()
+        assert (lo <= at <= hi) == (compromised.trust_at(at) is None), at
+    _, other = Signer.generate_ephemeral("svc", Role.EMITTER)
+    plain = KeyRegistry([other]).revoke(other.key_id, 5, "y")
+    lo, hi = plain.trusted_window()
+    assert lo > hi
