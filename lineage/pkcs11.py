@@ -453,6 +453,7 @@ def ensure_token_keys(
     now = _now_us()
     signers: dict[str, Signer] = {}
     retired: list[KeyRecord] = []
+    changed = False
     for subject, role in subjects:
         uri = f"pkcs11:token={_pct(token_label)};object={_pct(f'{subject}.{role.value}')}"
         record = next(
@@ -500,6 +501,7 @@ def ensure_token_keys(
                 ):
                     retired.append(registry.retire(old.key_id, max(now, old.not_before_us)))
             registry.add(record)
+            changed = True
         try:
             registry.check(record.key_id, role=role, subject=subject, at_us=now)
         except KeyTrustError as exc:
@@ -511,7 +513,8 @@ def ensure_token_keys(
             role,
             backend=CUSTODY_PKCS11,
         )
-    registry.save(registry_path)
+    if changed or not registry_path.exists():
+        registry.save(registry_path)
     return signers, retired
 
 

@@ -246,3 +246,28 @@ def test_cli_refuses_a_pin_on_the_command_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "a PIN in the URI is refused" in result.stderr
     assert "1234" not in result.stderr
+
+
+def test_demo_token_keys_are_idempotent_and_retire_file_keys(hsm: SoftHsm, tmp_path: Path) -> None:
+    from lineage.keys import ensure_demo_keys
+    from lineage.pkcs11 import ensure_token_keys
+
+    keys_dir = tmp_path / "keys"
+    path = keys_dir / "registry.json"
+    subjects = [("gate", Role.AUTHORIZER), ("proc", Role.PROCESSOR)]
+    files = ensure_demo_keys(keys_dir, path, subjects)
+    signers, retired = ensure_token_keys(hsm.label, path, subjects, hsm.config)
+    assert sorted(r.key_id for r in retired) == sorted(s.key_id for s in files.values())
+    assert {s.backend for s in signers.values()} == {"pkcs11"}
+    registry = KeyRegistry.load(path)
+    assert len(registry) == 4
+    assert all(r.not_after_us is not None for r in registry.records() if r.custody == "file")
+    before = path.read_bytes()
+    again, retired_again = ensure_token_keys(hsm.label, path, subjects, hsm.config)
+    assert retired_again == [] and path.read_bytes() == before
+    assert {k: s.key_id for k, s in again.items()} == {k: s.key_id for k, s in signers.items()}
+    # the registry lost (new data dir): the token's existing key pairs are registered again
+    path.unlink()
+    third, _ = ensure_token_keys(hsm.label, path, subjects, hsm.config)
+    assert {k: s.key_id for k, s in third.items()} == {k: s.key_id for k, s in signers.items()}
+    assert {r.custody for r in KeyRegistry.load(path).records()} == {"pkcs11"}
