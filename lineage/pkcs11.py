@@ -272,6 +272,7 @@ class TokenKey(ExternalEd25519Key):
         self._lock = threading.Lock()
         self._session: Any = None
         self._key: Any = None
+        self._closed = False
         public = self._open()
         if expected_public is not None and public != expected_public:
             self._close()
@@ -318,6 +319,8 @@ class TokenKey(ExternalEd25519Key):
 
         message = bytes(data)
         with self._lock:
+            if self._closed:
+                raise ConfigError(f"{self._uri.text}: the token key was closed")
             for attempt in (0, 1):
                 try:
                     signature: bytes = self._key.sign(message, mechanism=Mechanism.EDDSA)
@@ -346,6 +349,7 @@ class TokenKey(ExternalEd25519Key):
     def close(self) -> None:
         """Log out and close the session (signing afterwards is an error)."""
         with self._lock:
+            self._closed = True
             self._close()
 
 

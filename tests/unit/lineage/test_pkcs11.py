@@ -271,3 +271,21 @@ def test_demo_token_keys_are_idempotent_and_retire_file_keys(hsm: SoftHsm, tmp_p
     third, _ = ensure_token_keys(hsm.label, path, subjects, hsm.config)
     assert {k: s.key_id for k, s in third.items()} == {k: s.key_id for k, s in signers.items()}
     assert {r.custody for r in KeyRegistry.load(path).records()} == {"pkcs11"}
+
+
+def test_token_key_reopens_a_dropped_session(hsm: SoftHsm) -> None:
+    record = generate_token_key(hsm.uri("k"), "svc", Role.EMITTER, config=hsm.config)
+    key = open_token_key(hsm.uri("k"), record.public_key, hsm.config)
+    key._session.close()  # the token forgot the session (e.g. it was reset)
+    signature = key.sign(b"after")
+    KeyRegistry([record]).verify(
+        record.key_id,
+        b"after",
+        signature,
+        role=Role.EMITTER,
+        subject="svc",
+        at_us=record.not_before_us,
+    )
+    key.close()
+    with pytest.raises(ConfigError, match="the token key was closed"):
+        key.sign(b"closed")
