@@ -367,8 +367,13 @@ class LineageSpanProcessor(SpanProcessor):
         elif op:
             role, action = "execution", self._action(str(op), attrs, span.name)
         else:
-            role = "access"
-            action = inherited_auth[1] if inherited_auth is not None else "resource.access"
+            role = "access"  # done on behalf of the execution above it, as the SDK records it
+            if inherited_auth is not None:
+                action = inherited_auth[1]
+            elif parent is not None and parent.role != "workflow":
+                action = parent.action
+            else:
+                action = "resource.access"
         return _SpanState(
             trace_id=ctx.trace_id,
             span_id=ctx.span_id,

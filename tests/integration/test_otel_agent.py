@@ -1,0 +1,253 @@
+"""The OTel-instrumented example agent through the bridge on the embedded stack.
+
+Checks the causal DAG in ClickHouse, that its exported bundle passes ``lineage verify``, and that
+a misbehaving run yields the same violations as the same misbehaviour through the SDK.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from examples.otel_agent import POLICY_FILE, run_agent
+from infra.embedded import Broker
+from lineage.bundle import BundleError, write_bundle
+from lineage.keys import KeyRegistry
+from lineage.model import EventKind, Runtime
+from lineage_cli.evidence import export_bundle
+from producers.emitter import Emitter
+from producers.gate import AuthorizationDenied, Gate
+from producers.otel import LineageSpanProcessor
+from tests.integration.conftest import Pipeline, make_pipeline, wait_for
+
+MEASUREMENT = "sha256:" + "ab" * 32
+RESOURCE = Resource.create(
+    {
+        "service.name": "support-agent",
+        "host.name": "node-1",
+        "container.image.id": "sha256:" + "cd" * 32,
+        "lineage.attestation.type": "tpm2-quote",
+        "lineage.attestation.measurement": MEASUREMENT,
+    }
+)
+
+
+def entries(p: Pipeline, workflow: str) -> dict[str, dict[str, Any]]:
+    rows = p.rows(
+        "SELECT event_id, parent_event_id, kind, action, resource, chain_seq, trace_id, span_id, "
+        "verification, attributes['error.type'] FROM {db}.lineage_entries FINAL "
+        f"WHERE workflow_id = '{workflow}'"
+    )
+    cols = ("id", "parent", "kind", "action", "resource", "seq", "trace", "span", "ver", "error")
+    return {
+        r[0].decode(): dict(
+            zip(cols, [v.decode() if isinstance(v, bytes) else v for v in r], strict=True)
+        )
+        for r in rows
+    }
+
+
+def violations(p: Pipeline, workflow: str) -> Counter[tuple[str, str, str]]:
+    rows = p.rows(
+        "SELECT v.violation_type, e.kind, e.action FROM {db}.violations AS v FINAL "
+        "JOIN (SELECT event_id, kind, action FROM {db}.lineage_entries FINAL) AS e "
+        f"ON v.event_id = e.event_id WHERE v.workflow_id = '{workflow}'"
+    )
+    return Counter(tuple(x.decode() if isinstance(x, bytes) else x for x in r) for r in rows)  # type: ignore[misc]
+
+
+def sdk_misbehaviour(gate: Gate, tools: Emitter, workflow: str) -> None:
+    """The same two misbehaviours through the SDK: a tool run with no grant, and one after a DENY."""
+    agent = "agent:orchestrator"
+    rt = Runtime(host="node-1", attestation_type="tpm2-quote", measurement=MEASUREMENT)
+    start = gate.emitter.emit(
+        workflow_id=workflow,
+        kind=EventKind.WORKFLOW_STARTED,
+        principal=agent,
+        agent_id=agent,
+        action="workflow.start",
+    )
+    rogue = tools.emit(
+        workflow_id=workflow,
+        kind=EventKind.EXECUTION_STARTED,
+        principal=agent,
+        agent_id=agent,
+        action="tool.call:search",
+        resource="search.example.com",
+        parent_event_id=start.event_id,
+        runtime=rt,
+    )
+    tools.emit(
+        workflow_id=workflow,
+        kind=EventKind.RESOURCE_ACCESS,
+        principal=agent,
+        agent_id=agent,
+        action="tool.call:search",
+        resource="search.example.com",
+        parent_event_id=rogue.event_id,
+    )
+    try:
+        gate.authorize(
+            workflow_id=workflow,
+            principal=agent,
+            action="tool.call:delete_records",
+            resource="postgresql:crm",
+            parent_event_id=start.event_id,
+        )
+    except AuthorizationDenied as denied:
+        tools.emit(
+            workflow_id=workflow,
+            kind=EventKind.EXECUTION_STARTED,
+            principal=agent,
+            agent_id=agent,
+            action="tool.call:delete_records",
+            resource="postgresql:crm",
+            parent_event_id=denied.event.event_id,
+            authorization_id=denied.event.event_id,
+            runtime=rt,
+        )
+
+
+def test_otel_agent_dag_verifies_and_misbehaviour_matches_sdk(
+    broker: Broker,
+    chdb_client: Any,
+    ch_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LINEAGE_POLICY_FILE", str(POLICY_FILE))  # the worker inherits it
+    p = make_pipeline(broker, chdb_client, ch_database, tmp_path)
+    assert p.settings.resolved_policy_file == POLICY_FILE
+    emitter = p.emitter("orchestrator", seal_ms=50)
+    tools = p.emitter("tool-runner", seal_ms=50)
+    try:
+        p.start_worker()
+        p.start_sink()
+        provider = TracerProvider(resource=RESOURCE)
+        bridge = LineageSpanProcessor(emitter)
+        provider.add_span_processor(bridge)
+        trace.set_tracer_provider(provider)
+        assert trace.get_tracer_provider() is provider, "another test set the global provider"
+        gate = Gate(emitter, p.policy, context=bridge)
+
+        good = "otel-" + run_agent(gate.authorize)
+        bad = "otel-" + run_agent(gate.authorize, misbehaviours=("unauthorized", "after_deny"))
+        sdk = f"wf-sdk-{uuid.uuid4().hex[:8]}"
+        sdk_misbehaviour(Gate(emitter, p.policy), tools, sdk)
+
+        assert provider.force_flush(30_000), bridge.report()
+        assert tools.flush(30).ok
+        report = bridge.report()
+        assert report.ok and report.failed == 0, report
+        total = emitter.emitted + tools.emitted
+        wait_for(
+            lambda: p.count("lineage_entries") >= total,
+            120,
+            f"{total} entries (worker log: {p.worker_log()})",
+        )
+        assert p.count("lineage_entries") == total
+
+        dag = entries(p, good)
+        assert len(dag) == 21, sorted((e["kind"], e["action"]) for e in dag.values())
+        trace_id = good.removeprefix("otel-")
+        assert {e["trace"] for e in dag.values()} == {trace_id}, "events join the trace on trace_id"
+        assert {e["ver"] for e in dag.values()} == {"VERIFIED"}
+        for e in dag.values():
+            if e["parent"]:
+                assert e["parent"] in dag, f"{e['kind']} {e['action']}: parent not in the workflow"
+                assert dag[e["parent"]]["seq"] < e["seq"], "chained after its parent"
+
+        def one(kind: str, action: str) -> dict[str, Any]:
+            found = [e for e in dag.values() if e["kind"] == kind and e["action"] == action]
+            assert len(found) == 1, f"expected one {kind} {action}, found {len(found)}"
+            return found[0]
+
+        root = one("WORKFLOW_STARTED", "workflow.start")
+        assert root["parent"] == ""
+        assert one("WORKFLOW_COMPLETED", "workflow.complete")["parent"] == root["id"]
+
+        def execution(action: str, under: dict[str, Any], end: str = "EXECUTION_COMPLETED") -> Any:
+            started = one("EXECUTION_STARTED", action)
+            decision = dag[started["parent"]]
+            assert (decision["kind"], decision["action"]) == ("AUTHORIZATION_DECISION", action)
+            assert decision["parent"] == under["id"], f"{action}: decided under its caller"
+            assert decision["span"] == started["span"], "decision recorded on the tool's span"
+            assert one(end, action)["parent"] == started["id"]
+            return started
+
+        for tool in ("tool.call:search", "tool.call:read_report"):
+            started = execution(tool, root)
+            access = [e for e in dag.values() if e["parent"] == started["id"]]
+            assert [a["kind"] for a in access if a["kind"] == "RESOURCE_ACCESS"] == [
+                "RESOURCE_ACCESS"
+            ]
+        sub = execution("agent.invoke:researcher", root)
+        execution("tool.call:fetch_paper", sub)
+        failed = execution("tool.call:query_db", root, end="EXECUTION_FAILED")
+        assert one("EXECUTION_FAILED", "tool.call:query_db")["error"].endswith("DatabaseTimeout")
+        db = [
+            e
+            for e in dag.values()
+            if e["parent"] == failed["id"] and e["kind"] == "RESOURCE_ACCESS"
+        ]
+        assert [(a["resource"], a["error"]) for a in db] == [("postgresql:crm/accounts", "timeout")]
+
+        wait_for(lambda: p.count("violations", f"workflow_id = '{bad}'") >= 3, 60, "violations")
+        wait_for(lambda: p.count("violations", f"workflow_id = '{sdk}'") >= 3, 60, "violations")
+        otel_found = violations(p, bad)
+        assert otel_found == violations(p, sdk), "the bridge and the SDK see the same misbehaviour"
+        assert otel_found == Counter(
+            {
+                ("UNAUTHORIZED_EXECUTION", "EXECUTION_STARTED", "tool.call:search"): 1,
+                ("UNAUTHORIZED_EXECUTION", "RESOURCE_ACCESS", "tool.call:search"): 1,
+                ("DENIED_EXECUTION", "EXECUTION_STARTED", "tool.call:delete_records"): 1,
+            }
+        )
+        assert p.count("violations", f"workflow_id = '{good}'") == 0
+
+        registry = KeyRegistry.load(p.settings.resolved_keys_file)
+
+        def bundle() -> dict[str, Any]:
+            assert p.sink is not None
+            with p.sink.sink.lock:
+                return export_bundle(chdb_client, ch_database, good, registry)
+
+        def covered() -> bool:
+            try:
+                bundle()  # refuses entries no signed checkpoint covers yet
+            except BundleError:
+                return False
+            return True
+
+        wait_for(covered, 60, "a checkpoint covering the workflow")
+        out = tmp_path / "otel-bundle.json"
+        write_bundle(bundle(), out)
+        verify = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lineage_cli",
+                "verify",
+                str(out),
+                "--registry",
+                str(p.settings.resolved_keys_file),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert "verified" in verify.stdout.lower(), verify.stdout
+    finally:
+        emitter.close(5)
+        tools.close(5)
+        p.stop()
