@@ -29,6 +29,7 @@ log = logging.getLogger("lineage.otel")
 
 OTEL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:execution-lineage:otel-bridge:v1")
 """Namespace of the bridge's event ids (UUIDv5 of trace id, span id and role)."""
+_NS_BYTES = OTEL_NAMESPACE.bytes
 
 OP = "gen_ai.operation.name"
 MODEL_OPS = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
@@ -115,13 +116,13 @@ class _SpanState:
     gate_started: bool = False
     gate_finished: bool = False
 
-    @property
-    def start_id(self) -> str:
-        return event_id_for(self.trace_id, self.span_id, "start")
+    start_keys: frozenset[str] = frozenset()
+    start_id: str = ""
+    end_id: str = ""
 
-    @property
-    def end_id(self) -> str:
-        return event_id_for(self.trace_id, self.span_id, "end")
+    def __post_init__(self) -> None:
+        self.start_id = event_id_for(self.trace_id, self.span_id, "start")
+        self.end_id = event_id_for(self.trace_id, self.span_id, "end")
 
     @property
     def trace(self) -> TraceContext:
@@ -138,8 +139,14 @@ def event_id_for(trace_id: int, span_id: int, role: str) -> str:
 
     Any process that knows a span's context can name its events before they exist, so a child
     names its parent's event even when the parent ends (and is exported) later or elsewhere.
+    Equal to ``uuid.uuid5(OTEL_NAMESPACE, "<trace hex>-<span hex>-<role>")``.
     """
-    return str(uuid.uuid5(OTEL_NAMESPACE, f"{trace_id:032x}-{span_id:016x}-{role}"))
+    name = f"{trace_id:032x}-{span_id:016x}-{role}".encode()
+    h = bytearray(hashlib.sha1(_NS_BYTES + name, usedforsecurity=False).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def _clip(text: str, limit: int) -> tuple[str, bool]:
@@ -460,9 +467,13 @@ class LineageSpanProcessor(SpanProcessor):
     )
 
     def _attributes(
-        self, span: ReadableSpan, state: _SpanState, extra: Mapping[str, str]
+        self,
+        span: ReadableSpan,
+        state: _SpanState,
+        extra: Mapping[str, str],
+        skip: frozenset[str] = frozenset(),
     ) -> dict[str, str]:
-        """Fixed keys first, then the span's other attributes, within the event limits."""
+        """Fixed keys first, then the span's other attributes (not in ``skip``), within the limits."""
         m = self.mapping
         out: dict[str, str] = {}
         budget = m.max_attribute_bytes
@@ -495,7 +506,7 @@ class LineageSpanProcessor(SpanProcessor):
         for key, text in fixed.items():
             put(key, text)
         for key, value in attrs.items():
-            if key in self._MAPPED or key in CONTENT_KEYS or key in fixed:
+            if key in self._MAPPED or key in CONTENT_KEYS or key in fixed or key in skip:
                 continue
             put(key, value)
         if dropped:
@@ -555,6 +566,7 @@ class LineageSpanProcessor(SpanProcessor):
             input_digest=_digest(attrs, CONTENT_INPUTS),
             attributes=self._attributes(span, state, {}),
         )
+        state.start_keys = frozenset(attrs)
 
     def _finish(self, state: _SpanState, span: ReadableSpan) -> None:
         attrs: Mapping[str, Any] = span.attributes or {}
@@ -604,7 +616,7 @@ class LineageSpanProcessor(SpanProcessor):
             parent_event_id=state.start_id,
             authorization_id=state.authorization_id if state.role == "execution" else None,
             output_digest=_digest(attrs, CONTENT_OUTPUTS),
-            attributes=self._attributes(span, state, outcome),
+            attributes=self._attributes(span, state, outcome, skip=state.start_keys),
         )
 
     def _emit_start_with(

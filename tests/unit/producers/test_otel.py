@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from producers.otel import (
     AUTH_DECISION,
     AUTH_ID,
     AUTH_POLICY_DIGEST,
+    OTEL_NAMESPACE,
     LineageSpanProcessor,
     OtelMapping,
     event_id_for,
@@ -187,6 +189,12 @@ def test_genai_spans_become_a_causal_dag(setup: Any) -> None:
     assert bridge.report().ok and bridge.stats.spans == 4
 
 
+def test_event_ids_are_uuid5_of_the_span_context() -> None:
+    expected = uuid.uuid5(OTEL_NAMESPACE, f"{0xABC:032x}-{0x12:016x}-start")
+    assert event_id_for(0xABC, 0x12, "start") == str(expected)
+    assert event_id_for(0xABC, 0x12, "end") != event_id_for(0xABC, 0x12, "start")
+
+
 def test_child_names_a_parent_that_has_not_ended_or_lives_elsewhere(setup: Any) -> None:
     provider, _, em = setup
     tracer = provider.get_tracer("t")
@@ -264,10 +272,12 @@ def test_unmapped_and_oversized_attributes_are_bounded(setup: Any) -> None:
         size = sum(len(k.encode()) + len(v.encode()) for k, v in e.attributes.items())
         assert size <= limits.max_attribute_bytes
         assert len(SCHEMA.encode(e.to_record())) < 64 * 1024
-    big = next(e for e in em.events if e.kind is EventKind.EXECUTION_COMPLETED)
+    big = next(e for e in em.events if e.kind is EventKind.EXECUTION_STARTED)
     assert int(big.attributes["lineage.otel.truncated"]) > 50
     assert len(big.action.encode()) <= limits.max_id_bytes and "…sha256:" in big.action
-    assert big.output_digest is not None and "x" * 100 not in repr(big)
+    end = next(e for e in em.events if e.kind is EventKind.EXECUTION_COMPLETED)
+    assert end.output_digest is not None and "x" * 100 not in repr(em.events)
+    assert "custom.key1" not in end.attributes, "the end event repeats no start attribute"
     assert bridge.report().ok and bridge.stats.truncated_attributes > 0
 
 
