@@ -6,6 +6,7 @@ a misbehaving run yields the same violations as the same misbehaviour through th
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openlineage.client import OpenLineageClient
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -24,6 +26,7 @@ from lineage.bundle import BundleError, write_bundle
 from lineage.keys import KeyRegistry
 from lineage.model import EventKind, Runtime
 from lineage_cli.evidence import export_bundle
+from lineage_cli.openlineage_export import FACET_KEY, ExportState, export, transport_config
 from producers.emitter import Emitter
 from producers.gate import AuthorizationDenied, Gate
 from producers.otel import LineageSpanProcessor
@@ -247,6 +250,23 @@ def test_otel_agent_dag_verifies_and_misbehaviour_matches_sdk(
         )
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert "verified" in verify.stdout.lower(), verify.stdout
+
+        ol_file = tmp_path / "openlineage.jsonl"
+        ol = OpenLineageClient(config={"transport": transport_config("file", file=ol_file)})
+        assert p.sink is not None
+        with p.sink.sink.lock:
+            sent = list(export(chdb_client, ch_database, ol, ExportState(None), namespace="agents"))
+        assert {wf.workflow_id for wf in sent} == {good, bad}, "the SDK workflow never completed"
+        events = [json.loads(line) for line in ol_file.read_text().splitlines()]
+        runs = {e["run"]["facets"][FACET_KEY]["workflowId"]: e for e in events}
+        assert runs[good]["job"]["name"] == "agent:orchestrator"
+        assert runs[good]["run"]["facets"][FACET_KEY]["violations"] == 0
+        assert runs[bad]["run"]["facets"][FACET_KEY]["violations"] == 3
+        inputs = {(d["namespace"], d["name"]) for d in runs[good]["inputs"]}
+        assert ("postgresql", "crm/accounts") in inputs and (
+            "search.example.com",
+            "search.example.com",
+        ) in inputs
     finally:
         emitter.close(5)
         tools.close(5)
