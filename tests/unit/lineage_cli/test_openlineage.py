@@ -152,3 +152,10 @@ def test_cli_is_registered_and_refuses_incomplete_transports(tmp_path: Path) -> 
     assert "expected --file PATH" in result.output
     with pytest.raises(Exception, match="expected one of console, file, http, kafka"):
         transport_config("smtp")
+    for kind, kw in (
+        ("http", {"url": "http://marquez.invalid:5000"}),
+        ("kafka", {"kafka_bootstrap": "127.0.0.1:1", "kafka_topic": "openlineage"}),
+        ("console", {}),
+    ):
+        client = OpenLineageClient(config={"transport": transport_config(kind, **kw)})
+        assert client.transport.kind == kind
