@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -297,6 +298,7 @@ def test_events_that_cannot_be_sent_are_counted_never_raised() -> None:
     assert report.failures == {"BackpressureTimeout": 4}
     assert not bridge.force_flush(100)
     assert "local queue full" in (bridge.stats.last_error or "")
+    provider.shutdown()
 
 
 def gate_for(bridge: LineageSpanProcessor, em: RecordingEmitter) -> Gate:
@@ -419,3 +421,38 @@ def test_processor_survives_bad_spans_and_without_context(setup: Any) -> None:
         otel_context.detach(token)
     end = em.events[-1]
     assert end.kind is EventKind.WORKFLOW_COMPLETED and end.attributes["error.type"] == "boom"
+
+
+def test_concurrent_agents_keep_causal_order_per_workflow(setup: Any) -> None:
+    provider, bridge, em = setup
+    tracer = provider.get_tracer("t")
+
+    def agent(n: int) -> None:
+        with tracer.start_as_current_span(
+            f"invoke_agent a{n}",
+            attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": f"a{n}"},
+        ):
+            for i in range(20):
+                with (
+                    tracer.start_as_current_span(
+                        f"execute_tool t{i}",
+                        attributes={"gen_ai.operation.name": "execute_tool"},
+                    ),
+                    tracer.start_as_current_span("GET", attributes={"server.address": "x.example"}),
+                ):
+                    pass
+
+    threads = [threading.Thread(target=agent, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert bridge.report().ok and bridge.stats.spans == 8 * 41
+    by_workflow: dict[str, list[ExecutionEvent]] = {}
+    for e in em.events:
+        by_workflow.setdefault(e.workflow_id, []).append(e)
+    assert len(by_workflow) == 8
+    for events in by_workflow.values():
+        assert len(events) == 2 + 20 * 3
+        assert_causal(events)
+        assert {e.agent_id for e in events} == {events[0].agent_id}
