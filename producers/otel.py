@@ -330,7 +330,7 @@ class LineageSpanProcessor(SpanProcessor):
         m = self.mapping
         ctx = span.context
         assert ctx is not None
-        attrs: Mapping[str, Any] = span.attributes or {}
+        attrs: Mapping[str, Any] = dict(span.attributes or {})
         parent_ctx = span.parent
         parent = self._known(parent_ctx.span_id) if parent_ctx is not None else None
         wf_attr = None
@@ -466,6 +466,8 @@ class LineageSpanProcessor(SpanProcessor):
         }
     )
 
+    _EXCLUDED = _MAPPED | CONTENT_KEYS
+
     def _attributes(
         self,
         span: ReadableSpan,
@@ -480,15 +482,22 @@ class LineageSpanProcessor(SpanProcessor):
         room = m.max_attributes - 1  # one slot kept for the truncation count
         dropped = 0
 
+        limit = m.max_value_bytes
+        excluded = self._EXCLUDED
+
         def put(key: str, value: Any) -> None:
             nonlocal budget, room, dropped
-            k, _ = _clip(key, 128)
-            v, cut = _clip(_text(value), m.max_value_bytes)
-            size = len(k.encode()) + len(v.encode())
+            k = key if len(key) <= 32 else _clip(key, 128)[0]
+            v = value if isinstance(value, str) else _text(value)
+            vb = v.encode()
+            if len(vb) > limit:
+                v, _ = _clip(v, limit)
+                vb = v.encode()
+                dropped += 1
+            size = len(k) + len(vb) if k.isascii() else len(k.encode()) + len(vb)
             if room <= 0 or size > budget - 64:
                 dropped += 1
                 return
-            dropped += cut
             out[k] = v
             budget -= size
             room -= 1
@@ -500,13 +509,13 @@ class LineageSpanProcessor(SpanProcessor):
             "traceparent": tc.traceparent,
             **extra,
         }
-        attrs = span.attributes or {}
+        attrs = dict(span.attributes or {})
         if OP in attrs:
             fixed[OP] = _text(attrs[OP])
         for key, text in fixed.items():
             put(key, text)
         for key, value in attrs.items():
-            if key in self._MAPPED or key in CONTENT_KEYS or key in fixed or key in skip:
+            if key in excluded or key in fixed or key in skip:
                 continue
             put(key, value)
         if dropped:
@@ -517,7 +526,7 @@ class LineageSpanProcessor(SpanProcessor):
     # -- emitting --------------------------------------------------------
 
     def _emit(self, state: _SpanState, span: ReadableSpan, **fields: Any) -> None:
-        attrs: Mapping[str, Any] = span.attributes or {}
+        attrs: Mapping[str, Any] = dict(span.attributes or {})
         model = attrs.get("gen_ai.request.model") or attrs.get("gen_ai.response.model")
         response_model = attrs.get("gen_ai.response.model")
         try:
@@ -540,7 +549,7 @@ class LineageSpanProcessor(SpanProcessor):
 
     def _emit_start(self, state: _SpanState, span: ReadableSpan) -> None:
         state.started = True
-        attrs: Mapping[str, Any] = span.attributes or {}
+        attrs: Mapping[str, Any] = dict(span.attributes or {})
         kind = {
             "workflow": EventKind.WORKFLOW_STARTED,
             "execution": EventKind.EXECUTION_STARTED,
@@ -569,7 +578,7 @@ class LineageSpanProcessor(SpanProcessor):
         state.start_keys = frozenset(attrs)
 
     def _finish(self, state: _SpanState, span: ReadableSpan) -> None:
-        attrs: Mapping[str, Any] = span.attributes or {}
+        attrs: Mapping[str, Any] = dict(span.attributes or {})
         status = span.status.status_code if span.status is not None else StatusCode.UNSET
         error = attrs.get("error.type")
         if error is None and status is StatusCode.ERROR:
@@ -623,7 +632,7 @@ class LineageSpanProcessor(SpanProcessor):
         self, state: _SpanState, span: ReadableSpan, outcome: Mapping[str, str]
     ) -> None:
         """A resource access that ended before anything needed it: one event, with its outcome."""
-        attrs: Mapping[str, Any] = span.attributes or {}
+        attrs: Mapping[str, Any] = dict(span.attributes or {})
         self._emit(
             state,
             span,
