@@ -25,6 +25,7 @@ from infra.embedded import Broker
 from lineage.bundle import BundleError, write_bundle
 from lineage.keys import KeyRegistry
 from lineage.model import EventKind, Runtime
+from lineage.verify import checkpoint_vkeys
 from lineage_cli.evidence import export_bundle
 from lineage_cli.openlineage_export import FACET_KEY, ExportState, export, transport_config
 from producers.emitter import Emitter
@@ -234,22 +235,30 @@ def test_otel_agent_dag_verifies_and_misbehaviour_matches_sdk(
         wait_for(covered, 60, "a checkpoint covering the workflow")
         out = tmp_path / "otel-bundle.json"
         write_bundle(bundle(), out)
-        verify = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "lineage_cli",
-                "verify",
-                str(out),
-                "--registry",
-                str(p.settings.resolved_keys_file),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+
+        def lineage_verify(path: Path) -> subprocess.CompletedProcess[str]:
+            keys = (
+                arg for vkey in checkpoint_vkeys(registry) for arg in ("--checkpoint-key", vkey)
+            )
+            return subprocess.run(
+                [
+                    *(sys.executable, "-m", "lineage_cli", "verify", str(path)),
+                    *("--registry", str(p.settings.resolved_keys_file), *keys),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        verify = lineage_verify(out)
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert "verified" in verify.stdout.lower(), verify.stdout
+        doc = json.loads(out.read_text())
+        event = doc["entries"][3]["event"]
+        doc["entries"][3]["event"] = event[:20] + ("A" if event[20] != "A" else "B") + event[21:]
+        tampered = tmp_path / "tampered.json"
+        tampered.write_text(json.dumps(doc))
+        assert lineage_verify(tampered).returncode == 1, "one changed byte must fail verification"
 
         ol_file = tmp_path / "openlineage.jsonl"
         ol = OpenLineageClient(config={"transport": transport_config("file", file=ol_file)})
