@@ -248,8 +248,12 @@ class LineageSpanProcessor(SpanProcessor):
         """Seal and deliver what was emitted; False if anything is undelivered or was lost."""
         try:
             self._last_delivery = self.emitter.flush(timeout_millis / 1000)
-        except Exception as exc:
+        except Exception as exc:  # e.g. the seal could not be queued: say what is still pending
             self._failed("flush", exc)
+            try:
+                self._last_delivery = self.emitter.flush(timeout_millis / 1000, seal=False)
+            except Exception as again:
+                self._failed("flush", again)
             return False
         return self.report().ok
 

@@ -21,14 +21,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from examples.otel_agent import POLICY_FILE, run_agent
-from infra.embedded import Broker
+from infra.embedded import Broker, create_topics, start_broker
 from lineage.bundle import BundleError, write_bundle
-from lineage.keys import KeyRegistry
+from lineage.keys import KeyRegistry, Role, Signer
 from lineage.model import EventKind, Runtime
 from lineage.verify import checkpoint_vkeys
 from lineage_cli.evidence import export_bundle
 from lineage_cli.openlineage_export import FACET_KEY, ExportState, export, transport_config
 from producers.emitter import Emitter
+from producers.errors import BackpressureTimeout
 from producers.gate import AuthorizationDenied, Gate
 from producers.otel import LineageSpanProcessor
 from tests.integration.conftest import Pipeline, make_pipeline, wait_for
@@ -280,3 +281,38 @@ def test_otel_agent_dag_verifies_and_misbehaviour_matches_sdk(
         emitter.close(5)
         tools.close(5)
         p.stop()
+
+
+def test_bridge_reports_backpressure_when_the_broker_is_down(tmp_path: Path) -> None:
+    own = start_broker(tmp_path / "b.log")
+    create_topics(own.bootstrap, ["down.events"], 2)
+    signer, _ = Signer.generate_ephemeral("svc", Role.EMITTER)
+    em = Emitter(
+        bootstrap=own.bootstrap,
+        topic="down.events",
+        signer=signer,
+        queue_max=5,
+        block_timeout_s=0.5,
+        producer_config={"message.timeout.ms": 60_000},
+    )
+    own.stop()
+    provider = TracerProvider(resource=RESOURCE)
+    bridge = LineageSpanProcessor(em)
+    provider.add_span_processor(bridge)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("invoke_agent a", attributes={"gen_ai.agent.name": "a"}):
+        for i in range(4):
+            with tracer.start_as_current_span(
+                f"execute_tool t{i}", attributes={"gen_ai.operation.name": "execute_tool"}
+            ):
+                pass  # the agent never sees the bridge fail
+    report = bridge.report()
+    assert report.failures.get("BackpressureTimeout", 0) >= 1, report
+    assert report.events + report.failed == 2 + 4 * 2, "every event either queued or counted"
+    assert not provider.force_flush(1000)
+    report = bridge.report()
+    assert report.delivery is not None and report.delivery.undelivered == em.pending() > 0
+    assert not report.ok
+    provider.shutdown()  # logs the losses; does not raise
+    with pytest.raises(BackpressureTimeout):
+        em.close(timeout=0.1)  # the SDK's own close cannot queue its last seal either
