@@ -131,6 +131,8 @@ def run(n: int) -> dict[str, Any]:
                 bridge_cpu, bridge_wall = _timed(lambda: spans(provider, n, flush))
                 events = bridge.stats.events - before
                 assert bridge.report().ok, bridge.report()
+                provider.shutdown()
+                bare.shutdown()
         finally:
             broker.stop()
     us = 1e6
