@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.timeout(120)
 RUN_EVENT_SCHEMA = json.loads(
     (Path(__file__).parent / "openlineage_runevent.schema.json").read_text()
 )
+ROOT = Path(__file__).resolve().parents[3]
 CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER
 
 
@@ -159,3 +161,60 @@ def test_cli_is_registered_and_refuses_incomplete_transports(tmp_path: Path) -> 
     ):
         client = OpenLineageClient(config={"transport": transport_config(kind, **kw)})
         assert client.transport.kind == kind
+
+
+POPULATE = """
+import sys, clickhouse_connect
+from sinks import rows, schema
+from tests.support.lineage_builder import build_dataset
+client = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
+schema.migrate(client, "lineage")
+data = build_dataset(workflows=2)
+client.insert("lineage_entries", [rows.entry_row(e) for e in data.entries],
+              column_names=list(rows.ENTRY_COLUMNS), database="lineage")
+client.insert("checkpoints", [rows.checkpoint_row(c) for c in data.checkpoints],
+              column_names=list(rows.CHECKPOINT_COLUMNS), database="lineage")
+print(",".join(data.workflows))
+"""
+
+
+def test_the_command_streams_a_data_dir_to_a_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "LINEAGE_DATA_DIR": str(data_dir)}
+    env.pop("LINEAGE_CLICKHOUSE_URL", None)
+    made = subprocess.run(
+        [sys.executable, "-c", POPULATE, str((data_dir / "clickhouse").resolve())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    workflows = made.stdout.strip().split(",")
+    out = tmp_path / "ol.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "lineage_cli",
+        "openlineage",
+        "--transport",
+        "file",
+        "--file",
+        str(out),
+    ]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 workflows sent as OpenLineage run events via file" in run.stdout
+    events = read_events(out)
+    assert sorted(e["run"]["facets"][FACET_KEY]["workflowId"] for e in events) == sorted(
+        workflows * 2
+    )
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert "0 workflows sent" in again.stdout, "the default state file remembers what was sent"
+    assert (data_dir / "openlineage.exported").read_text().split() == [
+        e["run"]["facets"][FACET_KEY]["workflowId"] for e in events if e["eventType"] == "START"
+    ]
