@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     max_unsealed_per_emitter: int = 10_000
     sink_batch_rows: int = 5000
     sink_batch_ms: int = 100
+    metrics_port: int | None = Field(
+        default=None, description="serve Prometheus /metrics on this port; unset = no endpoint"
+    )
+    metrics_addr: str = "127.0.0.1"
 
     @property
     def topics(self) -> Topics:

@@ -18,6 +18,7 @@ from bench.cli import register as register_bench
 from lineage.config import Settings
 from lineage_cli.evidence import register as register_evidence
 from lineage_cli.keys import keys_app
+from lineage_cli.openlineage import register as register_openlineage
 
 app = typer.Typer(
     help="Evidence-grade execution lineage for AI agents.",
@@ -27,6 +28,7 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 register_evidence(app)
 register_bench(app)
+register_openlineage(app)
 console = Console()
 err = Console(stderr=True)
 
