@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     checkpoint_every_s: float = 2.0
     policy_file: Path | None = None
     keys_file: Path | None = None
+    trust_file: Path | None = None
+    """A key registry an auditor trusts, used by ``lineage verify`` when --registry is not given."""
     reorder_max_events_per_workflow: int = 1000
     reorder_max_events_per_partition: int = 50_000
     reorder_max_bytes_per_partition: int = 64 * 1024 * 1024

@@ -128,7 +128,12 @@ def test_clean_bundle_verifies(data: Dataset, wf: str, doc: Doc) -> None:
     assert p.policy_digests == {data.policy.digest.hex()}
     assert len(p.checkpoints) == len(doc["logs"][0]["checkpoints"])
     assert p.complete_as_of == [f"{doc['logs'][0]['origin']} size {doc['tail']['tree_size']}"]
-    assert report.trust == "seal keys: auditor registry; checkpoint keys: auditor registry"
+    assert report.trust.anchored
+    assert report.trust.describe() == (
+        "seal keys: the registry given by the caller; "
+        "checkpoint keys: processor keys of the registry given by the caller"
+    )
+    assert report.verdict.value == "VERIFIED"
     assert report.warnings == []
 
 
@@ -138,14 +143,36 @@ def test_every_workflow_verifies(data: Dataset) -> None:
         assert report.ok, report.failure
 
 
-def test_bundle_keys_are_reported_as_self_asserted(data: Dataset, doc: Doc) -> None:
+def test_bundle_keys_are_information_never_trust(data: Dataset, doc: Doc) -> None:
+    """Class 1: without keys named by the caller a consistent bundle is exit 3, never 0."""
     report = verify_bundle(doc)
-    assert report.ok
-    assert report.trust == (
-        "seal keys: keys inside the bundle (self-asserted); "
-        "checkpoint keys: keys inside the bundle (self-asserted)"
+    assert report.consistent and not report.ok
+    assert (report.verdict.value, report.exit_code) == ("CONSISTENT_BUT_UNTRUSTED", 3)
+    assert report.trust.describe() == (
+        "seal keys: keys inside the bundle (information, not trust); "
+        "checkpoint keys: keys inside the bundle (information, not trust)"
     )
-    assert len(report.warnings) == 2
+    assert any(g.startswith("who signed:") for g in report.not_proven)
+
+
+def test_a_bundle_forged_end_to_end_with_its_own_keys_is_not_verified(
+    data: Dataset, doc: Doc
+) -> None:
+    """Class 1, the attack: every event re-sealed and every checkpoint re-signed by a forger."""
+    forged = build_dataset(workflows=2, steps=1, seed=b"forger")
+    bundle = forged.bundle(forged.workflows[0])
+    assert verify_bundle(bundle).exit_code == 3
+    vkey = forged.checkpoint_vkey
+    assert verify_bundle(bundle, trusted_checkpoint_vkeys=[vkey]).exit_code == 3
+    against_auditor = verify_bundle(bundle, registry=data.registry)
+    assert against_auditor.exit_code == 1
+    assert against_auditor.failure is not None
+    assert against_auditor.failure.kind is FailureKind.CHECKPOINT_SIGNATURE
+    # The forger's registry only checks consistency; the auditor's processor key still decides.
+    mixed = verify_bundle(
+        bundle, registry=forged.registry, trusted_checkpoint_vkeys=[data.checkpoint_vkey]
+    )
+    assert mixed.exit_code == 1
 
 
 def test_flipped_byte_in_any_event_is_caught_where_it_is(data: Dataset, doc: Doc) -> None:
@@ -470,10 +497,13 @@ def test_entry_from_another_workflow(data: Dataset, wf: str, doc: Doc) -> None:
 
 
 def test_expected_workflow(data: Dataset, wf: str, doc: Doc) -> None:
-    f = _verify(data, doc, workflow_id="something-else").failure
-    assert f is not None
-    assert f.kind is FailureKind.WORKFLOW_MISMATCH
+    report = _verify(data, doc, workflow_id="something-else")
+    f = report.failure
+    assert f is not None and report.exit_code == 1
+    assert f.kind is FailureKind.UNEXPECTED_WORKFLOW
     assert (f.expected, f.found) == ("something-else", wf)
+    assert report.to_json()["workflows"] == [wf]
+    assert report.to_json()["expected_workflow"] == "something-else"
 
 
 @pytest.mark.parametrize(
@@ -546,11 +576,13 @@ def test_cli_reports_the_first_failure(data: Dataset, doc: Doc, tmp_path: Path) 
 
 def test_cli_json_report(data: Dataset, doc: Doc, tmp_path: Path) -> None:
     result = CliRunner().invoke(_app(), ["verify", str(_write(tmp_path, doc)), "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     out = json.loads(result.output)
-    assert out["ok"] is True
+    assert (out["ok"], out["verdict"], out["exit_code"]) == (False, "CONSISTENT_BUT_UNTRUSTED", 3)
     assert out["proven"]["events"] == doc["entry_count"]
-    assert "self-asserted" in out["trust"]
+    assert out["workflows"] == [doc["workflow_id"]]
+    assert out["trust"]["anchored"] is False
+    assert "information, not trust" in out["trust"]["seal_keys"]
 
 
 @pytest.mark.parametrize("text", ["not json at all", '{"format": "something/v9"}'])
@@ -563,6 +595,9 @@ def test_cli_unusable_input(tmp_path: Path, text: str) -> None:
 def test_cli_needs_a_file_or_clickhouse(tmp_path: Path) -> None:
     result = CliRunner().invoke(_app(), ["verify"])
     assert result.exit_code == 2
+    result = CliRunner().invoke(_app(), ["verify", "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.output)["verdict"] == "UNUSABLE_INPUT"
 
 
 def test_published_vectors_in_integrity_doc() -> None:
