@@ -547,6 +547,17 @@ _VERDICT_STYLE = {
 }
 
 
+def _print_failure(f: Failure, console: Console) -> None:
+    console.print(f"[bold red]{f.kind.value}[/]: {_t(f.message, 1000)}")
+    if f.where:
+        console.print(
+            "  where:    " + ", ".join(f"{_t(k, 80)}={_t(v, 200)}" for k, v in f.where.items())
+        )
+    if f.expected or f.found:
+        console.print(f"  expected: {_t(f.expected, 1000)}")
+        console.print(f"  found:    {_t(f.found, 1000)}")
+
+
 def print_report(report: Report, title: str, console: Console) -> None:
     """Human report: verdict, what was proven and not, and on failure the first failing item.
 
@@ -559,6 +570,10 @@ def print_report(report: Report, title: str, console: Console) -> None:
         head += f": [bold]{report.failure.kind.value}[/]"
     console.print(head)
     console.print(f"exit code {report.exit_code}; trust: {_t(report.trust.describe())}")
+    if report.verdict is Verdict.UNUSABLE:
+        assert report.failure is not None
+        _print_failure(report.failure, console)
+        return
     table = Table(
         title="what was proven"
         if report.ok
@@ -597,15 +612,7 @@ def print_report(report: Report, title: str, console: Console) -> None:
     table.add_row("speed", f"{report.entries_per_s:,.0f} entries/s ({report.elapsed_s:.3f} s)")
     console.print(table)
     if report.failure is not None:
-        f = report.failure
-        console.print(f"[bold red]{f.kind.value}[/]: {_t(f.message, 1000)}")
-        if f.where:
-            console.print(
-                "  where:    " + ", ".join(f"{_t(k, 80)}={_t(v, 200)}" for k, v in f.where.items())
-            )
-        if f.expected or f.found:
-            console.print(f"  expected: {_t(f.expected, 1000)}")
-            console.print(f"  found:    {_t(f.found, 1000)}")
+        _print_failure(report.failure, console)
     for claim in report.claims:
         console.print(f"[green]proven:[/] {_t(claim, 1000)}")
     for gap in report.not_proven:

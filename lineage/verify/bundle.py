@@ -386,6 +386,8 @@ def _describe(report: Report) -> None:
     """Fill ``claims`` and ``not_proven`` from what the stages established."""
     p = report.proven
     wf = ", ".join(sorted(p.workflows)) or "-"
+    if report.failure is not None and report.failure.kind is FailureKind.UNUSABLE_INPUT:
+        return
     if report.failure is None:
         report.claims += [
             f"workflow {wf}: {p.events} events, byte for byte, each sealed by an emitter key "
