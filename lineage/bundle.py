@@ -238,11 +238,14 @@ def _b64(value: object, where: str, limit: int = MAX_BUNDLE_BYTES) -> bytes:
     if len(value) > (limit + 2) // 3 * 4:
         raise BundleFormatError(f"{where}: expected at most {limit} bytes, found more")
     try:
-        return base64.b64decode(value, validate=True)
+        raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
+        raw = None
+    if raw is None or base64.b64encode(raw).decode("ascii") != value:
         raise BundleFormatError(
-            f"{where}: expected standard base64, found {_short(value)}"
-        ) from None
+            f"{where}: expected canonical standard base64, found {_short(value)}"
+        )
+    return raw
 
 
 def _parse_entry(doc: object, where: str) -> BundleEntry:

@@ -309,14 +309,15 @@ def check_counts(run: BundleRun) -> None:
     """The stated policy digests and entry count match the entries."""
     parsed = run.bundle
     wf = parsed.workflow_id
-    stated = {d.hex() for d in parsed.policy_digests}
-    if stated != run.proven.policy_digests:
+    used = list(dict.fromkeys(e.policy_digest.hex() for e in parsed.entries))
+    stated = [d.hex() for d in parsed.policy_digests]
+    if stated != used:
         raise fail(
             FailureKind.POLICY_DIGESTS,
-            "policy_digests does not list the entries' policy digests",
+            "policy_digests is not the entries' distinct policy digests in first-use order",
             {"workflow_id": wf},
-            sorted(run.proven.policy_digests),
-            sorted(stated),
+            used,
+            stated,
         )
     if parsed.entry_count != len(parsed.entries):
         raise fail(

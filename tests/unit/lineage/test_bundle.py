@@ -175,7 +175,11 @@ _DELETE = object()
     [
         (["workflow_id"], _DELETE, r"bundle\.workflow_id: expected a value, found none"),
         (["entries"], [], r"bundle\.entries: expected at least one entry"),
-        (["entries", 0, "event"], "***", r"bundle\.entries\[0\]\.event: expected standard base64"),
+        (
+            ["entries", 0, "event"],
+            "***",
+            r"bundle\.entries\[0\]\.event: expected canonical standard base64",
+        ),
         (
             ["entries", 1, "entry_hash"],
             "AB" * 32,

@@ -613,3 +613,119 @@ def test_published_vectors_in_integrity_doc() -> None:
     assert message == bytes.fromhex(
         "1300057376632331000a656432353531393a30300001740000000300000000000000000000000000000001"
     ) + bytes(64)
+
+
+# -- issue 11: trust sources, reports that name what they verified, roles ----------------------
+
+
+def test_cli_trust_file_names_the_keys(
+    data: Dataset, doc: Doc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Class 1: LINEAGE_TRUST_FILE is a registry the auditor names in settings."""
+    trust = tmp_path / "trusted.json"
+    data.registry.save(trust)
+    bundle = _write(tmp_path, doc)
+    monkeypatch.delenv("LINEAGE_TRUST_FILE", raising=False)
+    assert CliRunner().invoke(_app(), ["verify", str(bundle)]).exit_code == 3
+    monkeypatch.setenv("LINEAGE_TRUST_FILE", str(trust))
+    result = CliRunner().invoke(_app(), ["verify", str(bundle), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["trust"]["seal_keys"] == f"trust file {trust} (LINEAGE_TRUST_FILE)"
+    assert out["trust"]["anchored"] is True
+
+
+def test_cli_report_names_the_workflow_it_verified(data: Dataset, wf: str, tmp_path: Path) -> None:
+    """Class 4: workflow B's bundle saved under A's name shows B, and --workflow A rejects it."""
+    a, b = wf, next(x for x in data.workflows if x != wf)
+    path = _write(tmp_path, data.bundle(b), name=f"{a}.json")
+    registry = tmp_path / "registry.json"
+    data.registry.save(registry)
+    result = CliRunner().invoke(_app(), ["verify", str(path), "--registry", str(registry)])
+    assert result.exit_code == 0, result.output
+    assert b in result.output
+    assert f"{b} (1 completed)" in result.output
+    result = CliRunner().invoke(
+        _app(), ["verify", str(path), "--registry", str(registry), "--json"]
+    )
+    out = json.loads(result.output)
+    assert out["workflows"] == out["proven"]["workflow_ids"] == [b]
+    assert out["trust"]["seal_keys"] == f"auditor registry {registry}"
+    assert out["proven"]["logs"][0]["tree_size"] == data.bundle(b)["tail"]["tree_size"]
+    assert out["size_bytes"] == path.stat().st_size
+    assert any("complete chain of" in c for c in out["claims"])
+    assert any("witness" in g for g in out["not_proven"])
+    result = CliRunner().invoke(
+        _app(), ["verify", str(path), "--registry", str(registry), "--workflow", a, "--json"]
+    )
+    assert result.exit_code == 1
+    out = json.loads(result.output)
+    assert out["failure"]["kind"] == "UNEXPECTED_WORKFLOW"
+    assert (out["failure"]["expected"], out["failure"]["found"]) == (a, b)
+
+
+def test_cli_unreadable_registry_is_json_exit_2(doc: Doc, tmp_path: Path) -> None:
+    """Class 4: even a registry that cannot be read gives a JSON report."""
+    result = CliRunner().invoke(
+        _app(),
+        ["verify", str(_write(tmp_path, doc)), "--registry", str(tmp_path / "no.json"), "--json"],
+    )
+    assert result.exit_code == 2
+    out = json.loads(result.output)
+    assert (out["verdict"], out["failure"]["kind"]) == ("UNUSABLE_INPUT", "UNUSABLE_INPUT")
+    assert "does not exist" in out["failure"]["message"]
+
+
+def test_decision_sealed_by_the_runtime_key_is_not_an_authorization(
+    data: Dataset, doc: Doc
+) -> None:
+    """Class 7: the runtime's emitter key seals an AUTHORIZATION_DECISION it claims to emit."""
+    k = next(k for k, e in enumerate(doc["entries"]) if b"policy-gate" in _event(doc, k))
+    event = decode_event(_event(doc, k))
+    assert event.kind.value == "AUTHORIZATION_DECISION"
+    runtime = data.signers["agent-runtime#i1"]
+    record = event.to_record()
+    record["emitter_id"] = "agent-runtime#i1"
+    forged = codec.load("execution_event").encode(record)
+    digest = hashing.event_digest(forged)
+    seal = make_seal(
+        runtime, "agent-runtime#i1", event.partition, event.emitter_seq, [digest], bytes(32)
+    )
+    doc["entries"][k].update(
+        event=_b64(forged),
+        event_digest=digest.hex(),
+        seal={"record": _b64(seal), "index": 0, "path": []},
+    )
+    _rechain(doc, k)
+    report = _verify(data, doc)
+    f = report.failure
+    assert f is not None and report.exit_code == 1
+    assert f.kind is FailureKind.AUTHORIZER_ROLE
+    assert f.where == _at(doc, k)
+    assert (f.expected, f.found) == (
+        "a seal by an authorizer key",
+        f"{runtime.key_id} (role emitter)",
+    )
+
+
+def test_decision_by_a_key_registered_as_emitter_fails(data: Dataset, doc: Doc) -> None:
+    """Class 7: the genuine gate key, registered with role emitter, cannot authorize."""
+    registry_doc = data.registry.to_json()
+    gate = data.signers["policy-gate#g1"].key_id
+    for key in registry_doc["keys"]:
+        if key["key_id"] == gate:
+            key["role"] = "emitter"
+    report = verify_bundle(doc, registry=KeyRegistry.from_json(registry_doc))
+    assert report.failure is not None
+    assert report.failure.kind is FailureKind.AUTHORIZER_ROLE
+
+
+def test_printable_escapes_every_control_and_format_character() -> None:
+    """Class 5: what the printer sees cannot move the cursor, recolour or reorder the text."""
+    from lineage.verify.report import printable
+
+    assert printable("\x1b[2J\x1b[HVERIFIED") == "\\x1b[2J\\x1b[HVERIFIED"
+    assert printable("a\u202eb\u2066c\x85d\x7f\ud800") == "a\\u202eb\\u2066c\\x85d\\x7f\\ud800"
+    assert printable("back\\slash") == "back\\\\slash"
+    assert printable("été 日本 [/x]") == "été 日本 [/x]"
+    assert printable("x" * 50, limit=10) == "x" * 10 + "… (+40 characters)"
