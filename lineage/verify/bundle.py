@@ -264,8 +264,17 @@ def check_entries(run: BundleRun) -> None:
     wf = parsed.workflow_id
     head: bytes = hashing.genesis_hash(wf)
     record: dict[str, Any] = {}
+    partition = parsed.entries[0].partition
     for k, e in enumerate(parsed.entries):
         try:
+            if e.partition != partition:
+                raise fail(
+                    FailureKind.PARTITION_MISMATCH,
+                    "a workflow lives in one partition; this entry names another",
+                    None,
+                    partition,
+                    e.partition,
+                )
             log = run.logs.get(e.partition)
             if log is None:
                 raise fail(
@@ -407,6 +416,8 @@ def _describe(report: Report) -> None:
     report.not_proven += [
         "entries chained after the newest checkpoint in the bundle (freshness), and that the "
         "processor showed everyone the same log: no witness cosignature was checked",
+        "that the processor key was inside its validity window when it signed: checkpoints "
+        "carry no time (a witness cosignature's time will be used)",
         "that each policy decision follows from its policy: the digest names which policy applied",
         "violations and containments recorded for the workflow (not part of a v1 bundle)",
     ]

@@ -432,6 +432,15 @@ def tampered(w: World) -> list[Case]:
     case("tail-proof-edited", "TAIL_PROOF_MISMATCH", "one byte of the tail proof changed", d)
 
     d = w.fresh()
+    d["entries"][-1]["partition"] = 1 - d["entries"][-1]["partition"]
+    case(
+        "entry-in-another-partition",
+        "PARTITION_MISMATCH",
+        "the last entry claims the workflow's other partition",
+        d,
+    )
+
+    d = w.fresh()
     log = d["logs"][0]
     log["origin"] = log["origin"].rsplit("/", 1)[0] + f"/{log['partition'] + 7}"
     case(
