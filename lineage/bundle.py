@@ -173,6 +173,13 @@ class _Reader:
                 f"{self.path}.{name}: expected a non-empty string of at most {limit} "
                 f"characters, found {_short(value)}"
             )
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BundleFormatError(
+                f"{self.path}.{name}: expected valid Unicode, found {exc.reason} at "
+                f"character {exc.start}"
+            ) from None
         return value
 
     def hash(self, name: str) -> bytes:
@@ -640,27 +647,19 @@ def _check_format(value: object) -> None:
 
 
 def _check_tree(doc: object) -> None:
-    """Every string is valid Unicode (no lone surrogates) and nesting is at most MAX_DEPTH."""
-    stack: list[tuple[object, int]] = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise BundleFormatError(
-                    f"a string holds {exc.reason} at character {exc.start}: not valid Unicode"
-                ) from None
-            continue
-        if not isinstance(value, dict | list):
-            continue
-        if depth > MAX_DEPTH:
-            raise BundleFormatError(f"expected JSON nested at most {MAX_DEPTH} deep, found more")
-        items = list(value.items()) if isinstance(value, dict) else [(None, v) for v in value]
-        for name, item in items:
-            if name is not None:
-                stack.append((name, depth))
-            stack.append((item, depth + 1))
+    """Nesting is at most MAX_DEPTH (every string the parser reads is checked by ``text``)."""
+    level: list[object] = [doc]
+    for _ in range(MAX_DEPTH):
+        below: list[object] = []
+        for value in level:
+            if isinstance(value, dict):
+                below += [v for v in value.values() if isinstance(v, dict | list)]
+            elif isinstance(value, list):
+                below += [v for v in value if isinstance(v, dict | list)]
+        if not below:
+            return
+        level = below
+    raise BundleFormatError(f"expected JSON nested at most {MAX_DEPTH} deep, found more")
 
 
 def loads_bundle(text: str | bytes) -> dict[str, Any]:
