@@ -45,6 +45,8 @@ class BundleRun:
     bundle: Bundle
     checker: Checker
     report: Report
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Inputs for stages beyond the core ones (e.g. witness keys), from ``verify_bundle``."""
     logs: dict[int, VerifiedLog] = field(default_factory=dict)
     head: bytes = b""
     last_record: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +80,7 @@ def verify_bundle(
     workflow_id: str | None = None,
     registry_source: str = "the registry given by the caller",
     size_bytes: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Report:
     """Verify an evidence bundle document (as returned by ``read_bundle``); never raises.
 
@@ -86,6 +89,7 @@ def verify_bundle(
     processor keys are used, never the bundle's. Without a registry the bundle's own keys are
     used to check consistency only: the verdict is at best CONSISTENT_BUT_UNTRUSTED (exit 3).
     ``workflow_id``, when given, is the workflow the caller expects (UNEXPECTED_WORKFLOW if not).
+    ``options`` reaches every stage as ``BundleRun.options`` (inputs of added checks).
     """
     started = time.perf_counter()
     report = Report(
@@ -124,7 +128,7 @@ def verify_bundle(
                 workflow_id,
                 parsed.workflow_id,
             )
-        run = BundleRun(parsed, Checker(keys, vkeys, report.proven), report)
+        run = BundleRun(parsed, Checker(keys, vkeys, report.proven), report, dict(options or {}))
         with gc_paused():
             for stage in STAGES:
                 stage(run)
@@ -389,7 +393,13 @@ def check_tail(run: BundleRun) -> None:
 
 
 STAGES: list[Stage] = [check_logs, check_entries, check_counts, check_tail]
-"""The bundle check stages in order; a new check is one module with one function added here."""
+"""The bundle check stages in order.
+
+A new check is one module holding ``def check_x(run: BundleRun) -> None`` and one line adding it
+here. It raises ``Fail`` (``checks.fail(kind, …)``) on its first failure, and otherwise appends
+what it established to ``run.report.claims`` / ``run.report.trust.witnesses`` and what it could
+not establish to ``run.report.not_proven``; its inputs come from ``run.options``.
+"""
 
 
 def _describe(report: Report) -> None:
@@ -413,11 +423,14 @@ def _describe(report: Report) -> None:
             f"who signed: seal keys are {report.trust.seal_keys}; pass --registry "
             "(or set LINEAGE_TRUST_FILE) with keys you trust"
         )
+    if not report.trust.witnesses:
+        report.not_proven += [
+            "entries chained after the newest checkpoint in the bundle (freshness), and that the "
+            "processor showed everyone the same log: no witness cosignature was checked",
+            "that the processor key was inside its validity window when it signed: checkpoints "
+            "carry no time (a witness cosignature's time will be used)",
+        ]
     report.not_proven += [
-        "entries chained after the newest checkpoint in the bundle (freshness), and that the "
-        "processor showed everyone the same log: no witness cosignature was checked",
-        "that the processor key was inside its validity window when it signed: checkpoints "
-        "carry no time (a witness cosignature's time will be used)",
         "that each policy decision follows from its policy: the digest names which policy applied",
         "violations and containments recorded for the workflow (not part of a v1 bundle)",
     ]

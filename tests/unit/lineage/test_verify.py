@@ -729,3 +729,23 @@ def test_printable_escapes_every_control_and_format_character() -> None:
     assert printable("back\\slash") == "back\\\\slash"
     assert printable("été 日本 [/x]") == "été 日本 [/x]"
     assert printable("x" * 50, limit=10) == "x" * 10 + "… (+40 characters)"
+
+
+def test_a_check_stage_plugs_in_with_one_function(
+    data: Dataset, doc: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Class 9: an added check is one function in STAGES; its failure and claims reach the report."""
+    from lineage.verify import bundle as stages
+    from lineage.verify.checks import fail
+
+    def check_extra(run: stages.BundleRun) -> None:
+        if run.options.get("refuse"):
+            raise fail(FailureKind.CHAIN_TRUNCATED, "extra check refused", {"stage": "extra"})
+        run.report.claims.append(f"extra check saw {len(run.bundle.entries)} entries")
+
+    monkeypatch.setattr(stages, "STAGES", [*stages.STAGES, check_extra])
+    report = _verify(data, doc)
+    assert report.ok
+    assert f"extra check saw {len(doc['entries'])} entries" in report.claims
+    report = _verify(data, doc, options={"refuse": True})
+    assert report.failure is not None and report.failure.where == {"stage": "extra"}
