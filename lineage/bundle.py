@@ -380,7 +380,7 @@ def parse_bundle(doc: object) -> Bundle:
     return Bundle(
         workflow_id=r.text("workflow_id"),
         entry_count=r.integer("entry_count", 1),
-        policy_digests=r.hashes("policy_digests"),
+        policy_digests=r.hashes("policy_digests", MAX_ENTRIES),
         entries=entries,
         logs=logs,
         tail=_parse_tail(r.obj("tail")),
@@ -685,7 +685,34 @@ def loads_bundle(text: str | bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise BundleFormatError(f"expected a JSON object, found {_kind(doc)}")
     _check_format(doc.get("format"))
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_strings(doc)
     return doc
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""Only a \\uD800-\\uDFFF escape can put a surrogate into parsed JSON (UTF-8 cannot)."""
+
+
+def _check_strings(doc: object) -> None:
+    """Every string, member names included, is valid Unicode (a paired surrogate escape is)."""
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack += value.keys()
+            stack += value.values()
+        elif isinstance(value, list):
+            stack += value
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BundleFormatError(
+                    f"a string holds {exc.reason} at character {exc.start}: not valid Unicode "
+                    f"(found {_short(value)})"
+                ) from None
 
 
 def read_bundle(path: Path) -> dict[str, Any]:
