@@ -68,6 +68,7 @@ class World:
     wf: str
     doc: Doc
     forger: Dataset
+    plus: Dataset
     registries: dict[str, KeyRegistry] = field(default_factory=dict)
 
     def fresh(self) -> Doc:
@@ -593,7 +594,45 @@ def hostile(w: World) -> list[Case]:
     return out
 
 
-CASES: list[Callable[[World], list[Case]]] = [genuine, tampered, hostile]
+def spec_points(w: World) -> list[Case]:
+    """Points the spec had to settle: unknown members, '+' in a verifier key's base64."""
+    out: list[Case] = []
+    d = w.fresh()
+    d["exported_by"] = {"tool": "some exporter", "note": "information only"}
+    d["entries"][0]["comment"] = "ignored"
+    out.append(
+        Case(
+            "unknown-bundle-members",
+            "unknown members at the top level and in an entry are ignored",
+            d,
+            *OK,
+        )
+    )
+    d = w.fresh()
+    d["keys"]["keys"][0]["comment"] = "not a registry field"
+    out.append(
+        Case(
+            "unknown-embedded-registry-member",
+            "an unknown field in the embedded key registry is rejected, as keys.md says",
+            d,
+            *UNUSABLE,
+        )
+    )
+    plus = w.plus
+    out.append(
+        Case(
+            "checkpoint-key-with-plus",
+            "the processor's verifier key has '+' in its base64 part: split at the first two '+'",
+            plus.bundle(plus.workflows[0]),
+            *OK,
+            registry="plus-registry.json",
+            checkpoint_keys=[plus.checkpoint_vkey],
+        )
+    )
+    return out
+
+
+CASES: list[Callable[[World], list[Case]]] = [genuine, tampered, hostile, spec_points]
 
 
 def _registries(data: Dataset) -> dict[str, KeyRegistry]:
@@ -631,9 +670,21 @@ def world() -> World:
         if len({e["inclusion"]["tree_size"] for e in data.bundle(x)["entries"]}) >= 2
     )
     forger = build_dataset(workflows=2, steps=1, partitions=1, seed=FORGER_SEED)
-    w = World(data, wf, data.bundle(wf), forger)
+    plus = build_dataset(workflows=1, steps=1, partitions=1, seed=_plus_seed())
+    w = World(data, wf, data.bundle(wf), forger, plus)
     w.registries = _registries(data)
+    w.registries["plus-registry.json"] = plus.registry
     return w
+
+
+def _plus_seed() -> bytes:
+    """The first seed whose processor verifier key has a '+' in its base64 part."""
+    for n in range(1000):
+        seed = b"lineage-conformance-plus-%d" % n
+        signer, _ = seeded_signer(PROCESSOR_SUBJECT, Role.PROCESSOR, seed)
+        if "+" in note.verifier_key(PROCESSOR_SUBJECT, signer.public_key).split("+", 2)[2]:
+            return seed
+    raise AssertionError("no seed gives a verifier key with '+'")
 
 
 def _text(doc: Doc | bytes) -> bytes:
