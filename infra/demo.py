@@ -337,8 +337,12 @@ def export_and_verify(
     from lineage_cli.evidence import export_bundle, print_report, verify_clickhouse
 
     db = settings.clickhouse_database
-    registry = KeyRegistry.load(settings.resolved_keys_file)
+    # The demo plays the auditor: it names the keys it trusts (the registry it just wrote and its
+    # processor keys) explicitly, as an auditor would with --registry / --checkpoint-key.
+    keys_file = settings.resolved_keys_file
+    registry = KeyRegistry.load(keys_file)
     vkeys = checkpoint_vkeys(registry)
+    trust_source = f"registry {keys_file}, named by the demo as the auditor's"
     clean = next(
         w for w in report.workflows if w not in report.misbehaving_workflows and "/" not in w
     )
@@ -347,12 +351,18 @@ def export_and_verify(
     with lock:
         bundle = export_bundle(client, db, clean, registry)
         store_report = verify_clickhouse(
-            client, db, registry=registry, trusted_checkpoint_vkeys=vkeys
+            client,
+            db,
+            registry=registry,
+            trusted_checkpoint_vkeys=vkeys,
+            registry_source=trust_source,
         )
     write_bundle(bundle, out)
     console.print(f"exported the evidence bundle of {clean} to {out}")
-    bundle_report = verify_bundle(bundle, registry=registry, trusted_checkpoint_vkeys=vkeys)
+    bundle_report = verify_bundle(
+        bundle, registry=registry, trusted_checkpoint_vkeys=vkeys, registry_source=trust_source
+    )
     print_report(bundle_report, f"lineage verify {out.name}", console)
     print_report(store_report, "lineage verify --clickhouse", console)
-    console.print(f"verify it yourself: lineage verify {out} --data-dir {settings.data_dir}")
+    console.print(f"verify it yourself: lineage verify {out} --registry {keys_file}")
     return bundle_report.ok and store_report.ok

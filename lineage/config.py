@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     pkcs11_module: str | None = Field(default=None, description="PKCS#11 library (.so) path")
     pkcs11_pin: SecretStr | None = None
     pkcs11_pin_file: Path | None = Field(default=None, description="file holding the token PIN")
+    trust_file: Path | None = None
+    """A key registry an auditor trusts, used by ``lineage verify`` when --registry is not given."""
     reorder_max_events_per_workflow: int = 1000
     reorder_max_events_per_partition: int = 50_000
     reorder_max_bytes_per_partition: int = 64 * 1024 * 1024
