@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from lineage import codec, hashing, merkle, note
+from lineage import claims, codec, hashing, merkle, note
 from lineage.bundle import Bundle, BundleEntry, BundleFormatError, LogSection, parse_bundle
 from lineage.errors import LineageError
 from lineage.keys import (
@@ -76,6 +76,7 @@ class FailureKind(StrEnum):
     LOG_INDEX = "LOG_INDEX"
     LOG_ROOT_MISMATCH = "LOG_ROOT_MISMATCH"
     LOG_TRUNCATED = "LOG_TRUNCATED"
+    PARTITION_BINDING = "PARTITION_BINDING"
 
 
 Where = dict[str, str | int]
@@ -687,8 +688,13 @@ def verify_bundle(
             )
         with _gc_paused():
             _verify_parsed(parsed, _Checker(keys, vkeys, proven))
+        report.warnings += claims.check_bundle(parsed, bundle)
     except _Fail as exc:
         report.failure = exc.failure
+    except claims.ClaimFailure as exc:
+        report.failure = Failure(
+            FailureKind(exc.kind), str(exc), exc.where, exc.expected, exc.found
+        )
     report.elapsed_s = time.perf_counter() - started
     return report
 
@@ -988,13 +994,22 @@ def verify_entries(
             else checkpoint_vkeys(registry)
         )
         checker = _Checker(registry, vkeys, proven)
+        checkpoints = list(checkpoints)
         signed = _stored_checkpoints(checkpoints, logs, checker)
+        binds, unbound = claims.stored_bindings(checkpoints, logs)
+        report.warnings += unbound
         with _gc_paused():
             for p, entries in logs.items():
-                _verify_partition(p, entries, signed[p], checker, workflow_id, check_columns)
+                _verify_partition(
+                    p, entries, signed[p], checker, workflow_id, check_columns, binds[p]
+                )
                 checker.seals.clear()
     except _Fail as exc:
         report.failure = exc.failure
+    except claims.ClaimFailure as exc:
+        report.failure = Failure(
+            FailureKind(exc.kind), str(exc), exc.where, exc.expected, exc.found
+        )
     report.elapsed_s = time.perf_counter() - started
     if proven.unanchored:
         report.warnings.append(
@@ -1011,6 +1026,7 @@ def _verify_partition(
     checker: _Checker,
     workflow_id: str | None,
     check_columns: ColumnCheck | None,
+    bind: Callable[[str], None] = lambda _wf: None,
 ) -> None:
     heads: dict[str, tuple[int, bytes]] = {}
     last_kind: dict[str, str] = {}
@@ -1062,6 +1078,8 @@ def _verify_partition(
                 checker.note_event(record)
                 policies.add(e.policy_digest)
                 last_kind[wf] = record["kind"]
+            if wf not in heads:
+                bind(wf)
             seq, head = heads.get(wf) or (0, genesis(wf))
             entry = _chain_step(
                 seq, head, e.chain_seq, e.prev_hash, e.event_digest, e.policy_digest, e.entry_hash

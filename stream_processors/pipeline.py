@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from lineage import codec
+from lineage import binding, codec
 from lineage.errors import DecodeError
 from lineage.keys import KeyRegistry, Signer
 from lineage.model import (
@@ -14,13 +14,14 @@ from lineage.model import (
     Checkpoint,
     Containment,
     ExecutionEvent,
+    QuarantineReason,
     QuarantineRecord,
     Severity,
     Violation,
     ViolationType,
 )
 from lineage.policy import PolicySet
-from stream_processors import chain, order
+from stream_processors import chain, order, placement
 from stream_processors.authenticate import Authenticator, AuthResult
 from stream_processors.checkpoint import PartitionLog, origin_for
 from stream_processors.decode import Decoder, Limits
@@ -44,6 +45,9 @@ class PipelineConfig:
     checkpoint_key_name: str = "lineage-processor"
     max_unsealed_per_emitter: int = 10_000
     cache_workflows: int = 10_000
+    partitions: int | None = None
+    """The input topic's partition count: events outside their workflow's partition are refused,
+    and every checkpoint signs the count (lineage.binding). None: neither (older behaviour)."""
 
 
 def _decode_event(data: bytes) -> ExecutionEvent:
@@ -159,7 +163,7 @@ class PartitionPipeline:
             self._count("quarantined")
             out.quarantine.append(
                 QuarantineRecord(
-                    reason_code=exc.code,
+                    reason_code=QuarantineReason(exc.code),
                     reason=str(exc),
                     raw_value=raw.value or b"",
                     source_topic=raw.topic,
@@ -240,6 +244,10 @@ class PartitionPipeline:
             self._count("duplicates", res.duplicates)
 
     def _admit(self, p: PendingEvent, out: Outputs) -> None:
+        misplaced = placement.misplaced(p.event, self.partition, self.config.partitions)
+        if misplaced is not None:
+            self._reject(p, placement.VIOLATION, placement.REASON, placement.RULE, misplaced, out)
+            return
         wf = self._workflow(p.event.workflow_id)
         before = len(wf.waiting)
         before_bytes = sum(w.size for w in wf.waiting)
@@ -421,7 +429,14 @@ class PartitionPipeline:
             self.config.checkpoint_key_name,
             self.partition,
             self.meta.next_offset,
+            self._checkpoint_extensions(),
         )
+
+    def _checkpoint_extensions(self) -> tuple[str, ...]:
+        """Extension lines every checkpoint signs: the partition binding when configured."""
+        if self.config.partitions is None:
+            return ()
+        return (binding.partitions_line(self.config.partitions),)
 
     def dirty_state(self) -> list[tuple[str, bytes]]:
         """Serialized state changed since the last call (write to the changelog after the outputs)."""

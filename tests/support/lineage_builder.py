@@ -22,7 +22,7 @@ from lineage.model import (
 )
 from lineage.policy import PolicySet
 from producers.partitioner import partition_for
-from stream_processors.pipeline import PartitionPipeline
+from stream_processors.pipeline import PartitionPipeline, PipelineConfig
 from stream_processors.records import RawRecord
 from stream_processors.state import DictStore
 
@@ -269,12 +269,14 @@ def build_dataset(
     seal_every: int = 4,
     checkpoint_every: int = 12,
     long_workflow_steps: int = 0,
+    bind_partitions: bool = True,
 ) -> Dataset:
     """Run a real PartitionPipeline over sealed events from a runtime and a gate emitter.
 
     Workflows are interleaved round-robin, so each spans several checkpoints; a checkpoint is
     forced after every ``checkpoint_every`` input records and once at the end of each partition.
     ``long_workflow_steps`` adds one workflow with that many authorize/execute steps.
+    ``bind_partitions`` signs the partition count into checkpoints (False: the older format).
     """
     runtime, runtime_rec = Signer.generate_ephemeral(RUNTIME_SUBJECT, Role.EMITTER)
     gate, gate_rec = Signer.generate_ephemeral(GATE_SUBJECT, Role.AUTHORIZER)
@@ -330,6 +332,7 @@ def build_dataset(
             registry=registry,
             policy=policy,
             checkpoint_signer=processor,
+            config=PipelineConfig(partitions=partitions if bind_partitions else None),
         )
         batch = records[p]
         for start in range(0, len(batch), checkpoint_every):

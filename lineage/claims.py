@@ -1,0 +1,111 @@
+"""Checks of what signed evidence claims beyond the chain itself, run after the chain verified.
+
+Today: the partition binding (lineage.binding), the workflow's findings (lineage.findings) and the
+re-run of every authorization decision (lineage.policy_replay). Each raises ``ClaimFailure`` naming
+a ``lineage.verify.FailureKind`` value, and returns warnings for evidence too old to carry it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from lineage import binding, note
+from lineage.bundle import Bundle
+from lineage.errors import LineageError
+from lineage.model import Checkpoint
+
+
+class ClaimFailure(LineageError):
+    """A claim failed; ``kind`` is the name of the verifier's failure kind."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        where: Mapping[str, str | int] | None = None,
+        expected: object = "",
+        found: object = "",
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.where: dict[str, str | int] = dict(where or {})
+        self.expected = str(expected)
+        self.found = str(found)
+
+
+PARTITION_BINDING = "PARTITION_BINDING"
+
+
+def _binding_failure(exc: binding.BindingError) -> ClaimFailure:
+    return ClaimFailure(
+        PARTITION_BINDING, str(exc), where=exc.where, expected=exc.expected, found=exc.found
+    )
+
+
+def check_bundle_binding(
+    workflow_id: str, logs: Iterable[tuple[int, Sequence[str]]], entry_partitions: Iterable[int]
+) -> list[str]:
+    """The partition binding of a verified bundle: every log holding entries must be the workflow's.
+
+    ``logs`` are (partition, checkpoint notes) of the bundle, whose signatures were verified.
+    """
+    used = set(entry_partitions)
+    try:
+        return binding.bundle_bindings(((p, notes) for p, notes in logs if p in used), workflow_id)
+    except binding.BindingError as exc:
+        raise _binding_failure(exc) from None
+
+
+def stored_binding(partition: int, notes: Sequence[str]) -> tuple[Callable[[str], None], list[str]]:
+    """For a stored partition log: a check to call once per workflow, and warnings.
+
+    ``notes`` are the partition's verified checkpoint notes, oldest first.
+    """
+    try:
+        parsed = [note.parse_checkpoint(binding.note_text(n)) for n in notes]
+        bound = binding.log_binding(partition, parsed)
+    except (binding.BindingError, note.NoteError) as exc:
+        if isinstance(exc, binding.BindingError):
+            raise _binding_failure(exc) from None
+        raise ClaimFailure(PARTITION_BINDING, str(exc), where={"partition": partition}) from None
+
+    def check(workflow_id: str) -> None:
+        try:
+            binding.check_workflow(workflow_id, bound)
+        except binding.BindingError as exc:
+            raise _binding_failure(exc) from None
+
+    warnings = (
+        [f"{binding.NOT_SIGNED}: partition {partition}'s checkpoints name no count"]
+        if bound.partitions is None and notes
+        else []
+    )
+    return check, warnings
+
+
+def stored_bindings(
+    checkpoints: Iterable[Checkpoint], partitions: Iterable[int]
+) -> tuple[dict[int, Callable[[str], None]], list[str]]:
+    """Per partition, the workflow check of its verified stored checkpoints; and warnings."""
+    notes: dict[int, list[tuple[int, str]]] = {p: [] for p in partitions}
+    for cp in checkpoints:
+        if cp.partition in notes:
+            notes[cp.partition].append((cp.tree_size, cp.note))
+    checks: dict[int, Callable[[str], None]] = {}
+    warnings: list[str] = []
+    for p, items in notes.items():
+        checks[p], warned = stored_binding(p, [n for _, n in sorted(items)])
+        warnings += warned
+    return checks, warnings
+
+
+def check_bundle(parsed: Bundle, doc: Mapping[str, Any]) -> list[str]:
+    """Every claim check of a bundle whose chain, seals and logs already verified; warnings."""
+    warnings = check_bundle_binding(
+        parsed.workflow_id,
+        ((s.partition, s.checkpoints) for s in parsed.logs),
+        (e.partition for e in parsed.entries),
+    )
+    return warnings
