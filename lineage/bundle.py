@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lineage import codec, hashing, merkle, note
+from lineage import bundle_v2, codec, findings, hashing, merkle, note
 from lineage.errors import ConfigError, LineageError
 from lineage.keys import KeyRegistry
-from lineage.model import ChainEntry, Checkpoint
+from lineage.model import ChainEntry, Checkpoint, Violation
 
-FORMAT = "lineage-evidence-bundle/v1"
+FORMAT = "lineage-evidence-bundle/v2"
+FORMAT_V1 = "lineage-evidence-bundle/v1"
+FORMATS = (FORMAT_V1, FORMAT)
+"""Formats a reader accepts; v2 adds ``policies`` and ``findings`` (docs/findings.md)."""
 HASH_SIZE = 32
 LEAF_RECORD_SIZE = 104
 """A log leaf's preimage: prev_hash ‖ event_digest ‖ u64be(chain_seq) ‖ policy_digest."""
@@ -272,9 +275,9 @@ def _parse_tail(r: _Reader) -> TailProof:
 def parse_bundle(doc: object) -> Bundle:
     """Check a bundle document's structure and types; raise BundleFormatError naming the field."""
     r = _Reader(doc, "bundle")
-    if r.doc.get("format") != FORMAT:
+    if r.doc.get("format") not in FORMATS:
         raise BundleFormatError(
-            f"bundle.format: expected {FORMAT!r}, found {r.doc.get('format')!r:.80}"
+            f"bundle.format: expected one of {FORMATS}, found {r.doc.get('format')!r:.80}"
         )
     entries = tuple(
         _parse_entry(e, f"bundle.entries[{i}]") for i, e in enumerate(r.items("entries"))
@@ -408,6 +411,9 @@ def build_bundle(
     checkpoints: Iterable[Checkpoint],
     registry: KeyRegistry,
     checkpoint_vkey: str,
+    *,
+    policy_sets: Sequence[tuple[bytes, bytes]] = (),
+    violations: Iterable[Violation] = (),
 ) -> dict[str, Any]:
     """The evidence bundle of ``workflow_id`` as a JSON-ready dict.
 
@@ -416,8 +422,12 @@ def build_bundle(
     every entry of that partition in log order (the records, not just the entry hashes: the tail
     proof needs their preimages); ``checkpoints`` are signed checkpoints of those partitions;
     ``registry`` supplies the records of the seal keys used; ``checkpoint_vkey`` is the
-    processor's verifier key. Raises BundleError when an entry is not in the leaves, a checkpoint
-    does not match the leaves, or an entry is not yet covered by a checkpoint.
+    processor's verifier key. ``policy_sets`` are (TOML, Cedar) file bytes the exporter has; those
+    named by the entries or decisions go into ``policies``; ``violations`` are the stored violations
+    of the last entry's partition, from which the ``findings`` member is rebuilt and checked
+    against the findings log the newest checkpoint signs (docs/findings.md).
+    Raises BundleError when an entry is not in the leaves, a checkpoint does not match the leaves,
+    an entry is not yet covered by a checkpoint, or the violations do not rebuild the findings log.
     """
     chain = sorted((e for e in entries if e.workflow_id == workflow_id), key=lambda e: e.chain_seq)
     if not chain:
@@ -514,6 +524,15 @@ def build_bundle(
     key_records += [
         r for r in registry.records() if r.public_key == vkey_public and r.key_id not in seal_keys
     ]
+    try:
+        policies = bundle_v2.policies_member(
+            (e.event_bytes for e in chain), policy_digests, policy_sets
+        )
+        newest_note = note.parse_checkpoint(bundle_v2.note_text(signed[p][newest].note))
+        signed_findings = findings.signed_findings(newest_note)
+        findings_member = findings.bundle_member(workflow_id, p, violations, signed_findings)
+    except LineageError as exc:
+        raise BundleError(str(exc)) from None
     return {
         "format": FORMAT,
         "workflow_id": workflow_id,
@@ -530,6 +549,8 @@ def build_bundle(
         },
         "keys": KeyRegistry(key_records).to_json(),
         "checkpoint_keys": [note.verifier_key(vkey_name, vkey_public)],
+        "policies": policies,
+        "findings": findings_member,
     }
 
 
@@ -561,8 +582,10 @@ def loads_bundle(text: str | bytes) -> dict[str, Any]:
         raise BundleFormatError(f"not a JSON document: {exc}") from None
     if not isinstance(doc, dict):
         raise BundleFormatError(f"expected a JSON object, found {_kind(doc)}")
-    if doc.get("format") != FORMAT:
-        raise BundleFormatError(f"format: expected {FORMAT!r}, found {doc.get('format')!r:.80}")
+    if doc.get("format") not in FORMATS:
+        raise BundleFormatError(
+            f"format: expected one of {FORMATS}, found {doc.get('format')!r:.80}"
+        )
     return doc
 
 

@@ -8,12 +8,15 @@ a ``lineage.verify.FailureKind`` value, and returns warnings for evidence too ol
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from lineage import binding, note
+from lineage import binding, bundle_v2, findings, note
 from lineage.bundle import Bundle
 from lineage.errors import LineageError
-from lineage.model import Checkpoint
+from lineage.findings import FindingsError
+from lineage.model import Checkpoint, Severity, Violation, ViolationType
+from lineage.policy_replay import Replayed, ReplayError, replay_bundle
 
 
 class ClaimFailure(LineageError):
@@ -101,11 +104,82 @@ def stored_bindings(
     return checks, warnings
 
 
-def check_bundle(parsed: Bundle, doc: Mapping[str, Any]) -> list[str]:
-    """Every claim check of a bundle whose chain, seals and logs already verified; warnings."""
-    warnings = check_bundle_binding(
+@dataclass(slots=True)
+class ClaimsResult:
+    """What the claim checks established beyond the chain."""
+
+    warnings: list[str] = field(default_factory=list)
+    findings: list[Violation] = field(default_factory=list)
+    findings_committed: bool = False
+    replayed: list[Replayed] = field(default_factory=list)
+
+    def findings_json(self) -> list[dict[str, Any]]:
+        """The workflow's findings as the report lists them."""
+        return [
+            {
+                "violation_id": v.violation_id,
+                "type": v.violation_type.value,
+                "severity": v.severity.value,
+                "rule": v.rule,
+                "event_id": v.event_id,
+                "explanation": v.explanation,
+            }
+            for v in self.findings
+        ]
+
+    @property
+    def contained_by(self) -> Violation | None:
+        """The finding that contained the workflow: its first CRITICAL one (docs/policy.md)."""
+        critical = [v for v in self.findings if v.severity is Severity.CRITICAL]
+        contained = any(v.violation_type is ViolationType.CONTAINED_WORKFLOW for v in self.findings)
+        return critical[0] if critical else (self.findings[0] if contained else None)
+
+
+def _newest_checkpoint(parsed: Bundle, partition: int) -> note.Checkpoint | None:
+    for section in parsed.logs:
+        if section.partition == partition and section.checkpoints:
+            return note.parse_checkpoint(binding.note_text(section.checkpoints[-1]))
+    return None
+
+
+def _claim(exc: FindingsError | ReplayError) -> ClaimFailure:
+    return ClaimFailure(exc.kind, str(exc), where=exc.where, expected=exc.expected, found=exc.found)
+
+
+def check_bundle(parsed: Bundle, doc: Mapping[str, Any]) -> ClaimsResult:
+    """Every claim check of a bundle whose chain, seals and logs already verified.
+
+    Partition binding, findings (against the newest checkpoint of the tail's partition) and
+    the re-run of every decision that records its request. Raises ClaimFailure.
+    """
+    result = ClaimsResult()
+    result.warnings += check_bundle_binding(
         parsed.workflow_id,
         ((s.partition, s.checkpoints) for s in parsed.logs),
         (e.partition for e in parsed.entries),
     )
-    return warnings
+    partition = parsed.tail.partition
+    try:
+        newest = _newest_checkpoint(parsed, partition)
+        signed = findings.signed_findings(newest) if newest is not None else None
+        result.findings = findings.verify_member(
+            doc.get("findings"), parsed.workflow_id, partition, signed
+        )
+    except FindingsError as exc:
+        raise _claim(exc) from None
+    except note.NoteError as exc:
+        raise ClaimFailure(findings.FINDINGS_MISMATCH, str(exc)) from None
+    result.findings_committed = signed is not None
+    if signed is None:
+        result.warnings.append(
+            f"{findings.NOT_COMMITTED}: the checkpoints name no findings log, so findings "
+            "that were raised cannot be shown or ruled out"
+        )
+    decisions = bundle_v2.decision_records(e.event for e in parsed.entries)
+    try:
+        replayed = replay_bundle(decisions, doc.get("policies"))
+    except ReplayError as exc:
+        raise _claim(exc) from None
+    result.replayed = replayed.replayed
+    result.warnings += replayed.warnings
+    return result

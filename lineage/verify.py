@@ -77,6 +77,9 @@ class FailureKind(StrEnum):
     LOG_ROOT_MISMATCH = "LOG_ROOT_MISMATCH"
     LOG_TRUNCATED = "LOG_TRUNCATED"
     PARTITION_BINDING = "PARTITION_BINDING"
+    FINDINGS_MISMATCH = "FINDINGS_MISMATCH"
+    POLICY_DECISION_MISMATCH = "POLICY_DECISION_MISMATCH"
+    POLICY_SET_MISSING = "POLICY_SET_MISSING"
 
 
 Where = dict[str, str | int]
@@ -121,6 +124,9 @@ class Proven:
     log_entries: int = 0
     unanchored: int = 0
     complete_as_of: list[str] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    decisions_rerun: int = 0
+    contained_by: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form (sets sorted, times in RFC 3339)."""
@@ -143,6 +149,9 @@ class Proven:
             "log_entries": self.log_entries,
             "unanchored_entries": self.unanchored,
             "complete_as_of": list(self.complete_as_of),
+            "findings": list(self.findings),
+            "decisions_rerun": self.decisions_rerun,
+            "contained_by": self.contained_by,
         }
 
 
@@ -688,7 +697,12 @@ def verify_bundle(
             )
         with _gc_paused():
             _verify_parsed(parsed, _Checker(keys, vkeys, proven))
-        report.warnings += claims.check_bundle(parsed, bundle)
+        claimed = claims.check_bundle(parsed, bundle)
+        report.warnings += claimed.warnings
+        proven.findings = claimed.findings_json()
+        proven.decisions_rerun = len(claimed.replayed)
+        cause = claimed.contained_by
+        proven.contained_by = cause.violation_id if cause is not None else None
     except _Fail as exc:
         report.failure = exc.failure
     except claims.ClaimFailure as exc:

@@ -14,12 +14,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from lineage import note
+from lineage import findings, note
 from lineage.bundle import BundleError, BundleFormatError, build_bundle, read_bundle, write_bundle
 from lineage.config import Settings
 from lineage.errors import ConfigError, LineageError
 from lineage.keys import KeyRegistry, Role, format_time_us
-from lineage.model import ChainEntry, Checkpoint
+from lineage.model import ChainEntry, Checkpoint, Violation
+from lineage.policy import PolicySet
 from lineage.verify import (
     EXIT_INTEGRITY,
     EXIT_UNUSABLE,
@@ -272,10 +273,32 @@ def _export_vkey(registry: KeyRegistry, checkpoints: Sequence[Checkpoint]) -> st
     )
 
 
+def _violations(client: Any, database: str, partitions: Sequence[int]) -> list[Violation]:
+    """Every stored violation of ``partitions``: the findings logs are rebuilt from them."""
+    columns = ", ".join(
+        "toUnixTimestamp64Micro(event_time)" if c == "event_time" else c
+        for c in findings.STORED_COLUMNS
+    )
+    result = client.query(
+        f"SELECT {columns} FROM {_db(database)}.violations FINAL "
+        "WHERE source_partition IN {ps:Array(UInt16)}",
+        parameters={"ps": list(partitions)},
+    )
+    return [findings.violation_from_row(row) for row in result.result_rows]
+
+
 def export_bundle(
-    client: Any, database: str, workflow_id: str, registry: KeyRegistry
+    client: Any,
+    database: str,
+    workflow_id: str,
+    registry: KeyRegistry,
+    *,
+    policy_sets: Sequence[tuple[bytes, bytes]] = (),
 ) -> dict[str, Any]:
-    """Build the evidence bundle of one workflow from the ClickHouse tables."""
+    """Build the evidence bundle of one workflow from the ClickHouse tables.
+
+    ``policy_sets`` are the (TOML, Cedar) files of the policy sets its decisions were made under.
+    """
     partitions = _partitions(client, database, workflow_id)
     if not partitions:
         raise BundleError(f"no entries for workflow {workflow_id!r} in {database}")
@@ -300,7 +323,14 @@ def export_bundle(
     if not checkpoints:
         raise BundleError(f"no signed checkpoint yet for partitions {partitions}")
     return build_bundle(
-        workflow_id, entries, leaves, checkpoints, registry, _export_vkey(registry, checkpoints)
+        workflow_id,
+        entries,
+        leaves,
+        checkpoints,
+        registry,
+        _export_vkey(registry, checkpoints),
+        policy_sets=policy_sets,
+        violations=_violations(client, database, partitions),
     )
 
 
@@ -344,14 +374,28 @@ DataDir = Annotated[
 def export_cmd(
     workflow: Annotated[str, typer.Option("--workflow", help="workflow id to export")],
     out: Annotated[Path, typer.Option("--out", help="where to write the bundle (JSON)")],
+    policy: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--policy",
+            help="policy TOML whose set (with its Cedar file) decisions name; repeatable "
+            "(default: LINEAGE_POLICY_FILE or policies/default.toml)",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Export one workflow's evidence bundle from ClickHouse for offline verification."""
     settings = _settings(data_dir)
     registry = _registry(settings.resolved_keys_file)
+    try:
+        policy_sets = [PolicySet.files(p) for p in policy or [settings.resolved_policy_file]]
+    except ConfigError as exc:
+        _fail(str(exc))
     client = _client(settings)
     try:
-        bundle = export_bundle(client, settings.clickhouse_database, workflow, registry)
+        bundle = export_bundle(
+            client, settings.clickhouse_database, workflow, registry, policy_sets=policy_sets
+        )
         write_bundle(bundle, out)
     except BundleError as exc:
         _fail(f"cannot export {workflow}: {exc}", EXIT_INTEGRITY)

@@ -26,6 +26,8 @@ from stream_processors.authenticate import Authenticator, AuthResult
 from stream_processors.checkpoint import PartitionLog, origin_for
 from stream_processors.decode import Decoder, Limits
 from stream_processors.findings import integrity_violation, quarantine_event, violation_id
+from stream_processors.findings_log import STATE_KEY as FINDINGS_KEY
+from stream_processors.findings_log import FindingsLog
 from stream_processors.order import OrderLimits
 from stream_processors.policy_stage import PolicyStage, WorkflowPolicyState
 from stream_processors.records import DecodedSeal, Outputs, PendingEvent, RawRecord
@@ -90,6 +92,7 @@ class PartitionPipeline:
             else PartitionMeta(next_offset=start_offset)
         )
         self.log = PartitionLog(self.meta.log)
+        self.findings_log = FindingsLog(store.get(self._prefix + FINDINGS_KEY) or b"")
         self.emitters: dict[str, EmitterState] = {}
         self.workflows: OrderedDict[str, WorkflowState] = OrderedDict()
         self.policy_states: dict[str, WorkflowPolicyState] = {}
@@ -139,8 +142,16 @@ class PartitionPipeline:
         """Process records of this partition in offset order.
 
         Returns the outputs and, when an offset was skipped by the consumer, the offset to seek
-        back to (the rest of the batch is left unprocessed so nothing is passed over).
+        back to (the rest of the batch is left unprocessed so nothing is passed over). Every
+        violation is appended to the partition's findings log; its id names its position.
         """
+        out, seek = self._process(records)
+        out.violations, out.containments = self.findings_log.record(
+            out.violations, out.containments
+        )
+        return out, seek
+
+    def _process(self, records: list[RawRecord]) -> tuple[Outputs, int | None]:
         out = Outputs()
         for raw in records:
             if raw.offset < self.meta.next_offset:
@@ -433,10 +444,12 @@ class PartitionPipeline:
         )
 
     def _checkpoint_extensions(self) -> tuple[str, ...]:
-        """Extension lines every checkpoint signs: the partition binding when configured."""
+        """Extension lines every checkpoint signs: the partition binding (when configured) and
+        the findings log's size and root."""
+        findings = (self.findings_log.checkpoint_line(),)
         if self.config.partitions is None:
-            return ()
-        return (binding.partitions_line(self.config.partitions),)
+            return findings
+        return (binding.partitions_line(self.config.partitions), *findings)
 
     def dirty_state(self) -> list[tuple[str, bytes]]:
         """Serialized state changed since the last call (write to the changelog after the outputs)."""
@@ -450,6 +463,7 @@ class PartitionPipeline:
                 wf.policy = ps.to_bytes()
             items.append((f"{self._prefix}w|{wid}", wf.to_bytes()))
         self.meta.log = self.log.to_bytes()
+        items.append((self._prefix + FINDINGS_KEY, self.findings_log.to_bytes()))
         items.append((self._prefix + "meta", self.meta.to_bytes()))
         self.dirty_emitters.clear()
         self.dirty_workflows.clear()

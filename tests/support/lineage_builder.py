@@ -11,16 +11,15 @@ from lineage import codec, hashing, merkle, note
 from lineage.bundle import build_bundle, leaf_record
 from lineage.keys import KeyRegistry, Role, Signer
 from lineage.model import (
-    Authorization,
     ChainEntry,
     Checkpoint,
-    Decision,
     EventKind,
     ExecutionEvent,
     Runtime,
     Seal,
+    Violation,
 )
-from lineage.policy import PolicySet
+from lineage.policy import REQUEST_ATTRIBUTE, PolicySet, evaluate
 from producers.partitioner import partition_for
 from stream_processors.pipeline import PartitionPipeline, PipelineConfig
 from stream_processors.records import RawRecord
@@ -108,6 +107,7 @@ class Dataset:
     entries: list[ChainEntry]
     checkpoints: list[Checkpoint]
     violations: int = 0
+    violation_records: list[Violation] = field(default_factory=list)
 
     @property
     def checkpoint_vkey(self) -> str:
@@ -145,11 +145,18 @@ class Dataset:
             self.checkpoints,
             self.registry,
             self.checkpoint_vkey,
+            policy_sets=[self.policy_files],
+            violations=self.violation_records,
         )
+
+    @property
+    def policy_files(self) -> tuple[bytes, bytes]:
+        """The (TOML, Cedar) bytes of the dataset's policy set."""
+        return POLICY_FILE.read_bytes(), (POLICY_FILE.parent / "default.cedar").read_bytes()
 
 
 def _workflow_events(
-    w: int, workflow_id: str, steps: int, policy_hex: str, clock: list[int]
+    w: int, workflow_id: str, steps: int, policy: PolicySet, clock: list[int]
 ) -> list[tuple[str, ExecutionEvent]]:
     """(emitter id, event) pairs of one workflow; emitter seqs and partition are filled in later."""
     n = 0
@@ -200,22 +207,21 @@ def _workflow_events(
         resource = ("crm:accounts", "search:web", "docs:handbook")[step % 3]
         action = ("tool.call:crm.read", "tool.call:search", "tool.call:docs.read")[step % 3]
         decision_time = clock[0] + 1_000
+        decided = evaluate(
+            policy,
+            principal=f"user:{('alice', 'bob', 'carol')[w % 3]}",
+            action=action,
+            resource=resource,
+            context={"step": step},
+        )
         auth = add(
             GATE_ID,
             EventKind.AUTHORIZATION_DECISION,
             root,
             action=action,
             resource=resource,
-            authorization=Authorization(
-                decision=Decision.ALLOW,
-                policy_id="lineage-demo",
-                policy_digest=policy_hex,
-                determining_policies=("allow-tools",),
-                input_digest="sha256:" + f"{w:08x}{step:08x}" * 4,
-                expires_at=decision_time + 60_000_000,
-                authorized_action=action,
-                authorized_resource=resource,
-            ),
+            authorization=decided.to_authorization(expires_at=decision_time + 60_000_000),
+            attributes={REQUEST_ATTRIBUTE: decided.request.decode()},
         )
         run = add(
             RUNTIME_ID,
@@ -291,7 +297,7 @@ def build_dataset(
         names.append(f"wf-long-{workflows:04d}")
         plans.append((workflows, names[-1], long_workflow_steps))
     clock = [T0]
-    streams = [_workflow_events(w, name, s, policy.digest_hex, clock) for w, name, s in plans]
+    streams = [_workflow_events(w, name, s, policy, clock) for w, name, s in plans]
 
     records: dict[int, list[RawRecord]] = {p: [] for p in range(partitions)}
     emitters: dict[tuple[str, int], _EmitterStream] = {}
@@ -324,6 +330,7 @@ def build_dataset(
     entries: list[ChainEntry] = []
     checkpoints: list[Checkpoint] = []
     violations = 0
+    violation_records: list[Violation] = []
     for p in range(partitions):
         pipe = PartitionPipeline(
             topic=TOPIC,
@@ -341,6 +348,7 @@ def build_dataset(
                 raise AssertionError(f"partition {p}: unexpected seek {seek} or {out.quarantine}")
             entries += out.entries
             violations += len(out.violations)
+            violation_records += out.violations
             cp = pipe.maybe_checkpoint(force=True)
             if cp is not None:
                 checkpoints.append(cp)
@@ -348,7 +356,16 @@ def build_dataset(
         if cp is not None:
             checkpoints.append(cp)
     return Dataset(
-        registry, signers, processor, policy, partitions, names, entries, checkpoints, violations
+        registry,
+        signers,
+        processor,
+        policy,
+        partitions,
+        names,
+        entries,
+        checkpoints,
+        violations,
+        violation_records,
     )
 
 

@@ -25,11 +25,15 @@ def unbound() -> Dataset:
 
 
 def _resign(doc: dict[str, Any], data: Dataset, extensions: tuple[str, ...]) -> None:
-    """Re-sign every checkpoint of the bundle with the trusted processor key and new lines."""
+    """Re-sign every checkpoint of the bundle with the trusted processor key and new partition
+    lines (other extension lines are kept)."""
     for section in doc["logs"]:
         for cp in section["checkpoints"]:
             body = note.parse_checkpoint(binding.note_text(cp["note"]))
-            text = note.checkpoint_body(body.origin, body.size, body.root_hash, extensions)
+            kept = tuple(x for x in body.extensions if not x.startswith("partitions"))
+            text = note.checkpoint_body(
+                body.origin, body.size, body.root_hash, (*extensions, *kept)
+            )
             cp["note"] = note.sign_note(text, PROCESSOR_SUBJECT, data.processor._private_key)
 
 

@@ -68,7 +68,8 @@ def test_checkpoints_sign_the_partition_count() -> None:
     cp = pl.maybe_checkpoint(force=True)
     assert cp is not None
     body = note.parse_checkpoint(binding.note_text(cp.note))
-    assert body.extensions == ("partitions 4",)
+    assert body.extensions[0] == "partitions 4"
+    assert body.extensions[1].startswith("findings 0 ")
     assert binding.signed_partitions(body) == PARTITIONS
 
 
@@ -80,7 +81,8 @@ def test_without_a_configured_count_nothing_is_refused_or_signed() -> None:
     assert len(out.entries) == 2
     cp = pl.maybe_checkpoint(force=True)
     assert cp is not None
-    assert note.parse_checkpoint(binding.note_text(cp.note)).extensions == ()
+    lines = note.parse_checkpoint(binding.note_text(cp.note)).extensions
+    assert [line.split(" ")[0] for line in lines] == ["findings"]
 
 
 def test_every_quarantine_code_the_processor_raises_is_a_typed_reason() -> None:
