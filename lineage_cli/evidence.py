@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lineage import findings, note
@@ -503,6 +504,28 @@ def _listing(values: set[str] | list[str], limit: int = 6) -> str:
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "") or "-"
 
 
+def _plain(text: object, limit: int = 120) -> str:
+    """Evidence text made safe for the terminal: no control characters, no rich markup."""
+    cleaned = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(text)[:limit])
+    return escape(cleaned)
+
+
+def _findings(p: Proven) -> str:
+    """The workflow's findings, one per line, and what contained it."""
+    if not p.findings:
+        return "none"
+    lines = [
+        f"{_plain(f['severity'])} {_plain(f['type'])} at {_plain(f['event_id'] or '-')}: "
+        f"{_plain(f['explanation'], 80)}"
+        for f in p.findings[:12]
+    ]
+    if len(p.findings) > 12:
+        lines.append(f"(+{len(p.findings) - 12} more)")
+    if p.contained_by:
+        lines.append(f"contained by {_plain(p.contained_by)}")
+    return "\n".join(lines)
+
+
 def print_report(report: Report, title: str, console: Console) -> None:
     """Human report: verdict, what was proven, and on failure the first failing item."""
     p = report.proven
@@ -535,6 +558,8 @@ def print_report(report: Report, title: str, console: Console) -> None:
             "log entries", f"{p.log_entries} recomputed ({p.unanchored} not yet checkpointed)"
         )
     table.add_row("complete as of", _listing(p.complete_as_of, 8))
+    table.add_row("findings", _findings(p))
+    table.add_row("decisions re-run", f"{p.decisions_rerun} (same outcome under their policy set)")
     table.add_row("speed", f"{report.entries_per_s:,.0f} entries/s ({report.elapsed_s:.3f} s)")
     console.print(table)
     if report.failure is not None:

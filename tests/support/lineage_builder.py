@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,9 +156,15 @@ class Dataset:
 
 
 def _workflow_events(
-    w: int, workflow_id: str, steps: int, policy: PolicySet, clock: list[int]
+    w: int,
+    workflow_id: str,
+    steps: int,
+    policy: PolicySet,
+    clock: list[int],
+    shape: WorkflowShape | None = None,
 ) -> list[tuple[str, ExecutionEvent]]:
     """(emitter id, event) pairs of one workflow; emitter seqs and partition are filled in later."""
+    shape = shape or WorkflowShape()
     n = 0
     out: list[tuple[str, ExecutionEvent]] = []
 
@@ -206,6 +212,8 @@ def _workflow_events(
     for step in range(steps):
         resource = ("crm:accounts", "search:web", "docs:handbook")[step % 3]
         action = ("tool.call:crm.read", "tool.call:search", "tool.call:docs.read")[step % 3]
+        if step == 0 and shape.denied:
+            action = "tool.call:delete_records"  # the default Cedar set denies it
         decision_time = clock[0] + 1_000
         decided = evaluate(
             policy,
@@ -215,7 +223,7 @@ def _workflow_events(
             context={"step": step},
         )
         auth = add(
-            GATE_ID,
+            RUNTIME_ID if step == 0 and shape.runtime_decides else GATE_ID,
             EventKind.AUTHORIZATION_DECISION,
             root,
             action=action,
@@ -223,6 +231,9 @@ def _workflow_events(
             authorization=decided.to_authorization(expires_at=decision_time + 60_000_000),
             attributes={REQUEST_ATTRIBUTE: decided.request.decode()},
         )
+        if step == 0 and shape.tamper is not None:
+            emitter, event = out[-1]
+            out[-1] = (emitter, shape.tamper(event))
         run = add(
             RUNTIME_ID,
             EventKind.EXECUTION_STARTED,
@@ -257,6 +268,21 @@ def _workflow_events(
     return out
 
 
+@dataclass(frozen=True)
+class WorkflowShape:
+    """How one workflow of a dataset departs from the clean shape (for findings and replays).
+
+    ``denied``: its first step asks for an action Cedar denies (the gate records the DENY, the
+    runtime runs it anyway); ``runtime_decides``: its first decision is sealed by the runtime's
+    emitter key (CRITICAL: untrusted authorizer, contains the workflow); ``tamper``: rewrites its
+    first decision event before it is sealed (a lying gate with a genuine key).
+    """
+
+    denied: bool = False
+    runtime_decides: bool = False
+    tamper: Callable[[ExecutionEvent], ExecutionEvent] | None = None
+
+
 def _interleave(
     streams: list[list[tuple[str, ExecutionEvent]]],
 ) -> Iterable[tuple[str, ExecutionEvent]]:
@@ -276,6 +302,7 @@ def build_dataset(
     checkpoint_every: int = 12,
     long_workflow_steps: int = 0,
     bind_partitions: bool = True,
+    shapes: Mapping[int, WorkflowShape] | None = None,
 ) -> Dataset:
     """Run a real PartitionPipeline over sealed events from a runtime and a gate emitter.
 
@@ -283,6 +310,7 @@ def build_dataset(
     forced after every ``checkpoint_every`` input records and once at the end of each partition.
     ``long_workflow_steps`` adds one workflow with that many authorize/execute steps.
     ``bind_partitions`` signs the partition count into checkpoints (False: the older format).
+    ``shapes`` changes workflows by index (``WorkflowShape``).
     """
     runtime, runtime_rec = Signer.generate_ephemeral(RUNTIME_SUBJECT, Role.EMITTER)
     gate, gate_rec = Signer.generate_ephemeral(GATE_SUBJECT, Role.AUTHORIZER)
@@ -297,7 +325,9 @@ def build_dataset(
         names.append(f"wf-long-{workflows:04d}")
         plans.append((workflows, names[-1], long_workflow_steps))
     clock = [T0]
-    streams = [_workflow_events(w, name, s, policy, clock) for w, name, s in plans]
+    streams = [
+        _workflow_events(w, name, s, policy, clock, (shapes or {}).get(w)) for w, name, s in plans
+    ]
 
     records: dict[int, list[RawRecord]] = {p: [] for p in range(partitions)}
     emitters: dict[tuple[str, int], _EmitterStream] = {}
