@@ -151,3 +151,14 @@ def test_index_of_ids() -> None:
     assert findings.index_of("ab" * 16) is None
     assert findings.index_of("x-012") is None
     assert findings.index_of("x-١") is None
+
+
+def test_published_vectors() -> None:
+    """docs/findings.md test vectors."""
+    assert (
+        findings.workflow_tag("wf-1").hex()
+        == "2ed08c905ec049710c54188bda8565c00a802a1001eb760f2bf0511374f0e5e0"
+    )
+    assert findings.findings_line(*findings.root_of([])) == (
+        "findings 0 47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+    )
