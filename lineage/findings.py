@@ -339,3 +339,57 @@ def verify_member(
 def with_index(v: Violation, index: int) -> Violation:
     """The violation as logged at ``index``: its id names the position."""
     return replace(v, violation_id=indexed_id(v.violation_id, index))
+
+
+def check_stored(
+    partition: int, violations: Iterable[Violation], notes: Iterable[str]
+) -> tuple[int, int]:
+    """Rebuild a partition's findings log from its stored violations and check every signed root.
+
+    ``notes`` are the partition's checkpoint notes, already verified. Returns (leaves proven by
+    the newest signed findings line, stored findings after it). Raises FindingsError when a
+    signed root is not reproduced (a violation row deleted, edited or inserted) or rows are
+    missing below a signed size.
+    """
+    signed: list[tuple[int, bytes]] = []
+    for text in notes:
+        body = note.parse_checkpoint(_note_text(text))
+        line = signed_findings(body)
+        if line is not None:
+            signed.append(line)
+    by_index: dict[int, Violation] = {}
+    for v in violations:
+        i = index_of(v.violation_id)
+        if v.source_partition == partition and i is not None:
+            by_index[i] = v
+    if not signed:
+        return 0, len(by_index)
+    signed.sort()
+    cr = merkle.CompactRange()
+    where: dict[str, str | int] = {"partition": partition}
+    for size, root in signed:
+        while cr.size < size:
+            found = by_index.get(cr.size)
+            if found is None:
+                raise FindingsError(
+                    "the violations table lacks a finding the signed findings log holds",
+                    where={**where, "findings_index": cr.size},
+                    expected=f"findings 0..{size - 1} (signed size {size})",
+                    found=f"no violation with index {cr.size}",
+                )
+            cr.append(leaf(found))
+        if cr.root() != root:
+            raise FindingsError(
+                "the stored violations do not reproduce the signed findings root "
+                "(a violation row was edited, or replaced)",
+                where={**where, "findings_size": size},
+                expected=root.hex(),
+                found=cr.root().hex(),
+            )
+    newest = signed[-1][0]
+    return newest, sum(1 for i in by_index if i >= newest)
+
+
+def _note_text(signed_note: str) -> str:
+    split = signed_note.rfind("\n\n")
+    return signed_note[: split + 1] if split >= 0 else signed_note

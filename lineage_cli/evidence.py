@@ -248,15 +248,46 @@ def verify_clickhouse(
         return everything
     sql = _entries_sql(database, workflow_id)
     logs = {p: _stream_partition(client, sql, {"p": p, "wf": workflow_id}) for p in partitions}
-    return verify_entries(
+    checkpoints = _checkpoints(client, database, partitions)
+    report = verify_entries(
         logs,
-        _checkpoints(client, database, partitions),
+        checkpoints,
         registry=registry,
         trusted_checkpoint_vkeys=trusted_checkpoint_vkeys,
         workflow_id=workflow_id,
         check_columns=check_stored_columns,
         source=f"clickhouse {database}",
     )
+    if report.ok:
+        check_stored_findings(report, checkpoints, _violations(client, database, partitions))
+    return report
+
+
+def check_stored_findings(
+    report: Report, checkpoints: Sequence[Checkpoint], violations: Sequence[Violation]
+) -> None:
+    """The violations table against each partition's signed findings log (docs/findings.md).
+
+    Runs after the checkpoints verified: their notes are trusted here.
+    """
+    for p in sorted({c.partition for c in checkpoints}):
+        notes = [c.note for c in sorted(checkpoints, key=lambda c: c.tree_size) if c.partition == p]
+        try:
+            proven, after = findings.check_stored(p, violations, notes)
+        except findings.FindingsError as exc:
+            report.failure = Failure(
+                FailureKind.FINDINGS_MISMATCH, str(exc), exc.where, exc.expected, exc.found
+            )
+            return
+        if proven == 0 and after:
+            report.warnings.append(
+                f"{findings.NOT_COMMITTED}: partition {p}'s {after} stored violations "
+                "are not covered by a signed findings log"
+            )
+        elif after:
+            report.warnings.append(
+                f"partition {p}: {after} violations after the newest signed findings log"
+            )
 
 
 def _export_vkey(registry: KeyRegistry, checkpoints: Sequence[Checkpoint]) -> str:
