@@ -316,7 +316,13 @@ def export_and_verify(
     out = settings.data_dir / "evidence" / f"{clean}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     with lock:
-        bundle = export_bundle(client, db, clean, registry)
+        bundle = export_bundle(
+            client,
+            db,
+            clean,
+            registry,
+            policy_sets=[PolicySet.files(settings.resolved_policy_file)],
+        )
         store_report = verify_clickhouse(
             client, db, registry=registry, trusted_checkpoint_vkeys=vkeys
         )
