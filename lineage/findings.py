@@ -393,3 +393,39 @@ def check_stored(
 def _note_text(signed_note: str) -> str:
     split = signed_note.rfind("\n\n")
     return signed_note[: split + 1] if split >= 0 else signed_note
+
+
+def stored_prefix(partition: int, violations: Iterable[Violation]) -> int:
+    """How many findings of the partition's log are stored without a gap, from index 0."""
+    have = {
+        i
+        for v in violations
+        if v.source_partition == partition and (i := index_of(v.violation_id)) is not None
+    }
+    n = 0
+    while n in have:
+        n += 1
+    return n
+
+
+def signed_size(checkpoint_note: str) -> int:
+    """The findings-log size a checkpoint note signs (0 without a findings line or unparsable)."""
+    try:
+        line = signed_findings(note.parse_checkpoint(_note_text(checkpoint_note)))
+    except (note.NoteError, FindingsError):
+        return 0
+    return 0 if line is None else line[0]
+
+
+def within(checkpoint_note: str, stored: int) -> bool:
+    """Whether a checkpoint's signed findings log is no larger than ``stored`` findings.
+
+    The exporter only proves against checkpoints whose findings the store already holds (the
+    sink writes violations and checkpoints independently); unparsable notes are left to the
+    verifier.
+    """
+    try:
+        line = signed_findings(note.parse_checkpoint(_note_text(checkpoint_note)))
+    except (note.NoteError, FindingsError):
+        return True
+    return line is None or line[0] <= stored

@@ -319,6 +319,24 @@ def _violations(client: Any, database: str, partitions: Sequence[int]) -> list[V
     return [findings.violation_from_row(row) for row in result.result_rows]
 
 
+def findings_behind(client: Any, database: str) -> int:
+    """Findings the newest stored checkpoints sign that the violations table does not hold yet.
+
+    The sink writes violations and checkpoints as they arrive; wait for 0 before exporting or
+    verifying right after a run, or verification reports the missing rows.
+    """
+    partitions = _partitions(client, database, None)
+    violations = _violations(client, database, partitions)
+    newest: dict[int, Checkpoint] = {}
+    for c in _checkpoints(client, database, partitions):
+        if c.partition not in newest or c.tree_size > newest[c.partition].tree_size:
+            newest[c.partition] = c
+    behind = 0
+    for p, c in newest.items():
+        behind += max(0, findings.signed_size(c.note) - findings.stored_prefix(p, violations))
+    return behind
+
+
 def export_bundle(
     client: Any,
     database: str,
@@ -351,7 +369,13 @@ def export_bundle(
             if e.workflow_id == workflow_id:
                 entries.append(e)
         leaves[p] = records
-    checkpoints = _checkpoints(client, database, partitions)
+    violations = _violations(client, database, partitions)
+    stored = {p: findings.stored_prefix(p, violations) for p in partitions}
+    checkpoints = [
+        c
+        for c in _checkpoints(client, database, partitions)
+        if findings.within(c.note, stored.get(c.partition, 0))
+    ]
     if not checkpoints:
         raise BundleError(f"no signed checkpoint yet for partitions {partitions}")
     return build_bundle(
@@ -362,7 +386,7 @@ def export_bundle(
         registry,
         _export_vkey(registry, checkpoints),
         policy_sets=policy_sets,
-        violations=_violations(client, database, partitions),
+        violations=violations,
     )
 
 
