@@ -16,7 +16,8 @@ from lineage.bundle import Bundle
 from lineage.errors import LineageError
 from lineage.findings import FindingsError
 from lineage.model import Checkpoint, Severity, Violation, ViolationType
-from lineage.policy_replay import Replayed, ReplayError, replay_bundle
+from lineage.policy import digest_hex
+from lineage.policy_replay import Replayed, ReplayError, load_policy_sets, replay_bundle
 
 
 class ClaimFailure(LineageError):
@@ -112,6 +113,8 @@ class ClaimsResult:
     findings: list[Violation] = field(default_factory=list)
     findings_committed: bool = False
     replayed: list[Replayed] = field(default_factory=list)
+    critical_contains: bool | None = None
+    """The processor's policy set's ``critical_contains``; None when the bundle lacks the set."""
 
     def findings_json(self) -> list[dict[str, Any]]:
         """The workflow's findings as the report lists them."""
@@ -129,10 +132,28 @@ class ClaimsResult:
 
     @property
     def contained_by(self) -> Violation | None:
-        """The finding that contained the workflow: its first CRITICAL one (docs/policy.md)."""
+        """The finding that contained the workflow, if it was contained.
+
+        The processor contains a workflow at its first CRITICAL finding when its policy set says
+        ``critical_contains``; when the bundle does not carry that set, a CONTAINED_WORKFLOW
+        finding shows the containment instead.
+        """
         critical = [v for v in self.findings if v.severity is Severity.CRITICAL]
-        contained = any(v.violation_type is ViolationType.CONTAINED_WORKFLOW for v in self.findings)
-        return critical[0] if critical else (self.findings[0] if contained else None)
+        marked = any(v.violation_type is ViolationType.CONTAINED_WORKFLOW for v in self.findings)
+        contains = self.critical_contains if self.critical_contains is not None else marked
+        return critical[0] if contains and critical else None
+
+
+def _critical_contains(parsed: Bundle, member: object) -> bool | None:
+    """``critical_contains`` of the policy set the processor applied to the last entry."""
+    if member is None:
+        return None
+    try:
+        sets = load_policy_sets(member)
+    except ReplayError as exc:
+        raise _claim(exc) from None
+    policy = sets.get(digest_hex(parsed.entries[-1].policy_digest))
+    return None if policy is None else policy.critical_contains
 
 
 def _newest_checkpoint(parsed: Bundle, partition: int) -> note.Checkpoint | None:
@@ -175,6 +196,7 @@ def check_bundle(parsed: Bundle, doc: Mapping[str, Any]) -> ClaimsResult:
             f"{findings.NOT_COMMITTED}: the checkpoints name no findings log, so findings "
             "that were raised cannot be shown or ruled out"
         )
+    result.critical_contains = _critical_contains(parsed, doc.get("policies"))
     decisions = bundle_v2.decision_records(e.event for e in parsed.entries)
     try:
         replayed = replay_bundle(decisions, doc.get("policies"))
