@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lineage import binding, bundle_v2, findings, note
-from lineage.bundle import Bundle
+from lineage.bundle import FORMAT, Bundle
 from lineage.errors import LineageError
 from lineage.findings import FindingsError
 from lineage.model import Checkpoint, Severity, Violation, ViolationType
@@ -174,6 +174,13 @@ def check_bundle(parsed: Bundle, doc: Mapping[str, Any]) -> ClaimsResult:
     the re-run of every decision that records its request. Raises ClaimFailure.
     """
     result = ClaimsResult()
+    if doc.get("format") == FORMAT:
+        absent = [m for m in ("policies", "findings") if m not in doc]
+        if absent:
+            raise ClaimFailure(
+                "UNUSABLE_INPUT",
+                f"bundle.{absent[0]}: expected a value in a {FORMAT} bundle, found none",
+            )
     result.warnings += check_bundle_binding(
         parsed.workflow_id,
         ((s.partition, s.checkpoints) for s in parsed.logs),
