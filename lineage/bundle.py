@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lineage import bundle_v2, codec, findings, hashing, merkle, note
+from lineage import binding, bundle_v2, codec, findings, hashing, merkle, note
 from lineage.errors import ConfigError, LineageError
 from lineage.keys import KeyRegistry
 from lineage.model import ChainEntry, Checkpoint, Violation
@@ -528,7 +528,7 @@ def build_bundle(
         policies = bundle_v2.policies_member(
             (e.event_bytes for e in chain), policy_digests, policy_sets
         )
-        newest_note = note.parse_checkpoint(bundle_v2.note_text(signed[p][newest].note))
+        newest_note = note.parse_checkpoint(binding.note_text(signed[p][newest].note))
         signed_findings = findings.signed_findings(newest_note)
         findings_member = findings.bundle_member(workflow_id, p, violations, signed_findings)
     except LineageError as exc:

@@ -14,12 +14,6 @@ from lineage.policy import digest_hex, policy_set_digest
 from lineage.policy_replay import policy_set_member, recorded_request
 
 
-def note_text(signed_note: str) -> str:
-    """The text of a signed note (up to the blank line before its signatures), unverified."""
-    split = signed_note.rfind("\n\n")
-    return signed_note[: split + 1] if split >= 0 else signed_note
-
-
 class BundleV2Error(LineageError):
     """A v2 member cannot be built from what the exporter has."""
 

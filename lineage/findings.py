@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from lineage import codec, merkle, note
+from lineage.binding import note_text
 from lineage.errors import LineageError, SchemaViolation
 from lineage.model import Violation
 
@@ -353,7 +354,7 @@ def check_stored(
     """
     signed: list[tuple[int, bytes]] = []
     for text in notes:
-        body = note.parse_checkpoint(_note_text(text))
+        body = note.parse_checkpoint(note_text(text))
         line = signed_findings(body)
         if line is not None:
             signed.append(line)
@@ -390,11 +391,6 @@ def check_stored(
     return newest, sum(1 for i in by_index if i >= newest)
 
 
-def _note_text(signed_note: str) -> str:
-    split = signed_note.rfind("\n\n")
-    return signed_note[: split + 1] if split >= 0 else signed_note
-
-
 def stored_prefix(partition: int, violations: Iterable[Violation]) -> int:
     """How many findings of the partition's log are stored without a gap, from index 0."""
     have = {
@@ -411,7 +407,7 @@ def stored_prefix(partition: int, violations: Iterable[Violation]) -> int:
 def signed_size(checkpoint_note: str) -> int:
     """The findings-log size a checkpoint note signs (0 without a findings line or unparsable)."""
     try:
-        line = signed_findings(note.parse_checkpoint(_note_text(checkpoint_note)))
+        line = signed_findings(note.parse_checkpoint(note_text(checkpoint_note)))
     except (note.NoteError, FindingsError):
         return 0
     return 0 if line is None else line[0]
@@ -425,7 +421,7 @@ def within(checkpoint_note: str, stored: int) -> bool:
     verifier.
     """
     try:
-        line = signed_findings(note.parse_checkpoint(_note_text(checkpoint_note)))
+        line = signed_findings(note.parse_checkpoint(note_text(checkpoint_note)))
     except (note.NoteError, FindingsError):
         return True
     return line is None or line[0] <= stored
