@@ -76,6 +76,11 @@ class FailureKind(StrEnum):
     LOG_INDEX = "LOG_INDEX"
     LOG_ROOT_MISMATCH = "LOG_ROOT_MISMATCH"
     LOG_TRUNCATED = "LOG_TRUNCATED"
+    # -- witness checks (lineage/witnessed.py, docs/witness.md) --
+    WITNESS_COSIGNATURES = "WITNESS_COSIGNATURES"
+    LOG_ROLLED_BACK = "LOG_ROLLED_BACK"
+    LOG_MISSING = "LOG_MISSING"
+    TRUSTED_CHECKPOINT_MISMATCH = "TRUSTED_CHECKPOINT_MISMATCH"
 
 
 Where = dict[str, str | int]

@@ -31,6 +31,7 @@ from lineage.verify import (
     verify_bundle,
     verify_entries,
 )
+from lineage_cli import witness as witness_cli
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -299,9 +300,28 @@ def export_bundle(
     checkpoints = _checkpoints(client, database, partitions)
     if not checkpoints:
         raise BundleError(f"no signed checkpoint yet for partitions {partitions}")
+    checkpoints = _witnessed(client, database, partitions, checkpoints, entries)  # witness hook
     return build_bundle(
         workflow_id, entries, leaves, checkpoints, registry, _export_vkey(registry, checkpoints)
     )
+
+
+def _witnessed(
+    client: Any,
+    database: str,
+    partitions: list[int],
+    checkpoints: list[Checkpoint],
+    entries: list[ChainEntry],
+) -> list[Checkpoint]:
+    """Witness hook (docs/witness.md): add stored cosignatures to the checkpoint notes."""
+    from lineage.witnessed import attach_cosignatures
+    from sinks.witness_feeder import load_cosignatures
+
+    needed: dict[int, int] = {}
+    for e in entries:
+        needed[e.source_partition] = max(needed.get(e.source_partition, 0), e.log_index)
+    cosigs = load_cosignatures(client, database, partitions)
+    return attach_cosignatures(checkpoints, cosigs, needed)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -395,6 +415,23 @@ def verify_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     data_dir: DataDir = None,
+    # -- witness options (docs/witness.md) --
+    witness_key: Annotated[
+        list[str] | None,
+        typer.Option("--witness-key", help="trusted witness verifier key; repeatable"),
+    ] = None,
+    witnesses_required: Annotated[
+        int | None,
+        typer.Option("--witnesses-required", help="cosignatures needed (default 1)"),
+    ] = None,
+    trusted_checkpoints: Annotated[
+        Path | None,
+        typer.Option("--trusted-checkpoints", help="with --clickhouse: checkpoints you trust"),
+    ] = None,
+    witness_url: Annotated[
+        str | None,
+        typer.Option("--witness-url", help="with --clickhouse: fetch trusted checkpoints"),
+    ] = None,
 ) -> None:
     """Verify an evidence bundle, or the ClickHouse tables, trusting only key material.
 
@@ -404,6 +441,8 @@ def verify_cmd(
         _fail("give either a bundle FILE or --clickhouse")
     vkeys = list(checkpoint_key) if checkpoint_key else None
     keys_file = registry
+    policy = witness_cli.policy_for(witness_key, witnesses_required)  # witness hook
+    findings = None
     if file is not None:
         keys = _registry(registry) if registry is not None else None
         try:
@@ -419,6 +458,7 @@ def verify_cmd(
             report = verify_bundle(
                 doc, registry=keys, trusted_checkpoint_vkeys=vkeys, workflow_id=workflow
             )
+            findings = witness_cli.bundle_findings(doc, report, policy, keys)  # witness hook
         title = f"evidence bundle {file}"
     else:
         settings = _settings(data_dir)
@@ -437,13 +477,27 @@ def verify_cmd(
             _fail(str(exc))
         except Exception as exc:
             _fail(f"ClickHouse query failed: {exc}")
+        findings = witness_cli.store_findings(  # witness hook
+            report,
+            client,
+            settings.clickhouse_database,
+            trusted_file=trusted_checkpoints,
+            witness_url=witness_url,
+            policy=policy,
+            registry=keys,
+            vkeys=vkeys,
+        )
         title = f"ClickHouse database {settings.clickhouse_database}"
     if keys_file is not None and report.trust:
         report.trust += f" (registry {keys_file})"
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        out = report.to_json()
+        if findings is not None:  # witness hook
+            out["witness"] = findings.to_json()
+        typer.echo(json.dumps(out, indent=2))
     else:
         print_report(report, title, Console(highlight=False))
+        witness_cli.print_findings(findings, Console(highlight=False))  # witness hook
     raise typer.Exit(report.exit_code)
 
 

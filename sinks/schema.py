@@ -254,7 +254,30 @@ _VIEWS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_BASE_TABLES, _VIEWS)
+# Cosignature lines a witness returned for a processor checkpoint (sinks/witness_feeder.py).
+# Not trusted by any verifier: export copies them into the bundle, where they are checked.
+_WITNESS = Migration(
+    3,
+    "witness_cosignatures: witness cosignature lines per checkpoint (docs/witness.md)",
+    (
+        """
+        CREATE TABLE IF NOT EXISTS {db}.witness_cosignatures
+        (
+            origin LowCardinality(String),
+            partition UInt16,
+            tree_size UInt64,
+            root_hash FixedString(32),
+            witness LowCardinality(String),
+            cosigned_at UInt64,
+            line String
+        )
+        ENGINE = ReplacingMergeTree
+        ORDER BY (partition, tree_size, witness, cosigned_at)
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_BASE_TABLES, _VIEWS, _WITNESS)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """
