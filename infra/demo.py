@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from infra.demo_witness import DemoWitness
 from infra.embedded import Stack, child_env, open_stack, spawn, terminate_on_signals
 from lineage.config import Settings
 from lineage.keys import Role, Signer, ensure_demo_keys
@@ -113,6 +114,8 @@ def run_demo(
             client,
             on_outage=lambda m: console.print(f"  [yellow]sink:[/] {m}"),
         )
+        witness = DemoWitness(stack, settings, client, sink.sink.lock)
+        console.print(f"  witness  {witness.url} (state in {witness.dir})")
 
         def emitter(signer: Signer) -> Emitter:
             return Emitter(
@@ -158,8 +161,10 @@ def run_demo(
                 timeout,
                 console,
                 workers=[worker],
+                witness=witness,
             )
         finally:
+            witness.close()
             sink.close()
     return code
 
@@ -175,6 +180,7 @@ def wait_and_summarize(
     timeout: float,
     console: Console,
     workers: list[Any],
+    witness: DemoWitness | None = None,
 ) -> int:
     db = settings.clickhouse_database
     lock = sink.sink.lock
@@ -218,7 +224,9 @@ def wait_and_summarize(
                 return 1
             time.sleep(0.25)
     done = time.monotonic()
-    return summarize(settings, client, lock, report, trusted, t0, emitted_at, done, console)
+    return summarize(
+        settings, client, lock, report, trusted, t0, emitted_at, done, console, witness
+    )
 
 
 def summarize(
@@ -231,6 +239,7 @@ def summarize(
     emitted_at: float,
     done: float,
     console: Console,
+    witness: DemoWitness | None = None,
 ) -> int:
     db = settings.clickhouse_database
     with lock:
@@ -294,12 +303,17 @@ def summarize(
         ("[green]OK[/]" if ok else "[red]MISMATCH[/]")
         + f": {entries[0]} of {trusted} emitted events are chained, verified lineage"
     )
-    verified = export_and_verify(settings, client, lock, report, console)
+    verified = export_and_verify(settings, client, lock, report, console, witness)
     return 0 if ok and verified else 1
 
 
 def export_and_verify(
-    settings: Settings, client: Any, lock: threading.Lock, report: ScenarioReport, console: Console
+    settings: Settings,
+    client: Any,
+    lock: threading.Lock,
+    report: ScenarioReport,
+    console: Console,
+    witness: DemoWitness | None = None,
 ) -> bool:
     """Export one workflow's evidence bundle and verify it offline, as an auditor would."""
     from lineage.bundle import write_bundle
@@ -315,6 +329,10 @@ def export_and_verify(
     )
     out = settings.data_dir / "evidence" / f"{clean}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if witness is not None and not witness.wait(client, lock):
+        console.print(
+            f"[red]the witness did not cosign the newest checkpoints[/]: {witness.feeder.stats}"
+        )
     with lock:
         bundle = export_bundle(client, db, clean, registry)
         store_report = verify_clickhouse(
@@ -323,7 +341,14 @@ def export_and_verify(
     write_bundle(bundle, out)
     console.print(f"exported the evidence bundle of {clean} to {out}")
     bundle_report = verify_bundle(bundle, registry=registry, trusted_checkpoint_vkeys=vkeys)
+    wb = witness.check_bundle(bundle, bundle_report, registry) if witness else None
+    ws = witness.check_store(store_report, client, lock, registry) if witness else None
     print_report(bundle_report, f"lineage verify {out.name}", console)
+    for line in wb.lines() if wb else []:
+        console.print(line, markup=False)
     print_report(store_report, "lineage verify --clickhouse", console)
-    console.print(f"verify it yourself: lineage verify {out} --data-dir {settings.data_dir}")
+    for line in ws.lines() if ws else []:
+        console.print(line, markup=False)
+    wkey = f" --witness-key '{witness.vkey}'" if witness else ""
+    console.print(f"verify it yourself: lineage verify {out} --data-dir {settings.data_dir}{wkey}")
     return bundle_report.ok and store_report.ok
