@@ -147,12 +147,23 @@ def _fail(
 # -- processor key validity -------------------------------------------------------------------
 
 
-def key_window(record: KeyRecord) -> tuple[int, int | None]:
-    """The times (µs) a processor key may vouch for new checkpoints: from ``not_before`` to the
-    earliest of ``not_after``, the revocation and a declared compromise (None: no end)."""
-    ends = [record.not_after_us, record.revoked_at_us, getattr(record, "compromised_at_us", None)]
-    known = [e for e in ends if e is not None]
-    return record.not_before_us, (min(known) if known else None)
+def key_window(record: KeyRecord) -> tuple[int, int | None] | None:
+    """The times (µs, inclusive) a processor key may vouch for new checkpoints, None for never.
+
+    From ``not_before`` to ``not_after`` (None: no end). A key retired by rotation (``not_after``
+    set, never revoked) keeps vouching for checkpoints cosigned inside its window. A key revoked
+    with ``compromised_at`` C vouches only for checkpoints cosigned before C; a key revoked
+    without it vouches for nothing (docs/witness.md, docs/keys.md).
+    """
+    end = record.not_after_us
+    if record.revoked_at_us is not None:
+        compromised = getattr(record, "compromised_at_us", None)  # registry v2 (lineage.keys)
+        if compromised is None:
+            return None
+        end = compromised - 1 if end is None else min(end, compromised - 1)
+    if end is not None and end < record.not_before_us:
+        return None
+    return record.not_before_us, end
 
 
 def signing_windows(
@@ -172,7 +183,9 @@ def signing_windows(
             note.open_note(signed, [(r.subject, r.public_key)])
         except note.NoteError:
             continue
-        out.append((r.key_id, *key_window(r)))
+        window = key_window(r)
+        if window is not None:
+            out.append((r.key_id, *window))
     return out
 
 
@@ -232,7 +245,8 @@ def _require(
         raise _fail(
             FailureKind.KEY_EXPIRED,
             "the processor key vouched for this checkpoint only outside its validity window "
-            "(as dated by the witnesses' cosignatures)",
+            "(not_before … not_after, before any compromise; a revoked key has none), as dated "
+            "by the witnesses' cosignatures",
             where,
             f"cosignatures inside {spans or 'the key window'}",
             ", ".join(f"{c.signer} at {_time(c.timestamp)}" for c in counted.outside_window),

@@ -208,3 +208,21 @@ def test_state_survives_restart_and_directory_is_locked(tmp_path: Path) -> None:
     assert w.parse_trusted_document(json.loads(json.dumps(doc)), "doc") == [
         again.store.state(ORIGIN).note  # type: ignore[union-attr]
     ]
+
+
+def test_extension_lines_are_cosigned_with_the_checkpoint(tmp_path: Path) -> None:
+    """A checkpoint extension line (e.g. a partition count) is part of the cosigned message."""
+    proc, vkey = _processor()
+    wit = _witness(tmp_path, vkey, [50.0])
+    leaves = _leaves(3)
+    body = note.checkpoint_body(ORIGIN, 3, merkle.root(leaves), ["partitions 4"])
+    signed = note.sign_note(body, "lineage-processor", proc)
+    r = wit.add_checkpoint(w.format_add_checkpoint(0, [], signed))
+    assert r.status == 200
+    cosig = r.body.decode()
+    text, valid = w.verify_cosignatures(signed + cosig, [w.parse_cosigner_vkey(wit.vkey)])
+    assert text == body and text.endswith("partitions 4\n") and len(valid) == 1
+    # The same cosignature on the note without (or with another) extension line is invalid.
+    plain = _checkpoint(proc, leaves)
+    with pytest.raises(w.WitnessError, match="invalid one"):
+        w.verify_cosignatures(plain + cosig, [w.parse_cosigner_vkey(wit.vkey)])

@@ -305,3 +305,24 @@ def test_attach_prefers_the_newest_witnessed_checkpoint(data: Dataset) -> None:
     out = attach_cosignatures(cps, cosigs, {0: witnessed.tree_size})
     assert [c.tree_size for c in out] == [c.tree_size for c in cps]
     assert all(isinstance(c, Checkpoint) for c in out)
+
+
+def test_key_windows_for_retired_revoked_and_compromised_keys(data: Dataset) -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    from lineage.keys import KeyRecord
+    from lineage.witnessed import key_window
+
+    processor = next(r for r in data.registry.records() if r.role is Role.PROCESSOR)
+    retired = replace(processor, not_after_us=5_000_000)
+    assert key_window(retired) == (processor.not_before_us, 5_000_000)
+    revoked = replace(processor, revoked_at_us=9_000_000, revocation_reason="lost")
+    assert key_window(revoked) is None  # revoked without a compromise time: vouches for nothing
+    compromised = cast(
+        KeyRecord,
+        SimpleNamespace(
+            not_before_us=0, not_after_us=None, revoked_at_us=9_000_000, compromised_at_us=7_000_000
+        ),
+    )
+    assert key_window(compromised) == (0, 6_999_999)  # only what was cosigned before it
