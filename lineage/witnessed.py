@@ -109,7 +109,14 @@ class WitnessFindings:
                 f"{n['time']} by {n['witness']} ({_age(self.age_s or 0)} before verification)"
             )
         out += self.notes
-        return out
+        return [_clean(line) for line in out]
+
+
+def _clean(text: str) -> str:
+    """``text`` with every non-printable character shown as an escape (never raw on a terminal)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _age(seconds: int) -> str:

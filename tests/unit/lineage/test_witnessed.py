@@ -326,3 +326,12 @@ def test_key_windows_for_retired_revoked_and_compromised_keys(data: Dataset) -> 
         ),
     )
     assert key_window(compromised) == (0, 6_999_999)  # only what was cosigned before it
+
+
+def test_findings_lines_never_carry_raw_control_characters() -> None:
+    from lineage.witnessed import WitnessFindings
+
+    findings = WitnessFindings(1, ["w+00000000"], now=NOW)
+    findings.logs.append({"origin": "evil\x9b2J\x1b[0m/0", "size": 1, "cosignatures": []})
+    text = "\n".join(findings.lines())
+    assert "\x9b" not in text and "\x1b" not in text and "\\x9b2J" in text
