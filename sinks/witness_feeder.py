@@ -183,15 +183,16 @@ class WitnessFeeder:
         self.stats.last_error = message
 
     def _newest_checkpoints(self) -> list[tuple[str, int, int, bytes, str]]:
+        # No FINAL: duplicates of a checkpoint row are identical, and max() ignores them.
         sql = (
-            f"SELECT origin, partition, tree_size, root_hash, note FROM {self.db}.checkpoints FINAL "
+            f"SELECT partition, note FROM {self.db}.checkpoints "
             f"WHERE (partition, tree_size) IN (SELECT partition, max(tree_size) "
-            f"FROM {self.db}.checkpoints FINAL GROUP BY partition) ORDER BY partition"
+            f"FROM {self.db}.checkpoints GROUP BY partition) ORDER BY partition LIMIT 1 BY partition"
         )
         with self.lock:
             rows = self.client.query(sql).result_rows
         out = []
-        for _, p, _, _, signed in rows:
+        for p, signed in rows:
             try:
                 cp = note.parse_checkpoint(split_note(str(signed))[0])
             except (WitnessError, note.NoteError) as exc:
@@ -200,25 +201,43 @@ class WitnessFeeder:
             out.append((cp.origin, int(p), cp.size, cp.root_hash, str(signed)))
         return out
 
-    def _tree(self, partition: int, size: int) -> LogTree | None:
-        """The partition's tree with at least ``size`` leaves, or None if the store lacks them."""
-        tree = self.trees.setdefault(partition, LogTree())
-        if tree.size >= size:
-            return tree
+    def _extend(self, wanted: dict[int, int]) -> None:
+        """Append the stored leaves each partition's tree lacks up to ``wanted[partition]``.
+
+        One query per round for all partitions, without FINAL (a FINAL scan of lineage_entries
+        under the sink's lock would stall inserts): redelivered rows are identical and are
+        collapsed here; two different hashes at one position stop that partition's tree.
+        """
+        ranges = {p: (self.trees.setdefault(p, LogTree()).size, n) for p, n in wanted.items()}
+        ranges = {p: r for p, r in ranges.items() if r[0] < r[1]}
+        if not ranges:
+            return
+        where = " OR ".join(
+            f"(source_partition = {int(p)} AND log_index >= {int(lo)} AND log_index < {int(hi)})"
+            for p, (lo, hi) in sorted(ranges.items())
+        )
         sql = (
-            f"SELECT log_index, entry_hash FROM {self.db}.lineage_entries FINAL "
-            f"WHERE source_partition = {{p:UInt16}} AND log_index >= {{lo:UInt64}} "
-            f"AND log_index < {{hi:UInt64}} ORDER BY log_index"
+            f"SELECT source_partition, log_index, entry_hash FROM {self.db}.lineage_entries "
+            f"WHERE {where}"
         )
         with self.lock:
-            rows = self.client.query(
-                sql, parameters={"p": partition, "lo": tree.size, "hi": size}
-            ).result_rows
-        for index, entry_hash in rows:
-            if int(index) != tree.size:
-                return None  # a gap: rows not stored yet (or missing); try again later
-            tree.append(merkle.leaf_hash(bytes(entry_hash)))
-        return tree if tree.size >= size else None
+            rows = self.client.query(sql).result_rows
+        found: dict[int, dict[int, bytes]] = {p: {} for p in ranges}
+        bad: set[int] = set()
+        for p, index, entry_hash in rows:
+            seen = found[int(p)].setdefault(int(index), bytes(entry_hash))
+            if seen != bytes(entry_hash):
+                bad.add(int(p))
+                self._error(f"partition {p} log index {index}: two stored entry hashes")
+        for p, leaves in found.items():
+            tree = self.trees[p]
+            while p not in bad and tree.size in leaves:
+                tree.append(merkle.leaf_hash(leaves[tree.size]))
+
+    def _tree(self, partition: int, size: int) -> LogTree | None:
+        """The partition's tree if it has at least ``size`` leaves (else the store lacks them)."""
+        tree = self.trees.get(partition)
+        return tree if tree is not None and tree.size >= size else None
 
     def _store(
         self, origin: str, partition: int, size: int, root: bytes, signed: str, lines: str
@@ -294,9 +313,9 @@ class WitnessFeeder:
     def step(self) -> int:
         """One round: submit every partition's newest checkpoint not yet cosigned."""
         done = 0
-        for origin, partition, size, root, signed in self._newest_checkpoints():
-            if self.stats.cosigned_size.get(origin) == size:
-                continue
+        todo = [c for c in self._newest_checkpoints() if self.stats.cosigned_size.get(c[0]) != c[2]]
+        self._extend({partition: size for _, partition, size, _, _ in todo})
+        for origin, partition, size, root, signed in todo:
             if self.submit(origin, partition, size, root, signed):
                 done += 1
         return done
