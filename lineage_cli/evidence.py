@@ -441,7 +441,9 @@ def verify_cmd(
         _fail("give either a bundle FILE or --clickhouse")
     vkeys = list(checkpoint_key) if checkpoint_key else None
     keys_file = registry
-    policy = witness_cli.policy_for(witness_key, witnesses_required)  # witness hook
+    policy = witness_cli.policy_for(  # witness hook
+        witness_key, witnesses_required, clickhouse, trusted_checkpoints, witness_url
+    )
     findings = None
     if file is not None:
         keys = _registry(registry) if registry is not None else None

@@ -264,8 +264,18 @@ def feed_cmd(
 # -- verify hooks (called from lineage_cli/evidence.py) -----------------------------------------
 
 
-def policy_for(keys: list[str] | None, required: int | None) -> WitnessPolicy | None:
+def policy_for(
+    keys: list[str] | None,
+    required: int | None,
+    clickhouse: bool = False,
+    trusted: Path | None = None,
+    url: str | None = None,
+) -> WitnessPolicy | None:
     """The auditor's witness policy from --witness-key/--witnesses-required (exit 2 if unusable)."""
+    if not clickhouse and (trusted is not None or url is not None):
+        _fail("--trusted-checkpoints and --witness-url apply to --clickhouse")
+    if trusted is not None and url is not None:
+        _fail("give either --trusted-checkpoints or --witness-url")
     if not keys:
         if required is not None:
             _fail("--witnesses-required needs at least one --witness-key")

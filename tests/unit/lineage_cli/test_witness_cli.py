@@ -106,3 +106,5 @@ def test_witness_over_http_and_verify_with_its_key(tmp_path: Path, data: Dataset
     assert r.exit_code == 2 and "expected 1..1" in r.output
     r = runner.invoke(app, [*base, "--witnesses-required", "1"])
     assert r.exit_code == 2
+    r = runner.invoke(app, [*base, "--trusted-checkpoints", str(tmp_path / "t.json")])
+    assert r.exit_code == 2 and "apply to --clickhouse" in r.output
