@@ -94,8 +94,10 @@ def test_rollback_attacks_on_the_store(demo_dir: Path, tmp_path: Path) -> None:
     assert code == 0, report["failure"]
 
     sizes = newest(demo_dir)
-    p = max(sizes, key=lambda q: len(sizes[q]))
-    keep = sizes[p][-2]
+    # The attacks accumulate; partitions are checked in order, so each attack takes a lower one.
+    p = max(sizes)
+    # Back to the previous checkpoint, or (a fast run signed one per partition) half the log.
+    keep = sizes[p][-2] if len(sizes[p]) > 1 else sizes[p][-1] // 2
     # 1. Delete the newest checkpoints of one partition together with the rows they cover.
     tamper(
         demo_dir,
@@ -110,7 +112,7 @@ def test_rollback_attacks_on_the_store(demo_dir: Path, tmp_path: Path) -> None:
     assert report["failure"]["where"]["partition"] == p
     assert report["failure"]["found"] == f"{keep} entries"
     # 2. Delete a whole (other) partition.
-    other = min(q for q in sizes if q != p)
+    other = min(sizes)
     tamper(
         demo_dir,
         f"DELETE FROM lineage.lineage_entries WHERE source_partition = {other}",
