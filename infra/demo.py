@@ -17,6 +17,7 @@ from rich.table import Table
 from infra.demo_witness import DemoWitness
 from infra.embedded import Stack, child_env, open_stack, spawn, terminate_on_signals
 from lineage.config import Settings
+from lineage.errors import LineageError
 from lineage.keys import Role, Signer, ensure_demo_keys
 from lineage.policy import PolicySet
 from lineage.querypack import load_pack
@@ -35,8 +36,21 @@ DEMO_SUBJECTS = [
 ]
 
 
-def demo_signers(settings: Settings) -> dict[str, Signer]:
+def demo_signers(
+    settings: Settings, keys: str = "file", token: str = "lineage-demo"
+) -> dict[str, Signer]:
+    """The demo's signers: PEM files under the data dir, or (``keys="pkcs11"``) key pairs in
+    the PKCS#11 token labelled ``token`` (library and PIN from LINEAGE_PKCS11_* settings)."""
     keys_file = settings.resolved_keys_file
+    if keys == "pkcs11":
+        from lineage.pkcs11 import TokenConfig, ensure_token_keys
+
+        signers, _ = ensure_token_keys(
+            token, keys_file, DEMO_SUBJECTS, TokenConfig.from_settings(settings)
+        )
+        return signers
+    if keys != "file":
+        raise ValueError(f"keys: expected 'file' or 'pkcs11', found {keys!r}")
     return ensure_demo_keys(keys_file.parent, keys_file, DEMO_SUBJECTS)
 
 
@@ -84,7 +98,14 @@ def count(client: Any, lock: threading.Lock, database: str, sql: str) -> int:
 
 
 def run_demo(
-    settings: Settings, *, events: int, workflows: int, timeout: float, console: Console
+    settings: Settings,
+    *,
+    events: int,
+    workflows: int,
+    timeout: float,
+    console: Console,
+    keys: str = "file",
+    token: str = "lineage-demo",
 ) -> int:
     """Run the scenario end to end; returns the exit code."""
     t0 = time.monotonic()
@@ -92,7 +113,11 @@ def run_demo(
     if chdb_dir.exists():
         shutil.rmtree(chdb_dir)  # the embedded broker forgets everything too: start both clean
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    signers = demo_signers(settings)
+    try:
+        signers = demo_signers(settings, keys, token)
+    except LineageError as exc:
+        console.print(f"[red]error:[/] cannot set up the demo's {keys} keys: {exc}")
+        return 2
     policy = PolicySet.load(settings.resolved_policy_file)
     rogue, _ = Signer.generate_ephemeral(
         "tool-runner", Role.EMITTER
@@ -100,6 +125,10 @@ def run_demo(
     console.print(
         f"[bold]lineage demo[/]: data in {settings.data_dir.resolve()}, policy {policy.policy_id} "
         f"{policy.digest_hex[:19]}…"
+    )
+    console.print(
+        "  keys  "
+        + ", ".join(f"{subject}: {signer.backend}" for subject, signer in sorted(signers.items()))
     )
     with terminate_on_signals(), open_stack(settings) as stack:
         console.print(

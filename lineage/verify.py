@@ -25,6 +25,7 @@ from lineage.bundle import Bundle, BundleEntry, BundleFormatError, LogSection, p
 from lineage.errors import LineageError
 from lineage.keys import (
     BadSignatureError,
+    KeyCompromisedError,
     KeyExpiredError,
     KeyRegistry,
     KeyScopeError,
@@ -56,6 +57,7 @@ class FailureKind(StrEnum):
     SEAL_MISMATCH = "SEAL_MISMATCH"
     UNKNOWN_KEY = "UNKNOWN_KEY"
     REVOKED_KEY = "REVOKED_KEY"
+    KEY_COMPROMISED = "KEY_COMPROMISED"
     KEY_SCOPE = "KEY_SCOPE"
     KEY_EXPIRED = "KEY_EXPIRED"
     BAD_SEAL_SIGNATURE = "BAD_SEAL_SIGNATURE"
@@ -229,6 +231,7 @@ def _fail(
 
 _KEY_FAILURES: tuple[tuple[type[KeyTrustError], FailureKind], ...] = (
     (UnknownKeyError, FailureKind.UNKNOWN_KEY),
+    (KeyCompromisedError, FailureKind.KEY_COMPROMISED),  # before its base, RevokedKeyError
     (RevokedKeyError, FailureKind.REVOKED_KEY),
     (KeyScopeError, FailureKind.KEY_SCOPE),
     (KeyExpiredError, FailureKind.KEY_EXPIRED),
@@ -512,13 +515,13 @@ class _Checker:
             expected = {
                 FailureKind.UNKNOWN_KEY: "a key in the registry",
                 FailureKind.REVOKED_KEY: "an unrevoked key",
+                FailureKind.KEY_COMPROMISED: "a signature made before the key's compromise",
                 FailureKind.KEY_SCOPE: f"a {role.value} key of subject {subject}",
                 FailureKind.KEY_EXPIRED: f"a key valid at {format_time_us(at_us)}",
                 FailureKind.BAD_SEAL_SIGNATURE: "a valid Ed25519 signature over the seal message",
             }[kind]
             raise _fail(kind, f"seal by {s.key_id}: {exc}", None, expected, s.key_id) from None
-        info.not_before_us = record.not_before_us
-        info.not_after_us = 2**63 if record.not_after_us is None else record.not_after_us
+        info.not_before_us, info.not_after_us = record.trusted_window()
 
     def seal(
         self,
