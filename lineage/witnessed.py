@@ -157,20 +157,14 @@ def _fail(
 def key_window(record: KeyRecord) -> tuple[int, int | None] | None:
     """The times (µs, inclusive) a processor key may vouch for new checkpoints, None for never.
 
-    From ``not_before`` to ``not_after`` (None: no end). A key retired by rotation (``not_after``
-    set, never revoked) keeps vouching for checkpoints cosigned inside its window. A key revoked
-    with ``compromised_at`` C vouches only for checkpoints cosigned before C; a key revoked
-    without it vouches for nothing (docs/witness.md, docs/keys.md).
+    ``KeyRecord.trusted_window``: ``not_before`` to ``not_after``, cut before ``compromised_at``,
+    empty for a key revoked without it. A key retired by rotation keeps vouching for the
+    checkpoints cosigned inside its window (docs/witness.md, docs/keys.md).
     """
-    end = record.not_after_us
-    if record.revoked_at_us is not None:
-        compromised = getattr(record, "compromised_at_us", None)  # registry v2 (lineage.keys)
-        if compromised is None:
-            return None
-        end = compromised - 1 if end is None else min(end, compromised - 1)
-    if end is not None and end < record.not_before_us:
+    lo, hi = record.trusted_window()
+    if lo > hi:
         return None
-    return record.not_before_us, end
+    return lo, (None if record.not_after_us is None and record.revoked_at_us is None else hi)
 
 
 def signing_windows(
