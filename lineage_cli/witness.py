@@ -276,6 +276,10 @@ def policy_for(
         _fail("--trusted-checkpoints and --witness-url apply to --clickhouse")
     if trusted is not None and url is not None:
         _fail("give either --trusted-checkpoints or --witness-url")
+    if url is not None and not keys:
+        _fail("--witness-url needs --witness-key: a witness's answers are trusted only by its key")
+    if clickhouse and keys and trusted is None and url is None:
+        _fail("--witness-key with --clickhouse needs --trusted-checkpoints or --witness-url")
     if not keys:
         if required is not None:
             _fail("--witnesses-required needs at least one --witness-key")

@@ -108,3 +108,7 @@ def test_witness_over_http_and_verify_with_its_key(tmp_path: Path, data: Dataset
     assert r.exit_code == 2
     r = runner.invoke(app, [*base, "--trusted-checkpoints", str(tmp_path / "t.json")])
     assert r.exit_code == 2 and "apply to --clickhouse" in r.output
+    r = runner.invoke(app, ["verify", "--clickhouse", "--witness-key", vkey])
+    assert r.exit_code == 2 and "needs --trusted-checkpoints" in r.output
+    r = runner.invoke(app, ["verify", "--clickhouse", "--witness-url", "http://127.0.0.1:9"])
+    assert r.exit_code == 2 and "needs --witness-key" in r.output
