@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lineage import merkle, note
 from lineage import witness as w
@@ -226,3 +228,28 @@ def test_extension_lines_are_cosigned_with_the_checkpoint(tmp_path: Path) -> Non
     plain = _checkpoint(proc, leaves)
     with pytest.raises(w.WitnessError, match="invalid one"):
         w.verify_cosignatures(plain + cosig, [w.parse_cosigner_vkey(wit.vkey)])
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_add_checkpoint_never_raises_on_hostile_bodies(tmp_path: Path, data: st.DataObject) -> None:
+    """Mutations of a real request (and raw bytes) get an HTTP status, never an exception."""
+    proc, vkey = _processor()
+    wit = _witness(tmp_path / str(data.draw(st.integers(0, 10**9))), vkey, [1.0])
+    leaves = _leaves(6)
+    good = w.format_add_checkpoint(0, [], _checkpoint(proc, leaves))
+    body = data.draw(
+        st.one_of(
+            st.binary(max_size=300),
+            st.builds(
+                lambda i, b: good[:i] + b + good[i + len(b) :],
+                st.integers(0, len(good)),
+                st.binary(min_size=1, max_size=8),
+            ),
+            st.builds(lambda i: good[:i], st.integers(0, len(good))),
+        )
+    )
+    r = wit.add_checkpoint(body)
+    assert r.status in (200, 400, 403, 404, 409, 422)
