@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     max_unsealed_per_emitter: int = 10_000
     sink_batch_rows: int = 5000
     sink_batch_ms: int = 100
+    console_token: SecretStr | None = Field(
+        default=None, description="operator token for the console's non-public pages and API"
+    )
 
     @property
     def topics(self) -> Topics:

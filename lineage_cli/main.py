@@ -16,6 +16,7 @@ from rich.table import Table
 
 from bench.cli import register as register_bench
 from lineage.config import Settings
+from lineage_cli.console import register as register_console
 from lineage_cli.evidence import register as register_evidence
 from lineage_cli.keys import keys_app
 
@@ -27,6 +28,7 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 register_evidence(app)
 register_bench(app)
+register_console(app)
 console = Console()
 err = Console(stderr=True)
 
@@ -152,7 +154,7 @@ def query(
     data_dir: DataDir = None,
 ) -> None:
     """Run SQL (or a named query from a pack) against the configured ClickHouse."""
-    from sinks.clickhouse import open_client
+    from lineage_cli.remote import open_client
 
     if fmt not in ("table", "csv", "json"):
         fail(f"--format: expected table, csv or json, found {fmt!r}")
