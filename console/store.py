@@ -329,7 +329,7 @@ class Store:
                 nodes.setdefault(nid, {"id": nid, "type": "outside", "event_id": parent_id})
         on_page = set(group_of)
         subs = self.rows(
-            "SELECT workflow_id, any(parent_event_id) AS parent_event_id "
+            "SELECT workflow_id, any(parent_event_id) AS link "
             "FROM {db}.lineage_entries FINAL WHERE parent_workflow_id = {wf:String} "
             "AND parent_event_id IN {ids:Array(String)} GROUP BY workflow_id LIMIT 500",
             {"wf": workflow_id, "ids": list(on_page)},
@@ -343,7 +343,7 @@ class Store:
                 "workflow_id": sub["workflow_id"],
                 "events": sizes.get(sub["workflow_id"], 0),
             }
-            edges.add((group_of[sub["parent_event_id"]], nid))
+            edges.add((group_of[sub["link"]], nid))
         return {
             "workflow": summary,
             "offset": offset,
