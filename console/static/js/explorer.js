@@ -4,18 +4,21 @@
   const body = document.querySelector("#results tbody");
   const count = document.getElementById("count");
   const limit = 50;
-  let offset = 0;
+  let offset = 0, seq = 0;
   const params = new URLSearchParams(location.search);
   for (const [k, v] of params) if (form.elements[k]) form.elements[k].value = v;
 
   async function search() {
     const q = new URLSearchParams();
     for (const e of form.elements) if (e.name && e.value) q.set(e.name, e.value);
-    history.replaceState(null, "", "?" + q.toString());
+    const shown = q.toString();
+    history.replaceState(null, "", "?" + shown);
     q.set("limit", limit); q.set("offset", offset);
-    L.clear(body);
+    const mine = ++seq;
     try {
       const r = await L.api("/api/workflows?" + q.toString());
+      if (mine !== seq) return;  // a newer search superseded this one
+      L.clear(body);
       count.textContent = `${r.total} workflows · ${r.total ? offset + 1 : 0}–${offset + r.workflows.length}`;
       for (const w of r.workflows) {
         const status = [];
@@ -30,6 +33,7 @@
         tr.addEventListener("click", (ev) => { if (ev.target.tagName !== "A") location.href = link.href; });
         body.append(tr);
       }
+      document.body.dataset.query = shown;
       document.body.dataset.ready = "1";
     } catch (err) { count.textContent = String(err.message); }
   }

@@ -4,8 +4,8 @@
   const wid = document.getElementById("wf").dataset.workflow;
   const enc = encodeURIComponent(wid).replace(/%2F/g, "/");
   const base = "/api/workflows/" + enc;
-  const PAGE = 250, TPAGE = 100;
-  let gOffset = 0, tOffset = 0, total = 0, cy = null;
+  const PAGE = 100, TPAGE = 50;
+  let gOffset = 0, tOffset = 0, tShown = 0, total = 0, cy = null;
   window.cytoscape.use(window.cytoscapeDagre);
 
   function summary(w) {
@@ -55,7 +55,7 @@
       container: document.getElementById("cy"), elements, wheelSensitivity: 0.3,
       textureOnViewport: true, hideEdgesOnViewport: elements.length > 400, minZoom: 0.05,
       style: [
-        { selector: "node", style: { shape: "round-rectangle", "background-color": "#1c2733", "border-width": 1, "border-color": "#3b4b5c", label: "data(label)", color: "#e6edf3", "font-size": 9, "text-wrap": "wrap", "text-max-width": 180, "text-valign": "center", width: 190, height: "label", padding: 6 } },
+        { selector: "node", style: { shape: "round-rectangle", "background-color": "#1c2733", "border-width": 1, "border-color": "#3b4b5c", label: "data(label)", color: "#e6edf3", "font-size": 9, "text-wrap": "wrap", "text-max-width": 180, "text-valign": "center", width: 190, height: 70, padding: 4, "min-zoomed-font-size": 6 } },
         { selector: "node.violation", style: { "border-color": "#e5534b", "border-width": 3 } },
         { selector: "node.deny", style: { "background-color": "#3b1d1d" } },
         { selector: "node.contained", style: { "background-color": "#3a2150" } },
@@ -66,6 +66,7 @@
       layout: { name: "dagre", rankDir: "LR", nodeSep: 8, rankSep: 40, animate: false },
     });
     cy.on("tap", "node", (ev) => select(ev.target.data("raw")));
+    window.lineageGraph = cy;
     const pages = Math.max(1, Math.ceil(total / PAGE));
     document.getElementById("g-page").textContent = `events ${gOffset + 1}–${gOffset + g.page_events} of ${total} (page ${Math.floor(gOffset / PAGE) + 1}/${pages}, ${g.nodes.length} nodes)`;
     document.getElementById("g-prev").disabled = gOffset === 0;
@@ -128,9 +129,13 @@
       tr.addEventListener("click", () => select({ type: "event", events: [e.event_id] }));
       body.append(tr);
     }
-    document.getElementById("t-page").textContent = `${tOffset + 1}–${tOffset + r.events.length} of ${total}`;
+    tShown = r.events.length;
+    tPager();
+  }
+  function tPager() {
+    document.getElementById("t-page").textContent = `${tOffset + 1}–${tOffset + tShown} of ${total || "…"}`;
     document.getElementById("t-prev").disabled = tOffset === 0;
-    document.getElementById("t-next").disabled = tOffset + TPAGE >= total;
+    document.getElementById("t-next").disabled = !total || tOffset + TPAGE >= total;
   }
 
   async function loadTimeline() {
@@ -148,8 +153,12 @@
   document.getElementById("t-prev").addEventListener("click", () => { tOffset = Math.max(0, tOffset - TPAGE); loadEvents(); });
   document.getElementById("t-next").addEventListener("click", () => { tOffset += TPAGE; loadEvents(); });
 
-  loadGraph().then(() => Promise.all([loadEvents(), loadTimeline()])).then(() => {
+  // The graph and the event table make the page usable; the timeline plot follows on its own.
+  Promise.all([loadGraph(), loadEvents()]).then(() => {
+    tPager();
     document.body.dataset.interactiveMs = String(Math.round(performance.now()));
     document.body.dataset.ready = "1";
-  }).catch((err) => { L.showError(document.getElementById("summary"), err); document.body.dataset.ready = "error"; });
+    return loadTimeline();
+  }).then(() => { document.body.dataset.timeline = "1"; })
+    .catch((err) => { L.showError(document.getElementById("summary"), err); document.body.dataset.ready = "error"; });
 })();
