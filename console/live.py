@@ -31,9 +31,22 @@ class LiveHub:
         default_factory=list
     )
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _seen: collections.OrderedDict[str, None] = field(default_factory=collections.OrderedDict)
 
     def publish(self, item: dict[str, Any]) -> None:
-        """Record ``item`` and hand it to every subscriber (thread-safe)."""
+        """Record ``item`` and hand it to every subscriber (thread-safe).
+
+        A processor that reprocesses after a restart re-publishes byte-identical violations
+        (deterministic ids); each id is counted and pushed once.
+        """
+        with self._lock:
+            key = str(item.get("id", ""))
+            if key:
+                if key in self._seen:
+                    return
+                self._seen[key] = None
+                while len(self._seen) > 50_000:
+                    self._seen.popitem(last=False)
         item.setdefault("received_at", time.time())
         minute = int(item["received_at"] // 60) * 60
         label = "CONTAINMENT" if item["kind"] == "containment" else item["violation_type"]

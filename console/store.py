@@ -251,7 +251,14 @@ class Store:
         ``detail="executions"`` folds each authorization's events (decision, start, accesses,
         completion) into one node, so a page covers four times as much of a large workflow.
         """
-        summary = self.workflow(workflow_id)
+        total = int(
+            self.rows(
+                "SELECT count() AS n FROM {db}.lineage_entries FINAL WHERE workflow_id = {wf:String}",
+                {"wf": workflow_id},
+            )[0]["n"]
+        )
+        if total == 0:
+            raise NotFound(f"no workflow {workflow_id!r}")
         events = self.events(workflow_id, offset, limit)
         violations = self._event_violations(workflow_id)
         group_of: dict[str, str] = {}
@@ -345,7 +352,8 @@ class Store:
             }
             edges.add((group_of[sub["link"]], nid))
         return {
-            "workflow": summary,
+            "workflow_id": workflow_id,
+            "total_events": total,
             "offset": offset,
             "limit": limit,
             "detail": detail,

@@ -179,7 +179,7 @@ def test_hostile_fields_do_not_execute_and_layout_holds(page: Any, browser_stack
     st, served = browser_stack
     login(page, served.url)
     page.goto(f"{served.url}/explorer?q=hostile")
-    page.wait_for_function("document.body.dataset.query === 'q=hostile'")
+    page.wait_for_function("document.body.dataset.query === 'q=hostile&status=any'")
     assert page.locator("#results tbody tr").count() == 1
     layout_holds(page)
     shot(page, "hostile-search")

@@ -40,7 +40,7 @@
     const started = performance.now();
     const detail = document.getElementById("detail").value;
     const g = await L.api(`${base}/graph?offset=${gOffset}&limit=${PAGE}&detail=${detail}`);
-    total = g.workflow.events;
+    total = g.total_events;
     const elements = [];
     for (const n of g.nodes) {
       const cls = [n.type];
@@ -55,7 +55,7 @@
       container: document.getElementById("cy"), elements, wheelSensitivity: 0.3,
       textureOnViewport: true, hideEdgesOnViewport: elements.length > 400, minZoom: 0.05,
       style: [
-        { selector: "node", style: { shape: "round-rectangle", "background-color": "#1c2733", "border-width": 1, "border-color": "#3b4b5c", label: "data(label)", color: "#e6edf3", "font-size": 9, "text-wrap": "wrap", "text-max-width": 180, "text-valign": "center", width: 190, height: 70, padding: 4, "min-zoomed-font-size": 6 } },
+        { selector: "node", style: { shape: "round-rectangle", "background-color": "#1c2733", "border-width": 1, "border-color": "#3b4b5c", label: "data(label)", color: "#e6edf3", "font-size": 11, "text-wrap": "wrap", "text-max-width": 180, "text-valign": "center", width: 190, height: 70, padding: 4, "min-zoomed-font-size": 4 } },
         { selector: "node.violation", style: { "border-color": "#e5534b", "border-width": 3 } },
         { selector: "node.deny", style: { "background-color": "#3b1d1d" } },
         { selector: "node.contained", style: { "background-color": "#3a2150" } },
@@ -72,7 +72,6 @@
     document.getElementById("g-prev").disabled = gOffset === 0;
     document.getElementById("g-next").disabled = gOffset + PAGE >= total;
     document.getElementById("g-time").textContent = `drawn in ${Math.round(performance.now() - started)} ms`;
-    summary(g.workflow);
     return g;
   }
 
@@ -97,7 +96,7 @@
   function renderEvent(box, e) {
     const d = e.decoded || {};
     box.append(L.el("h2", { text: `${d.kind || ""} #${e.chain_seq}` }));
-    box.append(L.kv([["event id", e.event_id], ["time", d.event_time], ["principal", d.principal], ["agent", d.agent_id || ""], ["action", d.action], ["resource", d.resource || ""],
+    box.append(L.kv([["event id", e.event_id], ["time (UTC)", typeof d.event_time === "number" ? new Date(d.event_time / 1000).toISOString() : d.event_time], ["principal", d.principal], ["agent", d.agent_id || ""], ["action", d.action], ["resource", d.resource || ""],
       ["parent event", d.parent_event_id || ""], ["parent workflow", d.parent_workflow_id || ""], ["emitter", `${e.emitter_id} #${e.emitter_seq}`],
       ["verification", e.verification], ["flags", (e.flags || []).join(", ")]]));
     if (e.violations.length) {
@@ -154,7 +153,8 @@
   document.getElementById("t-next").addEventListener("click", () => { tOffset += TPAGE; loadEvents(); });
 
   // The graph and the event table make the page usable; the timeline plot follows on its own.
-  Promise.all([loadGraph(), loadEvents()]).then(() => {
+  const summaryDone = L.api(base).then(summary);
+  Promise.all([loadGraph(), loadEvents(), summaryDone]).then(() => {
     tPager();
     document.body.dataset.interactiveMs = String(Math.round(performance.now()));
     document.body.dataset.ready = "1";
