@@ -210,7 +210,8 @@ class HealthMonitor:
         for metric in ("processor_lag", "sink_lag", "in_per_s", "out_per_s", "violations_per_s"):
             series[metric] = [sum(r[metric] for r in s.partitions.values()) for s in samples]
         for name in ("broker", "clickhouse", "processor", "sink"):
-            series[f"{name}_up"] = [int(s.ok.get(name, False)) for s in samples]
+            if name in status:
+                series[f"{name}_up"] = [int(s.ok.get(name, False)) for s in samples]
         return {
             "sampled_at": latest.t if latest else None,
             "interval_s": self.interval,

@@ -186,6 +186,11 @@ def start_stack(client: Any, data_dir: Path, *, big_events: int = 0) -> ConsoleS
             code = st.worker.poll()
             return (True, f"pid {st.worker.pid}") if code is None else (False, f"exited {code}")
 
+        def sink_probe() -> tuple[bool, str]:
+            assert st.sink is not None
+            alive = st.sink.thread.is_alive() and st.sink.error is None
+            return alive, f"{st.sink.sink.stats.batches} batches"
+
         def clickhouse_probe() -> tuple[bool, str]:
             assert st.store is not None
             st.store.ping()
@@ -194,7 +199,11 @@ def start_stack(client: Any, data_dir: Path, *, big_events: int = 0) -> ConsoleS
         st.health = HealthMonitor(
             settings,
             broker.bootstrap,
-            [Component("clickhouse", clickhouse_probe), Component("processor", processor_probe)],
+            [
+                Component("clickhouse", clickhouse_probe),
+                Component("processor", processor_probe),
+                Component("sink", sink_probe),
+            ],
             interval=1.0,
         ).start()
         st.demo = DemoRunner(settings, broker.bootstrap, signers, policy)

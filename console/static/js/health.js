@@ -34,7 +34,9 @@
       if (s && s.t.length) {
         plot("p-lag", [{ label: "processor lag", stroke: "#d29922" }, { label: "sink lag", stroke: "#58a6ff" }], [s.t, s.processor_lag, s.sink_lag]);
         plot("p-rate", [{ label: "events/s in", stroke: "#58a6ff" }, { label: "entries/s out", stroke: "#2ea043" }, { label: "violations/s", stroke: "#e5534b" }], [s.t, s.in_per_s, s.out_per_s, s.violations_per_s]);
-        plot("p-up", [{ label: "broker", stroke: "#58a6ff" }, { label: "clickhouse", stroke: "#2ea043" }, { label: "processor", stroke: "#d29922" }, { label: "sink", stroke: "#a371f7" }], [s.t, s.broker_up, s.clickhouse_up, s.processor_up, s.sink_up]);
+        const colors = { broker: "#58a6ff", clickhouse: "#2ea043", processor: "#d29922", sink: "#a371f7" };
+        const names = Object.keys(colors).filter((n) => s[n + "_up"]);
+        plot("p-up", names.map((n) => ({ label: n, stroke: colors[n] })), [s.t, ...names.map((n) => s[n + "_up"])]);
       }
       document.body.dataset.ready = "1";
     } catch (err) { L.showError(document.getElementById("components"), err); }
