@@ -51,6 +51,38 @@ def remove_lock(settings: Settings) -> None:
             path.unlink()
 
 
+def begin_epoch(settings: Settings) -> Path | None:
+    """Archive an earlier run's chDB data as the next log epoch; return its directory.
+
+    The embedded broker keeps topics (the processor's state changelog among them) in memory, so
+    a restarted processor starts with empty state: its partition logs would begin again at index
+    0 under the same origins and continuing workflows again at ``chain_seq`` 0. Writing that into
+    the same tables would fork logs and re-use ``(workflow, chain_seq)``. Instead each run is an
+    epoch: the previous tables move, intact and verifiable, to ``<data dir>/epochs/<n>/`` with a
+    copy of the public key registry, and this run starts new tables.
+    """
+    import shutil
+
+    chdb = settings.chdb_path
+    if settings.clickhouse_url or not chdb.exists() or not any(chdb.iterdir()):
+        return None
+    epochs = settings.data_dir / "epochs"
+    n = 1 + max((int(p.name) for p in epochs.glob("*") if p.name.isdigit()), default=0)
+    target = epochs / str(n)
+    target.mkdir(parents=True)
+    shutil.move(str(chdb), str(target / "clickhouse"))
+    for local in settings.data_dir.glob("faust-*"):
+        shutil.move(str(local), str(target / local.name))
+    registry = settings.resolved_keys_file
+    if registry.exists():
+        (target / "keys").mkdir()
+        shutil.copy2(registry, target / "keys" / "registry.json")
+    (target / "EPOCH.json").write_text(
+        json.dumps({"epoch": n, "archived_at": time.time(), "reason": "lineage up restarted"})
+    )
+    return target
+
+
 @dataclass
 class Served:
     """Everything ``lineage up`` started, stopped in reverse order by ``close``."""
@@ -104,6 +136,12 @@ def run_up(
     # A shell starting us in the background ignores SIGINT; Ctrl-C and `kill -INT` must stop us.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    archived = begin_epoch(settings)
+    if archived is not None:
+        console.print(
+            f"new log epoch: the previous run's lineage is kept, verifiable, in {archived} "
+            f"(lineage verify --clickhouse --data-dir {archived}); see docs/console.md"
+        )
     signers = demo_signers(settings)
     policy = PolicySet.load(settings.resolved_policy_file)
     token = settings.console_token.get_secret_value() if settings.console_token else None
