@@ -173,6 +173,13 @@ def test_proof_viewer_loads_locally_and_pins_keys(
     page.wait_for_function("document.body.dataset.pinned === '1'")
     assert "published registry" in page.locator("#pinned").inner_text()
     shot(page, "proof-viewer")
+    # by workflow id from the running system: an operator's bundle, fetched with the login cookie
+    login(page, served.url)
+    page.goto(f"{served.url}/proof?workflow={st.workflows[1]}")
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    page.click("#by-id button")
+    page.wait_for_function("document.body.dataset.bundle === '1'")
+    assert "this system" in page.locator("#bundle-info").inner_text()
 
 
 def test_hostile_fields_do_not_execute_and_layout_holds(page: Any, browser_stack: Stack) -> None:

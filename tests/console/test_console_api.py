@@ -358,3 +358,52 @@ def test_hostile_fields_come_back_as_data(client: TestClient, console_stack: Con
     )
     assert "Content-Security-Policy" in page.headers
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+
+
+def test_public_sse_stream_sends_only_publishable_fields(console_stack: ConsoleStack) -> None:
+    from tests.console.stack import serve
+
+    assert console_stack.demo is not None
+    served = serve(console_stack.app)
+    try:
+        with httpx.stream("GET", f"{served.url}/api/public/stream", timeout=20) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            lines = r.iter_lines()
+            found = False
+            assert next(lines) == "event: snapshot"
+            wf = console_stack.demo.start_workflow()
+            console_stack.demo.misbehave(wf["workflow_id"], wf["root_event_id"], "bypass_gate")
+            for line in lines:
+                if line.startswith("data: ") and '"violation_type"' in line:
+                    item = json.loads(line[6:])
+                    if "received_at" in item and item.get("kind") == "violation":
+                        assert set(item) <= {
+                            "kind",
+                            "violation_type",
+                            "severity",
+                            "rule",
+                            "received_at",
+                        }
+                        assert wf["workflow_id"] not in line
+                        found = True
+                        break
+            assert found, "no violation arrived on the public stream"
+    finally:
+        served.stop()
+
+
+def test_lineage_console_needs_a_cluster(tmp_path: Any) -> None:
+    from rich.console import Console
+
+    from lineage.config import Settings
+    from lineage_cli.up import run_console
+
+    out = Console(record=True, width=200)
+    assert (
+        run_console(Settings(data_dir=tmp_path), host="127.0.0.1", port=0, demo=False, console=out)
+        == 2
+    )
+    assert "LINEAGE_KAFKA_BOOTSTRAP" in out.export_text()
+    s = Settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:9")
+    assert run_console(s, host="127.0.0.1", port=0, demo=False, console=out) == 2
+    assert "LINEAGE_CLICKHOUSE_URL" in out.export_text()
