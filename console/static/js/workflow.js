@@ -31,6 +31,7 @@
     const lines = [`#${n.chain_seq} ${n.kind}`, L.short(n.actor, 30), L.short(n.action, 30)];
     if (n.resource) lines.push(L.short(n.resource, 30));
     if (n.decision) lines.push(n.decision);
+    if (n.attestation) lines.push("attested: " + L.short(n.attestation, 20));
     if (n.events.length > 1) lines.push(`${n.events.length} events`);
     if (n.violations.length) lines.push("⚠ " + L.short([...new Set(n.violations)].join(","), 30));
     return lines.join("\n");
@@ -65,6 +66,12 @@
       ],
       layout: { name: "dagre", rankDir: "LR", nodeSep: 8, rankSep: 40, animate: false },
     });
+    if (cy.zoom() < 0.6) {  // keep labels readable: start at the root, pan/zoom for the rest
+      const root = cy.nodes().roots().first();
+      cy.zoom(0.6);
+      cy.center(root.length ? root : cy.nodes().first());
+      cy.panBy({ x: -(cy.width() / 2 - 130), y: 0 });
+    }
     cy.on("tap", "node", (ev) => select(ev.target.data("raw")));
     window.lineageGraph = cy;
     const pages = Math.max(1, Math.ceil(total / PAGE));
