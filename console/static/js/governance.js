@@ -52,6 +52,15 @@
       for (const [t, n] of Object.entries(by).sort()) body.append(L.el("tr", {}, L.td(t), L.td(n)));
       if (!Object.keys(by).length) body.append(L.el("tr", {}, L.td("none"), L.td("0")));
       for (const m of r.live.per_minute) perMinute.set(m.minute, Object.values(m.counts).reduce((a, b) => a + b, 0));
+      const now = Math.floor(Date.now() / 3600000) * 3600;
+      const hours = []; for (let h = now - 23 * 3600; h <= now; h += 3600) hours.push(h);
+      const types = Object.keys(by).sort();
+      const palette = ["#e5534b", "#d29922", "#58a6ff", "#2ea043", "#a371f7", "#f778ba", "#8b98a5", "#39c5cf"];
+      const data = [hours, ...types.map((t) => hours.map((h) => { const x = r.hourly.find((v) => v.violation_type === t && v.hour === h); return x ? x.count : 0; }))];
+      const holder = document.getElementById("hourly-plot");
+      if (types.length) new window.uPlot({ width: Math.max(300, holder.clientWidth), height: 170, scales: { x: { time: true } },
+        axes: [{ stroke: "#8b98a5", grid: { stroke: "#2a3642" } }, { stroke: "#8b98a5", grid: { stroke: "#2a3642" } }],
+        series: [{}, ...types.map((t, i) => ({ label: t, stroke: palette[i % palette.length], points: { show: true } }))] }, data, holder);
     } catch (err) { L.showError(body, err); }
   }
   function drawTotals() {
