@@ -43,6 +43,19 @@ def test_operator_pages_need_login(page: Any, browser_stack: Stack) -> None:
         assert page.locator("form.login").is_visible()
 
 
+def test_api_docs_render_offline(page: Any, browser_stack: Stack) -> None:
+    _, served = browser_stack
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith(served.url) else outside.append(r.url),
+    )
+    page.goto(f"{served.url}/api/docs")
+    page.get_by_text("/api/workflows/{workflow_id}/graph", exact=True).wait_for()
+    assert outside == [], f"the docs page reached outside: {outside}"
+    shot(page, "api-docs")
+
+
 def test_explorer_search_open_click_node_and_download(page: Any, browser_stack: Stack) -> None:
     from lineage.bundle import loads_bundle
     from lineage.keys import KeyRegistry
