@@ -83,6 +83,51 @@ def begin_epoch(settings: Settings) -> Path | None:
     return target
 
 
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        # as a listener does: connections of the previous run may linger in TIME_WAIT
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _open_stack_on_saved_port(settings: Settings, console: Console) -> Any:
+    """The embedded broker on the port the previous run used (so services can reconnect)."""
+    from infra.embedded import Stack, StackError, create_topics, free_port, open_stack, start_broker
+
+    if not settings.embedded_broker:
+        return open_stack(settings)
+    saved = settings.data_dir / "kafka-port"
+    port = None
+    with contextlib.suppress(OSError, ValueError):
+        port = int(saved.read_text().strip())
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if port is not None and not _port_free(port):
+        console.print(f"Kafka port {port} of the previous run is taken; using another")
+        port = None
+    try:
+        broker = start_broker(log_dir / "broker.log", port=port or free_port())
+    except StackError as exc:
+        if port is None:
+            raise
+        console.print(f"Kafka port {port} of the previous run failed ({exc}); using another")
+        broker = start_broker(log_dir / "broker.log")
+    saved.write_text(str(broker.port))
+    stack = Stack(settings, broker.bootstrap, broker)
+    try:
+        create_topics(broker.bootstrap, settings.topics.all(), settings.partitions)
+    except Exception:
+        stack.stop()
+        raise
+    return stack
+
+
 @dataclass
 class Served:
     """Everything ``lineage up`` started, stopped in reverse order by ``close``."""
@@ -127,7 +172,7 @@ def run_up(
     from console.live import AlertFeed, LiveHub
     from console.store import Store
     from infra.demo import SinkThread, demo_signers, start_processor
-    from infra.embedded import open_stack, terminate_on_signals
+    from infra.embedded import terminate_on_signals
     from lineage.policy import PolicySet
     from lineage_cli.remote import refuse_if_served
     from sinks.clickhouse import open_client
@@ -149,7 +194,7 @@ def run_up(
     served = Served()
     try:
         with terminate_on_signals():
-            stack = open_stack(settings)
+            stack = _open_stack_on_saved_port(settings, console)
             served.add(stack.stop)
             processor = start_processor(stack, settings, "w0")
             proc_log = settings.data_dir / "logs" / "processor-w0.log"

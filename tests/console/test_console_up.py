@@ -110,8 +110,14 @@ def test_lineage_up_serves_routes_the_cli_stops_and_restarts_as_a_new_epoch(
     assert code == 0
     code, _ = _run_once(data, tmp_path / "up2.log")
     assert code == 0
+    log1 = (tmp_path / "up1.log").read_text()
     log2 = (tmp_path / "up2.log").read_text()
     assert "new log epoch" in log2
+
+    def bootstrap(log: str) -> str:
+        return next(ln.split()[2] for ln in log.splitlines() if "Kafka bootstrap" in ln)
+
+    assert bootstrap(log1) == bootstrap(log2), "services reconnect to the same Kafka address"
     epoch = data / "epochs" / "1"
     assert json.loads((epoch / "EPOCH.json").read_text())["epoch"] == 1
     # the first run's lineage stays verifiable where it was archived, and the current one too
