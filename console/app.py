@@ -393,7 +393,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     ) -> dict[str, Any]:
         """One page of the workflow's events in chain order (the timeline table)."""
         s = store()
-        s.workflow(workflow_id)
+        s.exists(workflow_id)
         return {"offset": offset, "limit": limit, "events": s.events(workflow_id, offset, limit)}
 
     @app.get(
@@ -408,8 +408,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     @app.get("/api/workflows/{workflow_id:path}/bundle", tags=["explorer"], dependencies=[Operator])
     def bundle(workflow_id: WorkflowId) -> Response:
         """The workflow's evidence bundle (what `lineage export` writes)."""
-        s = store()
-        s.workflow(workflow_id)
+        store().exists(workflow_id)
         doc = build_bundle(ctx, workflow_id)
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in workflow_id)[:120]
         return Response(

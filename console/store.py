@@ -233,6 +233,15 @@ class Store:
             out.setdefault(v["event_id"], []).append(v)
         return out
 
+    def exists(self, workflow_id: str) -> None:
+        """Raise NotFound unless ``workflow_id`` has an entry."""
+        rows = self.rows(
+            "SELECT 1 AS x FROM {db}.lineage_entries WHERE workflow_id = {wf:String} LIMIT 1",
+            {"wf": workflow_id},
+        )
+        if not rows:
+            raise NotFound(f"no workflow {workflow_id!r}")
+
     def events(self, workflow_id: str, offset: int, limit: int) -> list[dict[str, Any]]:
         """One page of a workflow's events in chain order."""
         rows = self.rows(
@@ -358,6 +367,7 @@ class Store:
             "limit": limit,
             "detail": detail,
             "page_events": len(events),
+            "events": events,
             "nodes": list(nodes.values()),
             "edges": [{"source": s, "target": t} for s, t in sorted(edges)],
         }
