@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.console.stack import ConsoleStack, Served, serve, start_stack
+from tests.console.stack import ConsoleStack, Served, acquire_stack, release_stack, serve
 
 ARTIFACTS = Path(os.environ.get("LINEAGE_ARTIFACTS", "artifacts")) / "browser"
 CHROMIUM_ARGS = [
@@ -31,11 +31,11 @@ BIG_WORKFLOW_STEPS = 2_500
 def browser_stack(
     chdb_client: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ConsoleStack, Served]]:
-    st = start_stack(chdb_client, tmp_path_factory.mktemp("browser"))
+    st = acquire_stack(chdb_client, tmp_path_factory)
     served = serve(st.app)
     yield st, served
     served.stop()
-    st.stop()
+    release_stack()
 
 
 @dataclass

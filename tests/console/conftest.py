@@ -7,13 +7,12 @@ from typing import Any
 
 import pytest
 
-from tests.console.stack import ConsoleStack, start_stack
+from tests.console.stack import ConsoleStack, acquire_stack, release_stack
 
 
 @pytest.fixture(scope="session")
 def console_stack(
     chdb_client: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConsoleStack]:
-    st = start_stack(chdb_client, tmp_path_factory.mktemp("console"), big_events=0)
-    yield st
-    st.stop()
+    yield acquire_stack(chdb_client, tmp_path_factory)
+    release_stack()

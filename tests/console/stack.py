@@ -64,9 +64,10 @@ class ConsoleStack:
     feed: AlertFeed | None = None
     demo: DemoRunner | None = None
     workflows: list[str] = field(default_factory=list)
+    misbehaving: dict[str, str] = field(default_factory=dict)
     hostile_workflow: str = ""
-    big_workflow: str = ""
     emitted: int = 0
+    _worker_env: dict[str, str] = field(default_factory=dict)
 
     def count(self, table: str) -> int:
         assert self.store is not None
@@ -99,6 +100,18 @@ class ConsoleStack:
             seal_ms=self.settings.seal_every_ms,
         )
 
+    def restart_worker(self, timeout: float = 90.0) -> None:
+        """Start the processor again (after a test killed it) and wait until it processes."""
+        assert self.demo is not None
+        self.worker = spawn(
+            [sys.executable, "-m", "lineage_cli", "process", "--worker-id", "w0"],
+            self.settings.data_dir / "processor.log",
+            env=self._worker_env,
+        )
+        before = self.count("lineage_entries")
+        self.demo.start_workflow()
+        wait_for(lambda: self.count("lineage_entries") >= before + 2, timeout, "the worker back")
+
     def stop(self) -> None:
         for closer in (
             self.demo.close if self.demo else None,
@@ -114,8 +127,8 @@ class ConsoleStack:
         self.broker.stop()
 
 
-def start_stack(client: Any, data_dir: Path, *, big_events: int = 0) -> ConsoleStack:
-    """Broker, worker, sink, scenario data, a hostile workflow (and a big one), and the app."""
+def start_stack(client: Any, data_dir: Path) -> ConsoleStack:
+    """Broker, worker, sink, scenario data, a hostile workflow, and the app."""
     uid = uuid.uuid4().hex[:8]
     database = f"console_{uid}"
     broker = start_broker(data_dir / "broker.log")
@@ -138,6 +151,7 @@ def start_stack(client: Any, data_dir: Path, *, big_events: int = 0) -> ConsoleS
         env["LINEAGE_PROCESSOR_GROUP"] = settings.processor_group
         env["LINEAGE_CLICKHOUSE_DATABASE"] = database
         env["LINEAGE_CHECKPOINT_EVERY_S"] = "0.5"
+        st._worker_env = env
         st.worker = spawn(
             [sys.executable, "-m", "lineage_cli", "process", "--worker-id", "w0"],
             data_dir / "processor.log",
@@ -156,6 +170,7 @@ def start_stack(client: Any, data_dir: Path, *, big_events: int = 0) -> ConsoleS
             scenario = Scenario(Emitters(orch, tools, subs), Gate(orch, policy), seed=11)
             report = scenario.run(300, 8)
             st.workflows = list(report.workflows)
+            st.misbehaving = dict(report.misbehaving_workflows)
             st.hostile_workflow = f"wf-hostile-{uid}"
             start = tools.emit(
                 workflow_id=st.hostile_workflow,
@@ -175,12 +190,10 @@ def start_stack(client: Any, data_dir: Path, *, big_events: int = 0) -> ConsoleS
                 parent_event_id=start.event_id,
                 attributes=HOSTILE_ATTRS,
             )
-            if big_events:
-                st.big_workflow = scenario.workflow(big_events)
             for e in (orch, tools, subs):
                 e.flush(60)
             st.emitted = orch.emitted + tools.emitted + subs.emitted
-        st.wait_drained(240.0 if big_events else 120.0)
+        st.wait_drained(120.0)
 
         def processor_probe() -> tuple[bool, str]:
             code = st.worker.poll()
@@ -204,7 +217,6 @@ def start_stack(client: Any, data_dir: Path, *, big_events: int = 0) -> ConsoleS
                 Component("processor", processor_probe),
                 Component("sink", sink_probe),
             ],
-            interval=1.0,
         ).start()
         st.demo = DemoRunner(settings, broker.bootstrap, signers, policy)
         st.ctx = ConsoleContext(
@@ -222,6 +234,25 @@ def start_stack(client: Any, data_dir: Path, *, big_events: int = 0) -> ConsoleS
         st.stop()
         raise
     return st
+
+
+_shared: dict[str, Any] = {}
+
+
+def acquire_stack(client: Any, tmp_path_factory: Any) -> ConsoleStack:
+    """One stack per test session, shared by tests/console and tests/browser (refcounted)."""
+    if "stack" not in _shared:
+        _shared["stack"] = start_stack(client, tmp_path_factory.mktemp("console"))
+        _shared["users"] = 0
+    _shared["users"] += 1
+    stack: ConsoleStack = _shared["stack"]
+    return stack
+
+
+def release_stack() -> None:
+    _shared["users"] -= 1
+    if _shared["users"] == 0:
+        _shared.pop("stack").stop()
 
 
 @dataclass

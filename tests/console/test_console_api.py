@@ -107,8 +107,9 @@ def test_search_filters(client: TestClient, console_stack: ConsoleStack) -> None
         return dict(r.json())
 
     everything = search(limit=500)
-    assert everything["total"] == len(console_stack.workflows) + 1
-    assert {w["workflow_id"] for w in everything["workflows"]} >= set(console_stack.workflows)
+    found = {w["workflow_id"] for w in everything["workflows"]}
+    assert found >= {*console_stack.workflows, console_stack.hostile_workflow}
+    assert everything["total"] == len(found)  # (demo workflows of other tests may add to it)
     assert search(agent="researcher")["total"] > 0
     assert all(
         any("researcher" in a for a in w["agents"]) for w in search(agent="researcher")["workflows"]
@@ -120,8 +121,12 @@ def test_search_filters(client: TestClient, console_stack: ConsoleStack) -> None
     assert contained and all(w["contained"] for w in contained)
     assert all(w["violations"] == 0 for w in search(status="clean", limit=500)["workflows"])
     assert all(w["completed"] for w in search(status="completed", limit=500)["workflows"])
-    vt = search(violation_type="UNTRUSTED_AUTHORIZER")["workflows"]
-    assert len(vt) == 1
+    vt = {w["workflow_id"] for w in search(violation_type="UNTRUSTED_AUTHORIZER")["workflows"]}
+    untrusted = next(
+        w for w, how in console_stack.misbehaving.items() if how == "untrusted_authorizer"
+    )
+    clean = set(console_stack.workflows) - set(console_stack.misbehaving)
+    assert untrusted in vt and not (vt & clean)
     assert search(since="2999-01-01T00:00:00")["total"] == 0
     assert search(until="2000-01-01T00:00:00Z")["total"] == 0
     assert search(q=console_stack.workflows[0][:20])["total"] >= 1
