@@ -185,7 +185,8 @@ def run_up(
     if archived is not None:
         console.print(
             f"new log epoch: the previous run's lineage is kept, verifiable, in {archived} "
-            f"(lineage verify --clickhouse --data-dir {archived}); see docs/console.md"
+            f"(lineage verify --clickhouse --data-dir {archived} --registry REGISTRY); "
+            "see docs/console.md"
         )
     signers = demo_signers(settings)
     policy = PolicySet.load(settings.resolved_policy_file)

@@ -89,7 +89,7 @@ def _run_once(data: Path, log: Path) -> tuple[int, str]:
         ex = _cli(data, "export", "--workflow", wf, "--out", str(out))
         assert ex.returncode == 0, ex.stderr
         time.sleep(1.5)  # let the last checkpoint cover everything before verifying all of it
-        v = _cli(data, "verify", "--clickhouse")
+        v = _cli(data, "verify", "--clickhouse", "--registry", str(data / "keys" / "registry.json"))
         assert v.returncode == 0, v.stdout + v.stderr
         assert "VERIFIED" in v.stdout
         proc.send_signal(signal.SIGINT)
@@ -121,7 +121,7 @@ def test_lineage_up_serves_routes_the_cli_stops_and_restarts_as_a_new_epoch(
     epoch = data / "epochs" / "1"
     assert json.loads((epoch / "EPOCH.json").read_text())["epoch"] == 1
     # the first run's lineage stays verifiable where it was archived, and the current one too
-    v1 = _cli(epoch, "verify", "--clickhouse")
+    v1 = _cli(epoch, "verify", "--clickhouse", "--registry", str(epoch / "keys" / "registry.json"))
     assert v1.returncode == 0, v1.stdout + v1.stderr
     q = _cli(
         epoch,
@@ -131,5 +131,5 @@ def test_lineage_up_serves_routes_the_cli_stops_and_restarts_as_a_new_epoch(
         "csv",
     )
     assert int(q.stdout.strip()) > 0
-    v2 = _cli(data, "verify", "--clickhouse")
+    v2 = _cli(data, "verify", "--clickhouse", "--registry", str(data / "keys" / "registry.json"))
     assert v2.returncode == 0, v2.stdout + v2.stderr
