@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     max_unsealed_per_emitter: int = 10_000
     sink_batch_rows: int = 5000
     sink_batch_ms: int = 100
+    console_token: SecretStr | None = Field(
+        default=None, description="operator token for the console's non-public pages and API"
+    )
     metrics_port: int | None = Field(
         default=None, description="serve Prometheus /metrics on this port; unset = no endpoint"
     )

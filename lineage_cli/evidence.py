@@ -462,7 +462,7 @@ def _registry(path: Path) -> KeyRegistry:
 
 
 def _client(settings: Settings) -> Any:
-    from sinks.clickhouse import open_client
+    from lineage_cli.remote import open_client  # through a running `lineage up`, if any
 
     try:
         return open_client(settings)

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from bench.cli import register as register_bench
 from lineage.config import Settings
+from lineage_cli.console import register as register_console
 from lineage_cli.evidence import register as register_evidence
 from lineage_cli.keys import keys_app
 from lineage_cli.openlineage import register as register_openlineage
@@ -30,6 +31,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(witness_app, name="witness")
 register_evidence(app)
 register_bench(app)
+register_console(app)
 register_openlineage(app)
 console = Console()
 err = Console(stderr=True)
@@ -174,7 +176,7 @@ def query(
     data_dir: DataDir = None,
 ) -> None:
     """Run SQL (or a named query from a pack) against the configured ClickHouse."""
-    from sinks.clickhouse import open_client
+    from lineage_cli.remote import open_client
 
     if fmt not in ("table", "csv", "json"):
         fail(f"--format: expected table, csv or json, found {fmt!r}")
