@@ -16,6 +16,7 @@ from rich.table import Table
 
 from infra.embedded import Stack, child_env, open_stack, spawn, terminate_on_signals
 from lineage.config import Settings
+from lineage.errors import LineageError
 from lineage.keys import Role, Signer, ensure_demo_keys
 from lineage.policy import PolicySet
 from lineage.querypack import load_pack
@@ -34,8 +35,21 @@ DEMO_SUBJECTS = [
 ]
 
 
-def demo_signers(settings: Settings) -> dict[str, Signer]:
+def demo_signers(
+    settings: Settings, keys: str = "file", token: str = "lineage-demo"
+) -> dict[str, Signer]:
+    """The demo's signers: PEM files under the data dir, or (``keys="pkcs11"``) key pairs in
+    the PKCS#11 token labelled ``token`` (library and PIN from LINEAGE_PKCS11_* settings)."""
     keys_file = settings.resolved_keys_file
+    if keys == "pkcs11":
+        from lineage.pkcs11 import TokenConfig, ensure_token_keys
+
+        signers, _ = ensure_token_keys(
+            token, keys_file, DEMO_SUBJECTS, TokenConfig.from_settings(settings)
+        )
+        return signers
+    if keys != "file":
+        raise ValueError(f"keys: expected 'file' or 'pkcs11', found {keys!r}")
     return ensure_demo_keys(keys_file.parent, keys_file, DEMO_SUBJECTS)
 
 
@@ -83,7 +97,14 @@ def count(client: Any, lock: threading.Lock, database: str, sql: str) -> int:
 
 
 def run_demo(
-    settings: Settings, *, events: int, workflows: int, timeout: float, console: Console
+    settings: Settings,
+    *,
+    events: int,
+    workflows: int,
+    timeout: float,
+    console: Console,
+    keys: str = "file",
+    token: str = "lineage-demo",
 ) -> int:
     """Run the scenario end to end; returns the exit code."""
     t0 = time.monotonic()
@@ -91,7 +112,11 @@ def run_demo(
     if chdb_dir.exists():
         shutil.rmtree(chdb_dir)  # the embedded broker forgets everything too: start both clean
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    signers = demo_signers(settings)
+    try:
+        signers = demo_signers(settings, keys, token)
+    except LineageError as exc:
+        console.print(f"[red]error:[/] cannot set up the demo's {keys} keys: {exc}")
+        return 2
     policy = PolicySet.load(settings.resolved_policy_file)
     rogue, _ = Signer.generate_ephemeral(
         "tool-runner", Role.EMITTER
@@ -99,6 +124,10 @@ def run_demo(
     console.print(
         f"[bold]lineage demo[/]: data in {settings.data_dir.resolve()}, policy {policy.policy_id} "
         f"{policy.digest_hex[:19]}…"
+    )
+    console.print(
+        "  keys  "
+        + ", ".join(f"{subject}: {signer.backend}" for subject, signer in sorted(signers.items()))
     )
     with terminate_on_signals(), open_stack(settings) as stack:
         console.print(
@@ -308,8 +337,12 @@ def export_and_verify(
     from lineage_cli.evidence import export_bundle, print_report, verify_clickhouse
 
     db = settings.clickhouse_database
-    registry = KeyRegistry.load(settings.resolved_keys_file)
+    # The demo plays the auditor: it names the keys it trusts (the registry it just wrote and its
+    # processor keys) explicitly, as an auditor would with --registry / --checkpoint-key.
+    keys_file = settings.resolved_keys_file
+    registry = KeyRegistry.load(keys_file)
     vkeys = checkpoint_vkeys(registry)
+    trust_source = f"registry {keys_file}, named by the demo as the auditor's"
     clean = next(
         w for w in report.workflows if w not in report.misbehaving_workflows and "/" not in w
     )
@@ -318,12 +351,18 @@ def export_and_verify(
     with lock:
         bundle = export_bundle(client, db, clean, registry)
         store_report = verify_clickhouse(
-            client, db, registry=registry, trusted_checkpoint_vkeys=vkeys
+            client,
+            db,
+            registry=registry,
+            trusted_checkpoint_vkeys=vkeys,
+            registry_source=trust_source,
         )
     write_bundle(bundle, out)
     console.print(f"exported the evidence bundle of {clean} to {out}")
-    bundle_report = verify_bundle(bundle, registry=registry, trusted_checkpoint_vkeys=vkeys)
+    bundle_report = verify_bundle(
+        bundle, registry=registry, trusted_checkpoint_vkeys=vkeys, registry_source=trust_source
+    )
     print_report(bundle_report, f"lineage verify {out.name}", console)
     print_report(store_report, "lineage verify --clickhouse", console)
-    console.print(f"verify it yourself: lineage verify {out} --data-dir {settings.data_dir}")
+    console.print(f"verify it yourself: lineage verify {out} --registry {keys_file}")
     return bundle_report.ok and store_report.ok

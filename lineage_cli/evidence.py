@@ -12,13 +12,20 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lineage import note
-from lineage.bundle import BundleError, BundleFormatError, build_bundle, read_bundle, write_bundle
+from lineage.bundle import (
+    MAX_BUNDLE_BYTES,
+    BundleError,
+    build_bundle,
+    leaf_record,
+    write_bundle,
+)
 from lineage.config import Settings
 from lineage.errors import ConfigError, LineageError
-from lineage.keys import KeyRegistry, Role, format_time_us
+from lineage.keys import KeyRegistry, Role
 from lineage.model import ChainEntry, Checkpoint
 from lineage.verify import (
     EXIT_INTEGRITY,
@@ -27,10 +34,13 @@ from lineage.verify import (
     FailureKind,
     Proven,
     Report,
+    Trust,
+    Verdict,
     checkpoint_vkeys,
-    verify_bundle,
+    verify_bundle_bytes,
     verify_entries,
 )
+from lineage.verify.report import printable, time_text
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -223,8 +233,13 @@ def verify_clickhouse(
     registry: KeyRegistry,
     trusted_checkpoint_vkeys: Sequence[str] | None = None,
     workflow_id: str | None = None,
+    registry_source: str = "the registry given by the caller",
+    independent: bool = True,
 ) -> Report:
     """Verify the lineage tables of ``database``, trusting only ``registry`` and the vkeys.
+
+    ``registry_source`` names where the registry came from; ``independent=False`` (the
+    operator's own registry) makes the verdict at best CONSISTENT_BUT_UNTRUSTED.
 
     Every partition log (only those of ``workflow_id`` when given) is rebuilt from recomputed
     entry hashes and compared with every signed checkpoint; all chains are checked; the entries
@@ -234,9 +249,14 @@ def verify_clickhouse(
     partitions = _partitions(client, database, workflow_id)
     if workflow_id is not None and not partitions:
         everything = verify_clickhouse(
-            client, database, registry=registry, trusted_checkpoint_vkeys=trusted_checkpoint_vkeys
+            client,
+            database,
+            registry=registry,
+            trusted_checkpoint_vkeys=trusted_checkpoint_vkeys,
+            registry_source=registry_source,
+            independent=independent,
         )
-        if not everything.ok:
+        if not everything.consistent:
             return everything
         everything.failure = Failure(
             FailureKind.UNUSABLE_INPUT,
@@ -254,6 +274,8 @@ def verify_clickhouse(
         workflow_id=workflow_id,
         check_columns=check_stored_columns,
         source=f"clickhouse {database}",
+        registry_source=registry_source,
+        independent=independent,
     )
 
 
@@ -290,9 +312,7 @@ def export_bundle(
                     f"partition {p}: expected log index {len(records)}, found "
                     f"{e.log_index}; run `lineage verify --clickhouse`"
                 )
-            records.append(
-                e.prev_hash + e.event_digest + e.chain_seq.to_bytes(8, "big") + e.policy_digest
-            )
+            records.append(leaf_record(e))
             if e.workflow_id == workflow_id:
                 entries.append(e)
         leaves[p] = records
@@ -308,7 +328,7 @@ def export_bundle(
 
 
 def _fail(message: str, code: int = EXIT_UNUSABLE) -> NoReturn:
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}")
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {_t(message, 2000)}")
     raise typer.Exit(code)
 
 
@@ -368,21 +388,60 @@ def export_cmd(
     )
 
 
+def _trust_registry(
+    registry: Path | None, settings: Settings | None
+) -> tuple[KeyRegistry | None, str]:
+    """The registry the auditor named (--registry, else LINEAGE_TRUST_FILE) and how to call it."""
+    if registry is not None:
+        return _load_registry(registry), f"auditor registry {registry}"
+    if settings is not None and settings.trust_file is not None:
+        path = settings.trust_file
+        return _load_registry(path), f"trust file {path} (LINEAGE_TRUST_FILE)"
+    return None, ""
+
+
+class _Unusable(Exception):
+    """Input the verifier cannot use: reported as UNUSABLE_INPUT (exit 2), in JSON too."""
+
+
+def _load_registry(path: Path) -> KeyRegistry:
+    try:
+        return KeyRegistry.load(path)
+    except (ConfigError, ValueError, RecursionError) as exc:
+        raise _Unusable(f"registry {path}: {exc}") from None
+
+
+def _unusable_report(message: str, source: str, workflow: str | None) -> Report:
+    report = Report(
+        source,
+        Trust("none (input unusable)", "none (input unusable)", anchored=False),
+        Failure(FailureKind.UNUSABLE_INPUT, message, {}),
+        Proven(),
+        expected_workflow=workflow,
+    )
+    return report
+
+
 def verify_cmd(
     file: Annotated[Path | None, typer.Argument(help="evidence bundle to verify")] = None,
     clickhouse: Annotated[
         bool, typer.Option("--clickhouse", help="verify the ClickHouse tables instead of a file")
     ] = False,
     workflow: Annotated[
-        str | None, typer.Option("--workflow", help="only this workflow (and its partition logs)")
+        str | None,
+        typer.Option(
+            "--workflow",
+            help="the workflow you expect: a bundle of another one fails (UNEXPECTED_WORKFLOW); "
+            "with --clickhouse, only this workflow (and its partition logs)",
+        ),
     ] = None,
     registry: Annotated[
         Path | None,
         typer.Option(
             "--registry",
-            help="key registry you trust (default for --clickhouse: "
-            "LINEAGE_KEYS_FILE or <data dir>/keys/registry.json; for a bundle: its own "
-            "keys, reported as self-asserted)",
+            help="key registry you trust (default: LINEAGE_TRUST_FILE). Without one, a bundle "
+            "is checked with its own keys and a store with the operator's registry: "
+            "at best CONSISTENT_BUT_UNTRUSTED, exit 3",
         ),
     ] = None,
     checkpoint_key: Annotated[
@@ -390,56 +449,72 @@ def verify_cmd(
         typer.Option(
             "--checkpoint-key",
             help="trusted processor verifier key "
-            "<name>+<key id>+<base64>; repeatable (default: the registry's processor keys)",
+            "<name>+<key id>+<base64>; repeatable (default: the trusted registry's processor keys)",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Verify an evidence bundle, or the ClickHouse tables, trusting only key material.
+    """Verify an evidence bundle, or the ClickHouse tables, trusting only keys you name.
 
-    Exit code 0: verified; 1: an integrity check failed; 2: unusable input.
+    Exit code 0: verified with keys you named; 1: an integrity check failed; 2: unusable input;
+    3: consistent, but signed by keys you did not name (the bundle's own, or the operator's).
     """
-    if (file is None) == (not clickhouse):
-        _fail("give either a bundle FILE or --clickhouse")
+    title = f"evidence bundle {file}" if file is not None else "ClickHouse"
+    source = f"bundle {file}" if file is not None else "clickhouse"
     vkeys = list(checkpoint_key) if checkpoint_key else None
-    keys_file = registry
-    if file is not None:
-        keys = _registry(registry) if registry is not None else None
+    try:
+        if (file is None) == (not clickhouse):
+            raise _Unusable("give either a bundle FILE or --clickhouse")
         try:
-            doc = read_bundle(file)
-        except BundleFormatError as exc:
-            report = Report(
-                "bundle",
-                "",
-                Failure(FailureKind.UNUSABLE_INPUT, str(exc), {"file": str(file)}),
-                Proven(),
+            settings: Settings | None = (
+                Settings() if data_dir is None else Settings(data_dir=data_dir)
             )
+        except ValidationError as exc:
+            if clickhouse:
+                raise _Unusable(f"invalid LINEAGE_ settings: {exc.errors()[0]['msg']}") from None
+            settings = None
+        keys, keys_source = _trust_registry(registry, settings)
+        if file is not None:
+            try:
+                with file.open("rb") as f:
+                    raw = f.read(MAX_BUNDLE_BYTES + 1)
+            except OSError as exc:
+                raise _Unusable(f"{file}: cannot read: {exc.strerror or exc}") from None
+            options: dict[str, Any] = {
+                "registry": keys,
+                "trusted_checkpoint_vkeys": vkeys,
+                "workflow_id": workflow,
+            }
+            if keys_source:
+                options["registry_source"] = keys_source
+            report = verify_bundle_bytes(raw, **options)
+            report.source = source
         else:
-            report = verify_bundle(
-                doc, registry=keys, trusted_checkpoint_vkeys=vkeys, workflow_id=workflow
-            )
-        title = f"evidence bundle {file}"
-    else:
-        settings = _settings(data_dir)
-        keys_file = registry or settings.resolved_keys_file
-        keys = _registry(keys_file)
-        client = _client(settings)
-        try:
-            report = verify_clickhouse(
-                client,
-                settings.clickhouse_database,
-                registry=keys,
-                trusted_checkpoint_vkeys=vkeys,
-                workflow_id=workflow,
-            )
-        except LineageError as exc:
-            _fail(str(exc))
-        except Exception as exc:
-            _fail(f"ClickHouse query failed: {exc}")
-        title = f"ClickHouse database {settings.clickhouse_database}"
-    if keys_file is not None and report.trust:
-        report.trust += f" (registry {keys_file})"
+            assert settings is not None
+            independent = keys is not None
+            if keys is None:
+                path = settings.resolved_keys_file
+                keys = _load_registry(path)
+                keys_source = f"operator's own registry (not independent) {path}"
+            client = _client(settings)
+            title = f"ClickHouse database {settings.clickhouse_database}"
+            try:
+                report = verify_clickhouse(
+                    client,
+                    settings.clickhouse_database,
+                    registry=keys,
+                    trusted_checkpoint_vkeys=vkeys,
+                    workflow_id=workflow,
+                    registry_source=keys_source,
+                    independent=independent,
+                )
+            except LineageError as exc:
+                raise _Unusable(str(exc)) from None
+            except Exception as exc:
+                raise _Unusable(f"ClickHouse query failed: {exc}") from None
+    except _Unusable as exc:
+        report = _unusable_report(str(exc), source, workflow)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -447,62 +522,103 @@ def verify_cmd(
     raise typer.Exit(report.exit_code)
 
 
+def _t(value: object, limit: int = 400) -> str:
+    """Evidence-derived text made safe for the terminal and for rich markup."""
+    return escape(printable(value, limit))
+
+
 def _span(proven: Proven) -> str:
     if proven.first_event_us is None or proven.last_event_us is None:
         return "-"
-    return f"{format_time_us(proven.first_event_us)} … {format_time_us(proven.last_event_us)}"
+    return f"{time_text(proven.first_event_us)} … {time_text(proven.last_event_us)}"
 
 
 def _listing(values: set[str] | list[str], limit: int = 6) -> str:
     items = sorted(values) if isinstance(values, set) else list(values)
-    shown = ", ".join(items[:limit])
-    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "") or "-"
+    shown = ", ".join(printable(i, 200) for i in items[:limit])
+    return escape(shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "") or "-")
+
+
+_VERDICT_STYLE = {
+    Verdict.VERIFIED: "[bold green]VERIFIED[/]",
+    Verdict.UNTRUSTED: "[bold yellow]CONSISTENT BUT UNTRUSTED[/]",
+    Verdict.FAILED: "[bold red]FAILED[/]",
+    Verdict.UNUSABLE: "[bold red]UNUSABLE INPUT[/]",
+}
+
+
+def _print_failure(f: Failure, console: Console) -> None:
+    console.print(f"[bold red]{f.kind.value}[/]: {_t(f.message, 1000)}")
+    if f.where:
+        console.print(
+            "  where:    " + ", ".join(f"{_t(k, 80)}={_t(v, 200)}" for k, v in f.where.items())
+        )
+    if f.expected or f.found:
+        console.print(f"  expected: {_t(f.expected, 1000)}")
+        console.print(f"  found:    {_t(f.found, 1000)}")
 
 
 def print_report(report: Report, title: str, console: Console) -> None:
-    """Human report: verdict, what was proven, and on failure the first failing item."""
+    """Human report: verdict, what was proven and not, and on failure the first failing item.
+
+    Every string that comes from evidence is escaped (``printable`` then rich markup escaping),
+    so no field can move the cursor, recolour the screen or break the printer.
+    """
     p = report.proven
-    if report.ok:
-        console.print(f"[bold green]VERIFIED[/] {title}")
-    else:
+    head = f"{_VERDICT_STYLE[report.verdict]} {_t(title)}"
+    if report.failure is not None:
+        head += f": [bold]{report.failure.kind.value}[/]"
+    console.print(head)
+    console.print(f"exit code {report.exit_code}; trust: {_t(report.trust.describe())}")
+    if report.verdict is Verdict.UNUSABLE:
         assert report.failure is not None
-        console.print(f"[bold red]FAILED[/] {title}: [bold]{report.failure.kind.value}[/]")
-    if report.trust:
-        console.print(f"trust: {report.trust}")
+        _print_failure(report.failure, console)
+        return
     table = Table(
-        title="what was proven" if report.ok else "verified before the failure",
+        title="what was proven"
+        if report.ok
+        else "checked (nothing here is proven unless VERIFIED)",
         show_header=False,
         title_justify="left",
     )
     table.add_column(style="bold")
     table.add_column()
-    detail = " (exact bytes, sealed, chained, in the signed log)" if report.ok else ""
+    table.add_row(
+        "workflows", _listing(p.workflows, 8) + f" ({len(p.completed_workflows)} completed)"
+    )
+    if report.expected_workflow is not None:
+        table.add_row("expected workflow", _t(report.expected_workflow))
+    detail = " (exact bytes, sealed, chained, in the signed log)" if report.consistent else ""
     table.add_row("events", f"{p.events}{detail}")
-    table.add_row("workflows", f"{len(p.workflows)} ({len(p.completed_workflows)} completed)")
-    table.add_row("time span", _span(p))
+    table.add_row("time span", _t(_span(p)))
     table.add_row("principals", _listing(p.principals))
     table.add_row("agents", _listing(p.agents))
     table.add_row("emitters", _listing(p.emitters))
     table.add_row("keys", _listing(p.keys))
     table.add_row("policy digests", _listing(p.policy_digests, 3))
+    logs = [f"{o} size {s}" for o, (s, _) in sorted(p.logs.items())]
+    table.add_row("logs", _listing(logs, 8))
     table.add_row("checkpoints", f"{len(p.checkpoints)} signed and consistent")
+    table.add_row(
+        "witnesses", _listing(report.trust.witnesses) if report.trust.witnesses else "none checked"
+    )
     if p.log_entries:
         table.add_row(
             "log entries", f"{p.log_entries} recomputed ({p.unanchored} not yet checkpointed)"
         )
     table.add_row("complete as of", _listing(p.complete_as_of, 8))
+    if report.size_bytes is not None:
+        table.add_row("input", f"{report.size_bytes:,} bytes")
     table.add_row("speed", f"{report.entries_per_s:,.0f} entries/s ({report.elapsed_s:.3f} s)")
     console.print(table)
     if report.failure is not None:
-        f = report.failure
-        console.print(f"[bold red]{f.kind.value}[/]: {f.message}")
-        if f.where:
-            console.print("  where:    " + ", ".join(f"{k}={v}" for k, v in f.where.items()))
-        if f.expected or f.found:
-            console.print(f"  expected: {f.expected}")
-            console.print(f"  found:    {f.found}")
+        _print_failure(report.failure, console)
+    for claim in report.claims:
+        console.print(f"[green]proven:[/] {_t(claim, 1000)}")
+    for gap in report.not_proven:
+        console.print(f"[yellow]not proven:[/] {_t(gap, 1000)}")
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {_t(warning, 1000)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -19,6 +19,7 @@ from lineage.config import Settings
 from lineage_cli.console import register as register_console
 from lineage_cli.evidence import register as register_evidence
 from lineage_cli.keys import keys_app
+from lineage_cli.openlineage import register as register_openlineage
 
 app = typer.Typer(
     help="Evidence-grade execution lineage for AI agents.",
@@ -29,6 +30,7 @@ app.add_typer(keys_app, name="keys")
 register_evidence(app)
 register_bench(app)
 register_console(app)
+register_openlineage(app)
 console = Console()
 err = Console(stderr=True)
 
@@ -61,12 +63,30 @@ def demo(
     timeout: Annotated[
         float, typer.Option(help="seconds to wait for the pipeline to drain")
     ] = 240.0,
+    keys: Annotated[
+        str,
+        typer.Option(
+            help="where the demo's signing keys live: 'file' (PEM under the data dir) or "
+            "'pkcs11' (a token; LINEAGE_PKCS11_MODULE, LINEAGE_PKCS11_PIN_FILE, docs/keys.md)"
+        ),
+    ] = "file",
+    token: Annotated[
+        str, typer.Option(help="label of the PKCS#11 token for --keys pkcs11")
+    ] = "lineage-demo",
 ) -> None:
     """Start the embedded stack, run the multi-agent scenario, and show what was proven."""
     from infra.demo import run_demo
 
+    if keys not in ("file", "pkcs11"):
+        fail(f"--keys: expected 'file' or 'pkcs11', found {keys!r}")
     code = run_demo(
-        settings_for(data_dir), events=events, workflows=workflows, timeout=timeout, console=console
+        settings_for(data_dir),
+        events=events,
+        workflows=workflows,
+        timeout=timeout,
+        console=console,
+        keys=keys,
+        token=token,
     )
     raise typer.Exit(code)
 

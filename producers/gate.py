@@ -18,6 +18,18 @@ class ContainmentCheck(Protocol):
     def is_contained(self, workflow_id: str) -> Containment | None: ...
 
 
+class GateContext(Protocol):
+    """Where the gate takes trace and causality from (e.g. the current OpenTelemetry span).
+
+    ``current()`` describes the ambient scope or returns None; ``record(event)`` is told every
+    event the gate emitted in that scope (to set span attributes, say).
+    """
+
+    def current(self) -> TraceScope | None: ...
+
+    def record(self, event: ExecutionEvent) -> None: ...
+
+
 class GateError(EmitterError):
     """The gate could not decide or could not record its decision; the action must not run."""
 
@@ -63,6 +75,21 @@ class TraceContext:
 
 
 @dataclass(frozen=True)
+class TraceScope:
+    """The ambient context a GateContext supplies; unset fields fall back to the gate's defaults.
+
+    ``execution_ids`` (started, finished), when given, are the event ids ``execution()`` uses, so
+    that the owner of the context (the OpenTelemetry bridge) can name them before they exist.
+    """
+
+    trace: TraceContext
+    workflow_id: str | None = None
+    parent_event_id: str | None = None
+    parent_workflow_id: str | None = None
+    execution_ids: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Grant:
     """An ALLOW decision that has been recorded."""
 
@@ -95,8 +122,10 @@ class Gate:
         ttl_s: float = 300.0,
         confirm_timeout_s: float | None = 10.0,
         containment: ContainmentCheck | None = None,
+        context: GateContext | None = None,
     ) -> None:
         self.emitter = emitter
+        self.context = context
         self.containment = containment
         self.policy = policy
         self.ttl_us = int(ttl_s * 1_000_000)
@@ -105,7 +134,7 @@ class Gate:
     def authorize(
         self,
         *,
-        workflow_id: str,
+        workflow_id: str | None = None,
         principal: str,
         action: str,
         resource: str | None = None,
@@ -118,7 +147,16 @@ class Gate:
         """Evaluate, record the decision (waiting for the broker when confirming), raise on DENY.
 
         A workflow contained by the processor (critical violation) is refused before evaluation.
+        With a ``context``, the workflow, parent and trace not given come from its current scope.
         """
+        scope = self.context.current() if self.context is not None else None
+        if scope is not None:
+            workflow_id = workflow_id or scope.workflow_id
+            parent_event_id = parent_event_id or scope.parent_event_id
+            parent_workflow_id = parent_workflow_id or scope.parent_workflow_id
+            trace = trace or scope.trace
+        if not workflow_id:
+            raise GateError("workflow_id: expected an id (or a context that gives one), found none")
         if self.containment is not None:
             held = self.containment.is_contained(workflow_id)
             if held is not None:
@@ -165,6 +203,8 @@ class Gate:
             if isinstance(exc, GateError):
                 raise
             raise GateError(f"decision could not be recorded, action not run: {exc}") from exc
+        if self.context is not None:
+            self.context.record(event)
         if decision.decision is Decision.DENY:
             raise AuthorizationDenied(decision, event)
         return Grant(event, decision, expires_at, trace)
@@ -185,8 +225,11 @@ class Gate:
         if self.emitter.clock() > grant.expires_at:
             raise GateError("the authorization has expired; ask again")
         ev = grant.event
-        trace = grant.trace.child()
+        scope = self.context.current() if self.context is not None else None
+        trace = scope.trace if scope is not None else grant.trace.child()
+        ids = scope.execution_ids if scope is not None else None
         started = self.emitter.emit(
+            event_id=ids[0] if ids else None,
             workflow_id=ev.workflow_id,
             kind=EventKind.EXECUTION_STARTED,
             principal=principal,
@@ -200,10 +243,13 @@ class Gate:
             span_id=trace.span_id,
             attributes=attributes,
         )
+        if self.context is not None:
+            self.context.record(started)
         handle = Execution(started, trace)
 
         def finish(kind: EventKind, attrs: Mapping[str, str] | None = None) -> None:
-            self.emitter.emit(
+            done = self.emitter.emit(
+                event_id=ids[1] if ids else None,
                 workflow_id=ev.workflow_id,
                 kind=kind,
                 principal=principal,
@@ -217,6 +263,8 @@ class Gate:
                 span_id=trace.span_id,
                 attributes=attrs,
             )
+            if self.context is not None:
+                self.context.record(done)
 
         try:
             yield handle

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from lineage import codec, hashing, merkle, note
 from lineage.bundle import build_bundle, leaf_record
-from lineage.keys import KeyRegistry, Role, Signer
+from lineage.keys import KeyRecord, KeyRegistry, Role, Signer, key_id_for
 from lineage.model import (
     Authorization,
     ChainEntry,
@@ -251,6 +254,22 @@ def _workflow_events(
     return out
 
 
+def seeded_signer(subject: str, role: Role, seed: bytes) -> tuple[Signer, KeyRecord]:
+    """A deterministic key for ``subject`` and ``role`` derived from ``seed`` (fixtures only)."""
+    private = Ed25519PrivateKey.from_private_bytes(
+        hashlib.sha256(seed + b"/" + subject.encode() + b"/" + role.value.encode()).digest()
+    )
+    public = private.public_key().public_bytes_raw()
+    record = KeyRecord(key_id_for(public), public, role, subject, 0, None)
+    return Signer(record.key_id, private, subject, role), record
+
+
+def _signer(subject: str, role: Role, seed: bytes | None) -> tuple[Signer, KeyRecord]:
+    if seed is None:
+        return Signer.generate_ephemeral(subject, role)
+    return seeded_signer(subject, role, seed)
+
+
 def _interleave(
     streams: list[list[tuple[str, ExecutionEvent]]],
 ) -> Iterable[tuple[str, ExecutionEvent]]:
@@ -269,16 +288,18 @@ def build_dataset(
     seal_every: int = 4,
     checkpoint_every: int = 12,
     long_workflow_steps: int = 0,
+    seed: bytes | None = None,
 ) -> Dataset:
     """Run a real PartitionPipeline over sealed events from a runtime and a gate emitter.
 
     Workflows are interleaved round-robin, so each spans several checkpoints; a checkpoint is
     forced after every ``checkpoint_every`` input records and once at the end of each partition.
     ``long_workflow_steps`` adds one workflow with that many authorize/execute steps.
+    ``seed`` makes the keys (hence every byte of the output) deterministic.
     """
-    runtime, runtime_rec = Signer.generate_ephemeral(RUNTIME_SUBJECT, Role.EMITTER)
-    gate, gate_rec = Signer.generate_ephemeral(GATE_SUBJECT, Role.AUTHORIZER)
-    processor, processor_rec = Signer.generate_ephemeral(PROCESSOR_SUBJECT, Role.PROCESSOR)
+    runtime, runtime_rec = _signer(RUNTIME_SUBJECT, Role.EMITTER, seed)
+    gate, gate_rec = _signer(GATE_SUBJECT, Role.AUTHORIZER, seed)
+    processor, processor_rec = _signer(PROCESSOR_SUBJECT, Role.PROCESSOR, seed)
     registry = KeyRegistry([runtime_rec, gate_rec, processor_rec])
     signers = {RUNTIME_ID: runtime, GATE_ID: gate}
     policy = PolicySet.load(POLICY_FILE)

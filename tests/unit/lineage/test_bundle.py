@@ -140,7 +140,7 @@ def test_parse_round_trip(data: Dataset, tmp_path: Path) -> None:
         (b"[1, 2]", "expected a JSON object, found list"),
         (
             b'{"format": "lineage-evidence-bundle/v2"}',
-            "format: expected 'lineage-evidence-bundle/v1'",
+            "format 'v2' no longer supported or not yet known",
         ),
         (b'{"format": "x", "format": "y"}', "duplicate JSON member 'format'"),
     ],
@@ -175,14 +175,18 @@ _DELETE = object()
     [
         (["workflow_id"], _DELETE, r"bundle\.workflow_id: expected a value, found none"),
         (["entries"], [], r"bundle\.entries: expected at least one entry"),
-        (["entries", 0, "event"], "***", r"bundle\.entries\[0\]\.event: expected standard base64"),
+        (
+            ["entries", 0, "event"],
+            "***",
+            r"bundle\.entries\[0\]\.event: expected canonical standard base64",
+        ),
         (
             ["entries", 1, "entry_hash"],
             "AB" * 32,
             r"entries\[1\]\.entry_hash: expected 64 lowercase",
         ),
         (["entries", 1, "prev_hash"], "ab" * 31, r"entries\[1\]\.prev_hash: expected 64 lowercase"),
-        (["entries", 2, "chain_seq"], -1, r"entries\[2\]\.chain_seq: expected an integer >= 0"),
+        (["entries", 2, "chain_seq"], -1, r"entries\[2\]\.chain_seq: expected an integer in \[0, "),
         (["entries", 2, "chain_seq"], True, r"entries\[2\]\.chain_seq: expected an integer"),
         (["entries", 0, "seal", "path", 0], 7, r"entries\[0\]\.seal\.path\[0\]: expected 64"),
         (["entries", 0, "inclusion"], None, r"entries\[0\]\.inclusion: expected a JSON object"),
