@@ -1,40 +1,936 @@
 // The in-browser evidence-bundle verifier: a second, independent implementation of the bundle
-// format (docs/evidence-bundle.md), to agree with `lineage verify` on every verdict and failure kind.
+// format, written from docs/evidence-bundle.md, docs/integrity.md and docs/keys.md (not translated
+// from the Python verifier). It must agree with `lineage verify` on every verdict and failure
+// kind of the conformance corpus (tests/conformance/); tests/browser/test_proof_verifier.py runs
+// every case through both.
 //
-// STATUS: NOT IMPLEMENTED. This module fixes the interface the Proof Viewer calls; a later change
-// fills it in (SHA-256 and Ed25519 through WebCrypto, Merkle inclusion and consistency proofs,
-// chain links, seal roots, C2SP checkpoint signatures and witness cosignatures). Until then it
-// verifies nothing and says so: every check it returns has status "not-implemented".
+// Crypto is WebCrypto only: SHA-256 (crypto.subtle.digest) and Ed25519 (importKey "raw" + verify).
 //
 // Interface
 //   verify(bundleBytes: Uint8Array, trust: Trust) -> Promise<Check[]>
-//   Trust  = { registry: object | null,        // a key registry document the person pinned
-//              checkpointKeys: string[] }       // C2SP verifier keys "name+keyid+base64"
-//   Check  = { id: string,                      // stable id, e.g. "bundle.parse", "chain.links"
-//              title: string,                   // what is checked, for people
-//              status: "pass" | "fail" | "not-implemented" | "skipped",
-//              detail: string,                  // what was proven, or exactly what failed
-//              failureKind?: string }           // on "fail": the FailureKind value `lineage verify` reports
-//   The verdict is "verified" only if there is at least one check and every check is "pass".
+//   Trust  = { registry: object | null,         // a key registry document the person pinned (R)
+//              checkpointKeys: string[],         // C2SP verifier keys "name+keyid+base64" (V)
+//              witnessKeys?: string[],           // witness verifier keys (cosignature/v1)
+//              witnessesRequired?: number,       // distinct trusted witnesses required, default 1
+//              workflow?: string | null,         // the workflow the person expects (--workflow)
+//              now?: number }                    // verifier clock, POSIX seconds (tests); default Date.now()
+//   Check  = { id: string,                       // stable id, e.g. "bundle.parse", "chain.links"
+//              title: string,                    // what is checked, for people
+//              status: "pass" | "fail" | "untrusted" | "not-checked" | "skipped",
+//              detail: string,                   // what was proven, or exactly what failed
+//              failureKind?: string }            // on "fail": the FailureKind `lineage verify` reports
+//   outcome(checks) -> { verdict, exitCode, failureKind } in the CLI's terms:
+//     a "fail" check            -> FAILED (1), or UNUSABLE_INPUT (2) when its kind is UNUSABLE_INPUT
+//     else an "untrusted" check -> CONSISTENT_BUT_UNTRUSTED (3): it rests on the bundle's own keys
+//     else a "not-checked" one  -> NOT_FULLY_VERIFIED: every check this page can run passed, but
+//                                  one the CLI runs cannot run here; never shown as verified
+//     else                      -> VERIFIED (0)
 //   The bundle's own keys are never trusted: trust comes only from `trust`.
 
-export const IMPLEMENTED = false;
+import { parseStrict, JsonError, isObject } from "./strictjson.js";
+import { decodeSingleObject, fingerprint, AvroError } from "./avro.js";
+import { SCHEMAS } from "./schemas.js";
+
+export const IMPLEMENTED = true;
+export const FORMAT = "lineage-evidence-bundle/v1";
+
+// ---------------------------------------------------------------------------------------------
+// limits (docs/evidence-bundle.md, "Limits")
+const LIMITS = {
+  fileBytes: 2 ** 30,
+  entries: 1_000_000,
+  logs: 1024,
+  checkpoints: 100_000,
+  path: 64,
+  consistencyPath: 128,
+  recordBytes: 1 << 20,
+  text: 65_535,
+  maxTimeUs: 253402300799999999n,
+};
+const U64 = 1n << 64n;
+const U32 = 1n << 32n;
+const U31 = 1n << 31n;
+
+class Failure extends Error {
+  constructor(kind, message) {
+    super(message);
+    this.kind = kind;
+  }
+}
+const unusable = (msg) => new Failure("UNUSABLE_INPUT", msg);
+
+// ---------------------------------------------------------------------------------------------
+// bytes, hex, base64, hashing
+const enc = new TextEncoder();
+const utf8 = (s) => enc.encode(s);
+function concat(...parts) {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+function fromHex(s) {
+  const out = new Uint8Array(s.length / 2);
+  for (let k = 0; k < out.length; k++) out[k] = parseInt(s.substr(2 * k, 2), 16);
+  return out;
+}
+function eq(a, b) {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let k = 0; k < a.length; k++) d |= a[k] ^ b[k];
+  return d === 0;
+}
+function u64be(v) {
+  const out = new Uint8Array(8);
+  let x = BigInt(v);
+  for (let k = 7; k >= 0; k--) { out[k] = Number(x & 0xffn); x >>= 8n; }
+  return out;
+}
+const u32be = (v) => u64be(v).subarray(4);
+const u16be = (v) => u64be(v).subarray(6);
+
+const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const B64V = new Map([...B64].map((c, k) => [c, k]));
+function b64encode(bytes) {
+  let s = "";
+  for (let k = 0; k < bytes.length; k += 3) {
+    const a = bytes[k], b = bytes[k + 1], c = bytes[k + 2];
+    s += B64[a >> 2] + B64[((a & 3) << 4) | ((b ?? 0) >> 4)];
+    s += b === undefined ? "=" : B64[((b & 15) << 2) | ((c ?? 0) >> 6)];
+    s += c === undefined ? "=" : B64[c & 63];
+  }
+  return s;
+}
+// standard base64 with padding (RFC 4648 §4); returns null when it is not
+function b64decode(s) {
+  if (typeof s !== "string" || s.length % 4 !== 0) return null;
+  const pad = s.endsWith("==") ? 2 : s.endsWith("=") ? 1 : 0;
+  const out = new Uint8Array((s.length / 4) * 3 - pad);
+  let o = 0;
+  for (let k = 0; k < s.length; k += 4) {
+    const last = k + 4 === s.length;
+    const v = [];
+    for (let j = 0; j < 4; j++) {
+      const c = s[k + j];
+      if (c === "=" && last && j >= 4 - pad) { v.push(0); continue; }
+      const x = B64V.get(c);
+      if (x === undefined) return null;
+      v.push(x);
+    }
+    const n = (v[0] << 18) | (v[1] << 12) | (v[2] << 6) | v[3];
+    if (o < out.length) out[o++] = n >> 16;
+    if (o < out.length) out[o++] = (n >> 8) & 255;
+    if (o < out.length) out[o++] = n & 255;
+  }
+  return out;
+}
+// canonical: decoding and re-encoding gives the same text (so unused bits are zero)
+function b64canonical(s) {
+  const b = b64decode(s);
+  return b !== null && b64encode(b) === s ? b : null;
+}
+
+async function sha256(bytes) {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+}
+const H = (...parts) => sha256(concat(...parts));
+const P = (x) => new Uint8Array([x]);
+const leafHash = (data) => H(P(0x00), data);
+const nodeHash = (l, r) => H(P(0x01), l, r);
+
+const edKeys = new Map();
+async function ed25519Verify(publicKey, signature, message) {
+  if (signature.length !== 64 || publicKey.length !== 32) return false;
+  const id = hex(publicKey);
+  let key = edKeys.get(id);
+  if (key === undefined) {
+    try {
+      key = await crypto.subtle.importKey("raw", publicKey, { name: "Ed25519" }, false, ["verify"]);
+    } catch {
+      key = null; // not a point on the curve: nothing verifies under it
+    }
+    edKeys.set(id, key);
+  }
+  if (key === null) return false;
+  try {
+    return await crypto.subtle.verify({ name: "Ed25519" }, key, signature, message);
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 9162 Merkle proofs (§2.1.3.2 inclusion, §2.1.4.2 consistency), indices as BigInt
+const lsb = (x) => (x & 1n) === 1n;
+
+async function inclusionRoot(leafData, index, size, path) {
+  // returns the root the path leads to, or null when the path has the wrong shape
+  if (index >= size) return null;
+  let fn = index, sn = size - 1n;
+  let r = await leafHash(leafData);
+  for (const p of path) {
+    if (sn === 0n) return null;
+    if (lsb(fn) || fn === sn) {
+      r = await nodeHash(p, r);
+      if (!lsb(fn)) while (!lsb(fn) && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
+    } else {
+      r = await nodeHash(r, p);
+    }
+    fn >>= 1n;
+    sn >>= 1n;
+  }
+  return sn === 0n ? r : null;
+}
+
+async function consistent(first, second, firstHash, secondHash, path) {
+  if (first === second) return path.length === 0 && eq(firstHash, secondHash);
+  if (first === 0n || first > second || path.length === 0) return false;
+  const p = [...path];
+  if ((first & (first - 1n)) === 0n) p.unshift(firstHash);
+  let fn = first - 1n, sn = second - 1n;
+  while (lsb(fn)) { fn >>= 1n; sn >>= 1n; }
+  let fr = p[0], sr = p[0];
+  for (const c of p.slice(1)) {
+    if (sn === 0n) return false;
+    if (lsb(fn) || fn === sn) {
+      fr = await nodeHash(c, fr);
+      sr = await nodeHash(c, sr);
+      if (!lsb(fn)) while (!lsb(fn) && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
+    } else {
+      sr = await nodeHash(sr, c);
+    }
+    fn >>= 1n;
+    sn >>= 1n;
+  }
+  return sn === 0n && eq(fr, firstHash) && eq(sr, secondHash);
+}
+
+// a compact range: perfect-subtree roots covering [0, size), largest first
+async function rangeAppend(range, leaf) {
+  let s = range.size;
+  range.roots.push(leaf);
+  while (lsb(s)) {
+    const right = range.roots.pop(), left = range.roots.pop();
+    range.roots.push(await nodeHash(left, right));
+    s >>= 1n;
+  }
+  range.size += 1n;
+}
+async function rangeRoot(range) {
+  if (!range.roots.length) return sha256(new Uint8Array(0));
+  let r = range.roots[range.roots.length - 1];
+  for (let k = range.roots.length - 2; k >= 0; k--) r = await nodeHash(range.roots[k], r);
+  return r;
+}
+const popcount = (x) => { let c = 0; for (; x; x >>= 1n) c += Number(x & 1n); return c; };
+
+// ---------------------------------------------------------------------------------------------
+// parse: member types, encodings and limits (step 1)
+const codePoints = (s) => { let n = 0; for (const _ of s) n++; return n; };
+
+function req(o, name, where) {
+  if (!Object.prototype.hasOwnProperty.call(o, name)) throw unusable(`${where}: missing member '${name}'`);
+  return o[name];
+}
+function obj(v, where) {
+  if (!isObject(v)) throw unusable(`${where}: expected an object, found ${typeName(v)}`);
+  return v;
+}
+function list(v, where, max) {
+  if (!Array.isArray(v)) throw unusable(`${where}: expected a list, found ${typeName(v)}`);
+  if (v.length > max) throw unusable(`${where}: ${v.length} items, more than the limit of ${max}`);
+  return v;
+}
+function int(v, where, bound = U64) {
+  if (typeof v !== "bigint") throw unusable(`${where}: expected an integer, found ${typeName(v)}`);
+  if (v < 0n || v >= bound) throw unusable(`${where}: ${v} is outside [0, ${bound})`);
+  return v;
+}
+function str(v, where, max = LIMITS.text) {
+  if (typeof v !== "string") throw unusable(`${where}: expected a string, found ${typeName(v)}`);
+  if (v.length > max && codePoints(v) > max) throw unusable(`${where}: longer than ${max} characters`);
+  return v;
+}
+function hash(v, where) {
+  if (typeof v !== "string" || !/^[0-9a-f]{64}$/.test(v)) throw unusable(`${where}: expected 64 lowercase hex digits`);
+  return fromHex(v);
+}
+function b64(v, where, max) {
+  if (typeof v !== "string") throw unusable(`${where}: expected base64, found ${typeName(v)}`);
+  const b = b64canonical(v);
+  if (b === null) throw unusable(`${where}: not canonical standard base64 with padding`);
+  if (max !== undefined && b.length > max) throw unusable(`${where}: ${b.length} bytes decoded, more than ${max}`);
+  return b;
+}
+function typeName(v) {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "a list";
+  if (typeof v === "bigint") return "an integer";
+  if (typeof v === "number") return "a non-integer number";
+  if (typeof v === "object") return "an object";
+  return `a ${typeof v}`;
+}
+
+// C2SP verifier key: <name>+<hex key id>+<base64(type ‖ public key)>, split at the first two '+'
+async function parseVerifierKey(s, type, where) {
+  if (typeof s !== "string") throw unusable(`${where}: expected a verifier key string`);
+  const i = s.indexOf("+"), j = i < 0 ? -1 : s.indexOf("+", i + 1);
+  if (i <= 0 || j < 0) throw unusable(`${where}: not a verifier key 'name+keyid+base64'`);
+  const name = s.slice(0, i), idHex = s.slice(i + 1, j), body = b64decode(s.slice(j + 1));
+  if (/[\s]/u.test(name)) throw unusable(`${where}: the key name contains white space`);
+  if (!/^[0-9a-fA-F]{8}$/.test(idHex)) throw unusable(`${where}: the key id is not 8 hex digits`);
+  if (body === null || body.length !== 33 || body[0] !== type)
+    throw unusable(`${where}: the key is not base64 of 0x${type.toString(16).padStart(2, "0")} followed by a 32-byte Ed25519 public key`);
+  const pk = body.subarray(1);
+  const id = (await H(utf8(name), P(0x0a), P(type), pk)).subarray(0, 4);
+  if (!eq(id, fromHex(idHex.toLowerCase()))) throw unusable(`${where}: the key id ${idHex} does not match the key (computed ${hex(id)})`);
+  return { name, id, pk, text: s };
+}
+
+// RFC 3339 timestamp -> microseconds since the epoch (BigInt), or null
+function rfc3339us(s) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?([Zz]|([+-])(\d{2}):(\d{2}))$/.exec(s);
+  if (!m) return null;
+  const [y, mo, d, h, mi, se] = m.slice(1, 7).map(Number);
+  if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || se > 59) return null;
+  const dt = new Date(0);
+  dt.setUTCFullYear(y, mo - 1, d);
+  dt.setUTCHours(h, mi, se, 0);
+  if (dt.getUTCDate() !== d || dt.getUTCMonth() !== mo - 1) return null;
+  let us = BigInt(dt.getTime()) * 1000n + BigInt((m[7] || "").padEnd(6, "0") || "0");
+  if (m[9]) {
+    const oh = Number(m[10]), om = Number(m[11]);
+    if (oh > 23 || om > 59) return null;
+    const off = BigInt((oh * 60 + om) * 60) * 1_000_000n;
+    us = m[9] === "+" ? us - off : us + off;
+  }
+  return us;
+}
+
+const REG_V1 = ["key_id", "public_key", "role", "subject", "not_before", "not_after", "revoked_at", "revocation_reason"];
+const REG_V2 = [...REG_V1, "compromised_at", "custody", "key_uri"];
+const ROLES = new Set(["emitter", "authorizer", "processor"]);
+
+// a key registry document (docs/keys.md); throws UNUSABLE_INPUT naming the problem
+async function parseRegistry(doc, label) {
+  if (!isObject(doc)) throw unusable(`${label}: not a key registry object`);
+  for (const k of Object.keys(doc))
+    if (k !== "format" && k !== "keys") throw unusable(`${label}: unknown member '${k}'`);
+  const format = doc.format;
+  if (format !== "lineage-key-registry/v1" && format !== "lineage-key-registry/v2")
+    throw unusable(`${label}: unsupported format ${JSON.stringify(String(format))}`);
+  const v2 = format.endsWith("/v2");
+  const keys = list(req(doc, "keys", label), `${label}: keys`, Infinity);
+  const out = new Map();
+  for (let k = 0; k < keys.length; k++) {
+    const w = `${label}: keys[${k}]`;
+    const e = obj(keys[k], w);
+    for (const f of Object.keys(e)) {
+      if (!(v2 ? REG_V2 : REG_V1).includes(f))
+        throw unusable(REG_V2.includes(f) ? `${w}: field '${f}' is v2 only, in a v1 document` : `${w}: unknown field '${f}'`);
+    }
+    for (const f of ["key_id", "public_key", "role", "subject", "not_before"]) {
+      if (!(f in e)) throw unusable(`${w}: missing field '${f}'`);
+      if (typeof e[f] !== "string") throw unusable(`${w}: field '${f}' is not a string`);
+    }
+    const optStr = (f) => {
+      const v = e[f] ?? null;
+      if (v !== null && typeof v !== "string") throw unusable(`${w}: field '${f}' is not a string or null`);
+      return v;
+    };
+    const time = (f, v) => {
+      if (v === null) return null;
+      const t = rfc3339us(v);
+      if (t === null) throw unusable(`${w}: field '${f}' is not an RFC 3339 time: ${JSON.stringify(v)}`);
+      return t;
+    };
+    const pk = b64decode(e.public_key);
+    if (pk === null || pk.length !== 32) throw unusable(`${w}: public_key is not base64 of 32 bytes`);
+    const expectId = "ed25519:" + hex(await sha256(pk)).slice(0, 16);
+    if (e.key_id !== expectId) throw unusable(`${w}: key_id ${e.key_id} does not match the public key (${expectId})`);
+    if (out.has(e.key_id)) throw unusable(`${w}: duplicate key id ${e.key_id}`);
+    if (!ROLES.has(e.role)) throw unusable(`${w}: unknown role ${JSON.stringify(e.role)}`);
+    const notBefore = time("not_before", e.not_before);
+    const notAfter = time("not_after", optStr("not_after"));
+    const revokedAt = time("revoked_at", optStr("revoked_at"));
+    const reason = optStr("revocation_reason");
+    const compromisedAt = time("compromised_at", optStr("compromised_at"));
+    const custody = optStr("custody") ?? "file";
+    const keyUri = optStr("key_uri");
+    if (notAfter !== null && notAfter < notBefore) throw unusable(`${w}: not_after is before not_before`);
+    if (reason !== null && revokedAt === null) throw unusable(`${w}: revocation_reason without revoked_at`);
+    if (compromisedAt !== null && (revokedAt === null || compromisedAt > revokedAt))
+      throw unusable(`${w}: compromised_at must come with revoked_at and not after it`);
+    if (!/^[a-z][a-z0-9_.-]*$/.test(custody)) throw unusable(`${w}: custody ${JSON.stringify(custody)} is not a lowercase name`);
+    if (custody === "pkcs11" && !(keyUri || "").startsWith("pkcs11:")) throw unusable(`${w}: pkcs11 custody without a pkcs11: URI`);
+    out.set(e.key_id, { keyId: e.key_id, pk, role: e.role, subject: e.subject, notBefore, notAfter, revokedAt, compromisedAt, reason });
+  }
+  return out;
+}
+
+async function processorVkeys(registry) {
+  // the unrevoked processor keys of a registry, each named by its subject
+  const out = [];
+  for (const r of registry.values()) {
+    if (r.role !== "processor" || r.revokedAt !== null) continue;
+    const id = (await H(utf8(r.subject), P(0x0a), P(0x01), r.pk)).subarray(0, 4);
+    out.push({ name: r.subject, id, pk: r.pk, text: `${r.subject}+${hex(id)}+${b64encode(concat(P(1), r.pk))}`, record: r });
+  }
+  return out;
+}
+
+function parseOrigin(origin, where) {
+  const parts = origin.split("/");
+  if (parts.length < 3 || parts.some((p) => p === ""))
+    throw unusable(`${where}: origin ${JSON.stringify(origin)} is not <base>/<topic>/<partition>`);
+  const last = parts[parts.length - 1];
+  if (!/^(0|[1-9][0-9]*)$/.test(last)) throw unusable(`${where}: origin's partition ${JSON.stringify(last)} is not ASCII decimal digits without leading zeros`);
+  return { topic: parts[parts.length - 2], partition: BigInt(last) };
+}
+
+async function parseBundle(bytes) {
+  if (bytes.length > LIMITS.fileBytes) throw unusable(`the file is ${bytes.length} bytes, more than 2^30`);
+  let text;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    throw unusable("the file is not UTF-8");
+  }
+  let doc;
+  try {
+    doc = parseStrict(text);
+  } catch (e) {
+    if (e instanceof JsonError) throw unusable(`not a JSON bundle: ${e.message}`);
+    throw e;
+  }
+  const top = obj(doc, "the bundle");
+  const format = req(top, "format", "the bundle");
+  if (format !== FORMAT) {
+    const m = typeof format === "string" ? /^lineage-evidence-bundle\/(.*)$/s.exec(format) : null;
+    throw unusable(m ? `format '${m[1]}' no longer supported or not yet known` : `not an evidence bundle: format ${JSON.stringify(String(format))}`);
+  }
+  const b = {};
+  b.workflowId = str(req(top, "workflow_id", "the bundle"), "workflow_id");
+  b.entryCount = int(req(top, "entry_count", "the bundle"), "entry_count");
+  if (b.entryCount < 1n) throw unusable("entry_count: must be at least 1");
+  b.policyDigests = list(req(top, "policy_digests", "the bundle"), "policy_digests", LIMITS.entries).map((h, k) => ({ hex: (hash(h, `policy_digests[${k}]`), h) }));
+  const entries = list(req(top, "entries", "the bundle"), "entries", LIMITS.entries);
+  if (!entries.length) throw unusable("entries: empty");
+  b.entries = entries.map((raw, k) => {
+    const w = `entries[${k}]`;
+    const e = obj(raw, w);
+    const out = {
+      chainSeq: int(req(e, "chain_seq", w), `${w}.chain_seq`),
+      eventId: str(req(e, "event_id", w), `${w}.event_id`),
+      event: b64(req(e, "event", w), `${w}.event`, LIMITS.recordBytes),
+      eventDigest: hash(req(e, "event_digest", w), `${w}.event_digest`),
+      prevHash: hash(req(e, "prev_hash", w), `${w}.prev_hash`),
+      entryHash: hash(req(e, "entry_hash", w), `${w}.entry_hash`),
+      policyDigest: hash(req(e, "policy_digest", w), `${w}.policy_digest`),
+      policyHex: e.policy_digest,
+      partition: int(req(e, "partition", w), `${w}.partition`, U31),
+      logIndex: int(req(e, "log_index", w), `${w}.log_index`),
+    };
+    const seal = req(e, "seal", w);
+    if (seal === null) out.seal = null;
+    else {
+      obj(seal, `${w}.seal`);
+      out.seal = {
+        record: b64(req(seal, "record", `${w}.seal`), `${w}.seal.record`, LIMITS.recordBytes),
+        index: int(req(seal, "index", `${w}.seal`), `${w}.seal.index`),
+        path: list(req(seal, "path", `${w}.seal`), `${w}.seal.path`, LIMITS.path).map((h, j) => hash(h, `${w}.seal.path[${j}]`)),
+      };
+    }
+    const inc = obj(req(e, "inclusion", w), `${w}.inclusion`);
+    out.inclusion = {
+      treeSize: int(req(inc, "tree_size", `${w}.inclusion`), `${w}.inclusion.tree_size`),
+      path: list(req(inc, "path", `${w}.inclusion`), `${w}.inclusion.path`, LIMITS.path).map((h, j) => hash(h, `${w}.inclusion.path[${j}]`)),
+    };
+    return out;
+  });
+  const logs = list(req(top, "logs", "the bundle"), "logs", LIMITS.logs);
+  const seen = new Set();
+  b.logs = logs.map((raw, k) => {
+    const w = `logs[${k}]`;
+    const l = obj(raw, w);
+    const partition = int(req(l, "partition", w), `${w}.partition`, U31);
+    if (seen.has(partition)) throw unusable(`${w}: a second section for partition ${partition}`);
+    seen.add(partition);
+    const origin = str(req(l, "origin", w), `${w}.origin`);
+    const parsedOrigin = parseOrigin(origin, w);
+    const cps = list(req(l, "checkpoints", w), `${w}.checkpoints`, LIMITS.checkpoints).map((c, j) =>
+      str(req(obj(c, `${w}.checkpoints[${j}]`), "note", `${w}.checkpoints[${j}]`), `${w}.checkpoints[${j}].note`));
+    const cons = list(req(l, "consistency", w), `${w}.consistency`, LIMITS.checkpoints).map((c, j) => {
+      const cw = `${w}.consistency[${j}]`;
+      obj(c, cw);
+      return {
+        oldSize: int(req(c, "old_size", cw), `${cw}.old_size`),
+        newSize: int(req(c, "new_size", cw), `${cw}.new_size`),
+        path: list(req(c, "path", cw), `${cw}.path`, LIMITS.consistencyPath).map((h, q) => hash(h, `${cw}.path[${q}]`)),
+      };
+    });
+    if (cons.length !== cps.length - 1)
+      throw unusable(`${w}: ${cons.length} consistency proofs for ${cps.length} checkpoints (expected ${cps.length - 1})`);
+    return { partition, origin, topic: parsedOrigin.topic, originPartition: parsedOrigin.partition, notes: cps, consistency: cons };
+  });
+  const t = obj(req(top, "tail", "the bundle"), "tail");
+  b.tail = {
+    partition: int(req(t, "partition", "tail"), "tail.partition", U31),
+    logIndex: int(req(t, "log_index", "tail"), "tail.log_index"),
+    treeSize: int(req(t, "tree_size", "tail"), "tail.tree_size"),
+    prefix: list(req(t, "prefix", "tail"), "tail.prefix", LIMITS.path).map((h, k) => hash(h, `tail.prefix[${k}]`)),
+    following: b64(req(t, "following", "tail"), "tail.following"),
+  };
+  if (b.tail.prefix.length !== popcount(b.tail.logIndex))
+    throw unusable(`tail.prefix: ${b.tail.prefix.length} hashes, but log_index ${b.tail.logIndex} needs ${popcount(b.tail.logIndex)}`);
+  if (b.tail.following.length % 104 !== 0) throw unusable(`tail.following: ${b.tail.following.length} bytes, not a multiple of 104`);
+  b.bundleKeys = await parseRegistry(req(top, "keys", "the bundle"), "the bundle's keys");
+  const cks = list(req(top, "checkpoint_keys", "the bundle"), "checkpoint_keys", Infinity);
+  b.bundleCheckpointKeys = [];
+  for (let k = 0; k < cks.length; k++) b.bundleCheckpointKeys.push(await parseVerifierKey(cks[k], 0x01, `checkpoint_keys[${k}]`));
+  return b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// signed notes (c2sp.org/signed-note) and checkpoints (c2sp.org/tlog-checkpoint)
+function splitNote(note) {
+  const k = note.lastIndexOf("\n\n");
+  if (k < 0 || !note.endsWith("\n")) return null;
+  const text = note.slice(0, k + 1);
+  const sigs = [];
+  for (const line of note.slice(k + 2, -1).split("\n")) {
+    const m = /^\u2014 (\S+) (\S+)$/u.exec(line);
+    if (!m) return null;
+    const raw = b64decode(m[2]);
+    if (raw === null || raw.length < 5) return null;
+    sigs.push({ name: m[1], id: raw.subarray(0, 4), body: raw.subarray(4) });
+  }
+  return sigs.length ? { text, sigs } : null;
+}
+
+function parseCheckpoint(text) {
+  const lines = text.split("\n");
+  lines.pop(); // the text ends with a newline
+  if (lines.length < 3 || lines[0] === "") return null;
+  if (!/^(0|[1-9][0-9]{0,19})$/.test(lines[1])) return null;
+  const size = BigInt(lines[1]);
+  if (size >= U64) return null;
+  const root = b64decode(lines[2]);
+  if (root === null || root.length !== 32) return null;
+  return { origin: lines[0], size, root, extensions: lines.slice(3) };
+}
+
+async function verifyNote(note, vkeys, what) {
+  const parsed = splitNote(note);
+  if (!parsed) throw new Failure("CHECKPOINT_SIGNATURE", `${what} is not a signed note (text, blank line, signature lines)`);
+  const msg = utf8(parsed.text);
+  let good = null;
+  for (const s of parsed.sigs) {
+    for (const k of vkeys) {
+      if (s.name !== k.name || !eq(s.id, k.id)) continue;
+      if (!(await ed25519Verify(k.pk, s.body, msg)))
+        throw new Failure("CHECKPOINT_SIGNATURE", `${what}: the signature by trusted key ${k.name}+${hex(k.id)} does not verify`);
+      good = good || k;
+    }
+  }
+  if (!good) {
+    const names = parsed.sigs.map((s) => `${s.name}+${hex(s.id)}`).join(", ");
+    throw new Failure("CHECKPOINT_SIGNATURE", `${what}: no signature by a trusted processor key (signed by: ${names}; trusted: ${vkeys.map((k) => `${k.name}+${hex(k.id)}`).join(", ")})`);
+  }
+  return { text: parsed.text, sigs: parsed.sigs, key: good };
+}
+
+// ---------------------------------------------------------------------------------------------
+// key trust for seals (docs/keys.md, "When a key vouches for a signature")
+function sealKeyTrust(registry, keyId, emitterId, atUs) {
+  const r = registry.get(keyId);
+  if (!r) return new Failure("UNKNOWN_KEY", `key ${keyId} is not in the trusted registry`);
+  if (r.revokedAt !== null) {
+    if (r.compromisedAt === null) return new Failure("REVOKED_KEY", `key ${keyId} is revoked (${r.reason ?? "no reason given"})`);
+    if (atUs >= r.compromisedAt) return new Failure("KEY_COMPROMISED", `key ${keyId} is compromised since ${fmtUs(r.compromisedAt)}; the event claims ${fmtUs(atUs)}`);
+  }
+  const subject = emitterId.split("#")[0];
+  if (r.role !== "emitter" && r.role !== "authorizer") return new Failure("KEY_SCOPE", `key ${keyId} has role ${r.role}, expected emitter or authorizer`);
+  if (r.subject !== subject) return new Failure("KEY_SCOPE", `key ${keyId} speaks for ${JSON.stringify(r.subject)}, the emitter is ${JSON.stringify(subject)}`);
+  if (atUs < r.notBefore || (r.notAfter !== null && atUs > r.notAfter))
+    return new Failure("KEY_EXPIRED", `key ${keyId} is valid ${fmtUs(r.notBefore)} … ${r.notAfter === null ? "" : fmtUs(r.notAfter)}, the event claims ${fmtUs(atUs)}`);
+  return r;
+}
+function fmtUs(us) {
+  const ms = Number(us / 1000n);
+  const d = new Date(ms);
+  return isNaN(d) ? `${us} µs` : d.toISOString().replace(".000Z", "Z");
+}
+
+// ---------------------------------------------------------------------------------------------
+// the checks
+const EVENT_FP = fingerprint(SCHEMAS.execution_event);
+const SEAL_FP = fingerprint(SCHEMAS.seal);
+
+const TITLES = {
+  "bundle.parse": "bundle format, encodings and limits",
+  "trust.keys": "keys that decide (yours, never silently the bundle's)",
+  "workflow.expected": "the workflow you expect",
+  "logs.checkpoints": "checkpoint signatures, origins and consistency (append-only logs)",
+  "entries.events": "event bytes: digests and decoding",
+  "entries.seals": "emitter seals: key trust, Ed25519 signatures, seal Merkle inclusion",
+  "chain.links": "workflow chain: sequence, links, entry hashes",
+  "entries.log": "log inclusion of every entry under a signed checkpoint",
+  "counts": "policy digests and entry count",
+  "tail": "tail proof: nothing later in the signed log extends the chain",
+  "witness": "witness cosignatures (cosignature/v1)",
+  "trust.anchored": "every signature chains to keys you named",
+};
 
 export async function verify(bundleBytes, trust) {
   if (!(bundleBytes instanceof Uint8Array)) throw new TypeError("bundleBytes must be a Uint8Array");
   if (!trust || typeof trust !== "object") throw new TypeError("trust must be an object");
-  return [
-    {
-      id: "verifier.missing",
-      title: "in-browser verification",
-      status: "not-implemented",
-      detail: "the browser verifier is not written yet; nothing in this bundle was checked here. Run `lineage verify` with the same keys.",
-    },
-  ];
+  const checks = [];
+  const order = ["bundle.parse", "trust.keys", "workflow.expected", "logs.checkpoints", "entries.events", "entries.seals",
+    "chain.links", "entries.log", "counts", "tail"];
+  const witnessKeys = trust.witnessKeys || [];
+  if (witnessKeys.length) order.push("witness");
+  order.push("trust.anchored");
+  const done = new Map();
+  const pass = (id, detail) => done.set(id, { id, title: TITLES[id], status: "pass", detail });
+  const finish = (failure, partial) => {
+    for (const id of order) {
+      if (done.has(id)) checks.push(done.get(id));
+      else if (failure && failure.id === id)
+        checks.push({ id, title: TITLES[id], status: "fail", detail: failure.message, failureKind: failure.kind });
+      else if (partial && partial.has(id)) checks.push({ id, title: TITLES[id], status: "skipped", detail: partial.get(id) });
+      else checks.push({ id, title: TITLES[id], status: "skipped", detail: failure ? "not run: an earlier check failed" : "not run" });
+    }
+    return checks;
+  };
+  const fail = (id, err, partial) => {
+    if (!(err instanceof Failure)) throw err;
+    err.id = id;
+    return finish(err, partial);
+  };
+
+  // 1. parse
+  let b;
+  try {
+    b = await parseBundle(bundleBytes);
+  } catch (e) {
+    return fail("bundle.parse", e);
+  }
+  pass("bundle.parse", `${bundleBytes.length} bytes: workflow ${JSON.stringify(b.workflowId)}, ${b.entries.length} entries, ${b.logs.length} log section(s); every member present, typed, encoded canonically and within the limits`);
+
+  // choose the keys that decide (the table in "Inputs and trust"; no other fallback)
+  let sealKeys, vkeys, anchored, trustDetail;
+  try {
+    const given = [];
+    for (let k = 0; k < (trust.checkpointKeys || []).length; k++)
+      given.push(await parseVerifierKey(trust.checkpointKeys[k], 0x01, `your checkpoint key ${k + 1}`));
+    if (trust.registry !== null && trust.registry !== undefined) {
+      sealKeys = await parseRegistry(trust.registry, "your registry");
+      if (given.length) vkeys = given;
+      else {
+        vkeys = await processorVkeys(sealKeys);
+        if (!vkeys.length) throw unusable("your registry has no unrevoked processor key, and you named no checkpoint key: no checkpoint can be trusted");
+      }
+      anchored = true;
+      trustDetail = `seal keys: your registry (${sealKeys.size} keys); checkpoint keys: ${given.length ? "the ones you named" : "your registry's unrevoked processor keys"} (${vkeys.map((k) => k.name + "+" + hex(k.id)).join(", ")}). The bundle's own keys were not consulted.`;
+    } else {
+      sealKeys = b.bundleKeys;
+      vkeys = given.length ? given : b.bundleCheckpointKeys;
+      anchored = false;
+      trustDetail = `no registry pinned: seal keys are THE BUNDLE'S OWN (${sealKeys.size} keys); checkpoint keys: ${given.length ? "the ones you named" : "the bundle's own"}. At best "consistent but untrusted".`;
+      if (!vkeys.length) throw unusable("no checkpoint key: you named none and the bundle names none");
+    }
+  } catch (e) {
+    return fail("trust.keys", e);
+  }
+  pass("trust.keys", trustDetail);
+
+  // 2. expected workflow
+  if (trust.workflow !== null && trust.workflow !== undefined && trust.workflow !== "") {
+    if (b.workflowId !== trust.workflow)
+      return fail("workflow.expected", new Failure("UNEXPECTED_WORKFLOW", `you expect workflow ${JSON.stringify(trust.workflow)}, the bundle proves ${JSON.stringify(b.workflowId)}`));
+    pass("workflow.expected", `the bundle proves workflow ${JSON.stringify(b.workflowId)}, the one you named`);
+  } else done.set("workflow.expected", { id: "workflow.expected", title: TITLES["workflow.expected"], status: "skipped", detail: "you named no workflow: the bundle's own workflow id is what was verified" });
+
+  // 3. logs
+  const sections = new Map();
+  try {
+    let nCheckpoints = 0;
+    for (let k = 0; k < b.logs.length; k++) {
+      const log = b.logs[k];
+      if (log.originPartition !== log.partition)
+        throw new Failure("CHECKPOINT_ORIGIN", `logs[${k}]: origin ${JSON.stringify(log.origin)} names partition ${log.originPartition}, the section is partition ${log.partition}`);
+      const cps = [];
+      for (let j = 0; j < log.notes.length; j++) {
+        const what = `logs[${k}].checkpoints[${j}]`;
+        const signed = await verifyNote(log.notes[j], vkeys, what);
+        const cp = parseCheckpoint(signed.text);
+        if (!cp) throw new Failure("CHECKPOINT_ORIGIN", `${what}: the signed note is not a checkpoint (origin, size, base64 root)`);
+        if (cp.origin !== log.origin) throw new Failure("CHECKPOINT_ORIGIN", `${what}: origin ${JSON.stringify(cp.origin)}, the section's is ${JSON.stringify(log.origin)}`);
+        cp.note = log.notes[j];
+        cp.signed = signed;
+        if (j > 0) {
+          const prev = cps[j - 1];
+          if (cp.size <= prev.size) throw unusable(`${what}: size ${cp.size} does not follow ${prev.size} (sizes must be strictly ascending)`);
+          const c = log.consistency[j - 1];
+          if (c.oldSize !== prev.size || c.newSize !== cp.size)
+            throw new Failure("CHECKPOINT_INCONSISTENT", `logs[${k}].consistency[${j - 1}] names sizes ${c.oldSize} → ${c.newSize}, the checkpoints are ${prev.size} → ${cp.size}`);
+          if (!(await consistent(prev.size, cp.size, prev.root, cp.root, c.path)))
+            throw new Failure("CHECKPOINT_INCONSISTENT", `${what}: size ${cp.size} is not an extension of size ${prev.size} (the consistency proof does not verify): a fork or rewritten history`);
+        }
+        cps.push(cp);
+        nCheckpoints++;
+      }
+      sections.set(log.partition, { log, cps, bySize: new Map(cps.map((c) => [c.size, c])) });
+    }
+    pass("logs.checkpoints", `${nCheckpoints} checkpoint(s) in ${b.logs.length} log(s), each signed by a trusted processor key, naming its log; consecutive checkpoints proven consistent (RFC 9162): ` +
+      [...sections.values()].map((s) => `${s.log.origin} sizes ${s.cps.map((c) => c.size).join(" → ")}`).join("; "));
+  } catch (e) {
+    return fail("logs.checkpoints", e);
+  }
+
+  // 4. entries
+  const ENTRY_IDS = ["entries.events", "entries.seals", "chain.links", "entries.log"];
+  let head = await H(P(0x12), utf8(b.workflowId));
+  const sealCache = new Map();
+  let signatures = 0, authorizations = 0;
+  const times = [];
+  for (let i = 0; i < b.entries.length; i++) {
+    const e = b.entries[i];
+    const at = `entries[${i}]`;
+    let stage = "entries.events";
+    try {
+      // 4.1
+      if (e.partition !== b.entries[0].partition)
+        throw new Failure("PARTITION_MISMATCH", `${at}: partition ${e.partition}, the workflow's first entry is in partition ${b.entries[0].partition}`);
+      const sec = sections.get(e.partition);
+      if (!sec) throw new Failure("MISSING_CHECKPOINT", `${at}: no log section for partition ${e.partition}`);
+      // 4.2
+      const digest = await H(P(0x10), e.event);
+      if (!eq(digest, e.eventDigest))
+        throw new Failure("EVENT_DIGEST_MISMATCH", `${at}: the event bytes hash to ${hex(digest)}, the entry states ${hex(e.eventDigest)}`);
+      // 4.3
+      let ev;
+      try {
+        ev = decodeSingleObject(e.event, SCHEMAS.execution_event, EVENT_FP);
+      } catch (err) {
+        if (err instanceof AvroError) throw new Failure("EVENT_MALFORMED", `${at}: the event is not one complete single-object ExecutionEvent: ${err.message}`);
+        throw err;
+      }
+      if (ev.event_time < 0n || ev.event_time > LIMITS.maxTimeUs) throw unusable(`${at}: event_time ${ev.event_time} µs is outside 1970-01-01 … 9999-12-31`);
+      if (ev.event_id !== e.eventId) throw new Failure("EVENT_ID_MISMATCH", `${at}: the entry names event ${JSON.stringify(e.eventId)}, its bytes hold ${JSON.stringify(ev.event_id)}`);
+      if (ev.workflow_id !== b.workflowId) throw new Failure("WORKFLOW_MISMATCH", `${at}: the event belongs to workflow ${JSON.stringify(ev.workflow_id)}, the bundle claims ${JSON.stringify(b.workflowId)}`);
+      if (BigInt(ev.partition) !== e.partition) throw new Failure("PARTITION_MISMATCH", `${at}: the event names partition ${ev.partition}, the entry ${e.partition}`);
+      if (ev.topic !== sec.log.topic) throw new Failure("PARTITION_MISMATCH", `${at}: the event names topic ${JSON.stringify(ev.topic)}, its log ${JSON.stringify(sec.log.origin)} is of topic ${JSON.stringify(sec.log.topic)}`);
+      times.push(ev.event_time);
+      // 4.4
+      stage = "entries.seals";
+      if (e.seal === null) throw new Failure("MISSING_SEAL", `${at}: no seal`);
+      const sealKey = hex(e.seal.record);
+      let seal = sealCache.get(sealKey);
+      if (seal === undefined) {
+        try {
+          seal = decodeSingleObject(e.seal.record, SCHEMAS.seal, SEAL_FP);
+        } catch (err) {
+          if (err instanceof AvroError) throw new Failure("SEAL_MALFORMED", `${at}: the seal is not a single-object Seal record: ${err.message}`);
+          throw err;
+        }
+        sealCache.set(sealKey, seal);
+      }
+      if (seal.partition < 0) throw unusable(`${at}: seal partition ${seal.partition} cannot be encoded in the seal message (u32)`);
+      if (seal.first_seq < 0n || seal.last_seq < 0n) throw unusable(`${at}: seal sequence numbers ${seal.first_seq}…${seal.last_seq} cannot be encoded (u64)`);
+      for (const f of ["emitter_id", "key_id", "topic"])
+        if (utf8(seal[f]).length > 65535) throw unusable(`${at}: seal ${f} is longer than 65,535 UTF-8 bytes (u16 length)`);
+      if (seal.emitter_id !== ev.emitter_id || seal.topic !== ev.topic || seal.partition !== ev.partition)
+        throw new Failure("SEAL_MISMATCH", `${at}: the seal is ${JSON.stringify(seal.emitter_id)}'s over ${JSON.stringify(seal.topic)}/${seal.partition}, the event is ${JSON.stringify(ev.emitter_id)}'s over ${JSON.stringify(ev.topic)}/${ev.partition}`);
+      const count = seal.last_seq - seal.first_seq + 1n;
+      if (seal.first_seq + e.seal.index !== ev.emitter_seq || e.seal.index >= count)
+        throw new Failure("SEAL_MISMATCH", `${at}: seal covers ${seal.first_seq}…${seal.last_seq}, index ${e.seal.index} does not give the event's emitter_seq ${ev.emitter_seq}`);
+      const trusted = sealKeyTrust(sealKeys, seal.key_id, seal.emitter_id, ev.event_time);
+      if (trusted instanceof Failure) { trusted.message = `${at}: ${trusted.message}`; throw trusted; }
+      if (seal.verified === undefined) {
+        const message = concat(P(0x13), u16be(utf8(seal.emitter_id).length), utf8(seal.emitter_id), u16be(utf8(seal.key_id).length), utf8(seal.key_id),
+          u16be(utf8(seal.topic).length), utf8(seal.topic), u32be(seal.partition), u64be(seal.first_seq), u64be(seal.last_seq), seal.merkle_root, seal.prev_seal_hash);
+        seal.verified = await ed25519Verify(trusted.pk, seal.signature, message);
+        signatures++;
+      }
+      if (!seal.verified) throw new Failure("BAD_SEAL_SIGNATURE", `${at}: the seal's Ed25519 signature by ${seal.key_id} does not verify`);
+      const root = await inclusionRoot(e.eventDigest, e.seal.index, count, e.seal.path);
+      if (root === null || !eq(root, seal.merkle_root))
+        throw new Failure("SEAL_INCLUSION", `${at}: seal.path does not lead from the event digest at index ${e.seal.index} of ${count} to the seal's merkle_root ${hex(seal.merkle_root)}`);
+      if (ev.kind === "AUTHORIZATION_DECISION") {
+        if (trusted.role !== "authorizer")
+          throw new Failure("AUTHORIZER_ROLE", `${at}: an AUTHORIZATION_DECISION sealed by ${seal.key_id}, of role ${trusted.role}: it is not an authorization`);
+        authorizations++;
+      }
+      // 4.5
+      stage = "chain.links";
+      if (e.chainSeq !== BigInt(i)) throw new Failure("CHAIN_SEQUENCE", `${at}: chain_seq ${e.chainSeq}, expected ${i}`);
+      if (!eq(e.prevHash, head)) throw new Failure("CHAIN_LINK", `${at}: prev_hash ${hex(e.prevHash)}, expected ${hex(head)} (${i ? "the previous entry's hash" : "the workflow's genesis hash"})`);
+      const entryHash = await H(P(0x11), e.prevHash, e.eventDigest, u64be(e.chainSeq), e.policyDigest);
+      if (!eq(entryHash, e.entryHash)) throw new Failure("ENTRY_HASH_MISMATCH", `${at}: the fields hash to ${hex(entryHash)}, the entry states ${hex(e.entryHash)}`);
+      head = entryHash;
+      // 4.6
+      stage = "entries.log";
+      const cp = sec.bySize.get(e.inclusion.treeSize);
+      if (!cp) throw new Failure("MISSING_CHECKPOINT", `${at}: inclusion names a checkpoint of size ${e.inclusion.treeSize}, the section has ${sec.cps.map((c) => c.size).join(", ")}`);
+      if (cp.size <= e.logIndex) throw new Failure("STALE_CHECKPOINT", `${at}: log_index ${e.logIndex} is not covered by the checkpoint of size ${cp.size}`);
+      const logRoot = await inclusionRoot(e.entryHash, e.logIndex, cp.size, e.inclusion.path);
+      if (logRoot === null || !eq(logRoot, cp.root))
+        throw new Failure("LOG_INCLUSION", `${at}: inclusion.path does not lead from the entry hash at log index ${e.logIndex} to the root of ${sec.log.origin} size ${cp.size}`);
+    } catch (err) {
+      if (!(err instanceof Failure)) throw err;
+      const partial = new Map();
+      for (const id of ENTRY_IDS) if (id !== stage) partial.set(id, `not completed: verification stopped at entry ${i}${i ? ` (entries 0…${i - 1} passed this check)` : ""}`);
+      return fail(stage, err, partial);
+    }
+  }
+  const n = b.entries.length;
+  pass("entries.events", `${n} event(s): each hashes to its stated digest, decodes as one complete ExecutionEvent, and names this entry's event id, workflow ${JSON.stringify(b.workflowId)}, partition and topic`);
+  pass("entries.seals", `${sealCache.size} seal(s), ${signatures} Ed25519 signature(s) verified with keys valid at each event's time; every event is in its seal's Merkle tree at its sequence number${authorizations ? `; ${authorizations} authorization decision(s) sealed by authorizer keys` : ""}`);
+  pass("chain.links", `entries 0…${n - 1} form one gap-free chain from the genesis of ${JSON.stringify(b.workflowId)}; every entry hash recomputed`);
+  pass("entries.log", `every entry is in the signed log of partition ${b.entries[0].partition} at its log index`);
+
+  // 5. counts
+  try {
+    const distinct = [];
+    for (const e of b.entries) if (!distinct.includes(e.policyHex)) distinct.push(e.policyHex);
+    const stated = b.policyDigests.map((p) => p.hex);
+    if (stated.length !== distinct.length || stated.some((h, k) => h !== distinct[k]))
+      throw new Failure("POLICY_DIGESTS", `policy_digests lists ${stated.length} digest(s) that are not the entries' ${distinct.length} distinct digest(s) in first-use order`);
+    if (b.entryCount !== BigInt(n)) throw new Failure("CHAIN_TRUNCATED", `entry_count is ${b.entryCount}, the bundle holds ${n} entries`);
+  } catch (e) {
+    return fail("counts", e);
+  }
+  pass("counts", `policy digests ${b.policyDigests.map((p) => p.hex.slice(0, 12) + "…").join(", ")} in first-use order; entry_count ${b.entryCount} = ${n}`);
+
+  // 6. tail
+  let tailDetail, newest;
+  try {
+    const last = b.entries[n - 1];
+    const sec = sections.get(last.partition);
+    newest = sec.cps[sec.cps.length - 1];
+    if (!newest) throw new Failure("TAIL_PROOF_MISMATCH", `the log of partition ${last.partition} has no checkpoint`);
+    const t = b.tail;
+    if (t.partition !== last.partition || t.logIndex !== last.logIndex || t.treeSize !== newest.size)
+      throw new Failure("TAIL_PROOF_MISMATCH", `the tail names partition ${t.partition}, log index ${t.logIndex}, size ${t.treeSize}; expected the last entry's partition ${last.partition}, log index ${last.logIndex} and the newest checkpoint's size ${newest.size}`);
+    const range = { size: t.logIndex, roots: [...t.prefix] };
+    await rangeAppend(range, await leafHash(last.entryHash));
+    const records = t.following.length / 104;
+    const prevHashes = [];
+    for (let k = 0; k < records; k++) {
+      const r = t.following.subarray(104 * k, 104 * (k + 1));
+      prevHashes.push(r.subarray(0, 32));
+      await rangeAppend(range, await leafHash(await H(P(0x11), r)));
+    }
+    if (range.size !== t.treeSize)
+      throw new Failure("TAIL_PROOF_MISMATCH", `the tail covers ${range.size} leaves, the newest checkpoint has ${t.treeSize}`);
+    const root = await rangeRoot(range);
+    if (!eq(root, newest.root))
+      throw new Failure("TAIL_PROOF_MISMATCH", `the tail reproduces root ${hex(root)}, the checkpoint of size ${newest.size} signs ${hex(newest.root)}`);
+    for (let k = 0; k < records; k++)
+      if (eq(prevHashes[k], last.entryHash))
+        throw new Failure("CHAIN_TRUNCATED", `the signed log holds a later entry of this chain at log index ${t.logIndex + 1n + BigInt(k)}, which the bundle omits`);
+    tailDetail = `complete as of ${sec.log.origin} size ${newest.size}: the last entry (log index ${t.logIndex}) and the ${records} later leaves reproduce the signed root, and none of them links to the last entry`;
+  } catch (e) {
+    return fail("tail", e);
+  }
+  pass("tail", tailDetail);
+
+  // witness cosignatures (docs/witness.md): after the ordinary verification succeeded
+  if (witnessKeys.length) {
+    try {
+      pass("witness", await checkWitnesses(b, sections, trust, anchored ? sealKeys : null, vkeys));
+    } catch (e) {
+      return fail("witness", e);
+    }
+  }
+
+  if (anchored) pass("trust.anchored", "every seal signature chains to your registry and every checkpoint signature to a processor key you named or pinned");
+  else done.set("trust.anchored", { id: "trust.anchored", title: TITLES["trust.anchored"], status: "untrusted",
+    detail: "CONSISTENT BUT UNTRUSTED: the bundle is consistent under the keys it names itself, which a forger who replaced keys, seals, entries and checkpoints together also reaches. Pin a registry you obtained independently." });
+  return finish(null);
 }
 
+// ---------------------------------------------------------------------------------------------
+// witness cosignatures (c2sp.org/tlog-cosignature, cosignature/v1; docs/witness.md)
+async function checkWitnesses(b, sections, trust, registry, vkeys) {
+  const wkeys = [];
+  for (let k = 0; k < trust.witnessKeys.length; k++) {
+    try {
+      wkeys.push(await parseVerifierKey(trust.witnessKeys[k], 0x04, `your witness key ${k + 1}`));
+    } catch (e) {
+      throw e;
+    }
+  }
+  const required = trust.witnessesRequired ?? 1;
+  if (!Number.isInteger(required) || required < 1 || required > wkeys.length)
+    throw unusable(`witnesses required must be between 1 and the ${wkeys.length} witness key(s) you named, found ${required}`);
+  const now = BigInt(Math.floor(trust.now ?? Date.now() / 1000));
+  const lines = [];
+  for (const { log, cps } of sections.values()) {
+    for (let j = 0; j < cps.length; j++) {
+      const cp = cps[j];
+      const newestCp = j === cps.length - 1;
+      const what = `${log.origin} size ${cp.size}`;
+      // the cosigned message: "cosignature/v1\ntime T\n" + the checkpoint text without signatures
+      const witnesses = new Map();
+      for (const s of cp.signed.sigs) {
+        for (const w of wkeys) {
+          if (s.name !== w.name || !eq(s.id, w.id)) continue;
+          if (s.body.length !== 72) throw new Failure("WITNESS_COSIGNATURES", `${what}: the cosignature by ${w.name} is not 8 bytes of time and 64 of signature`);
+          let ts = 0n;
+          for (let q = 0; q < 8; q++) ts = (ts << 8n) | BigInt(s.body[q]);
+          if (ts >= 1n << 63n) throw new Failure("WITNESS_COSIGNATURES", `${what}: cosignature time ${ts} above 2^63 − 1`);
+          const msg = concat(utf8(`cosignature/v1\ntime ${ts}\n`), utf8(cp.signed.text));
+          if (!(await ed25519Verify(w.pk, s.body.subarray(8), msg)))
+            throw new Failure("WITNESS_COSIGNATURES", `${what}: the cosignature by trusted witness ${w.name} does not verify`);
+          if (ts > now + 300n) throw new Failure("WITNESS_COSIGNATURES", `${what}: the cosignature by ${w.name} is dated ${ts}, more than 300 s after this computer's clock (${now})`);
+          if (!witnesses.has(w.text)) witnesses.set(w.text, { w, ts });
+        }
+      }
+      if (!witnesses.size && !newestCp) continue;
+      if (newestCp && witnesses.size < required)
+        throw new Failure("WITNESS_COSIGNATURES", `${what}: cosigned by ${witnesses.size} trusted witness(es), ${required} required`);
+      if (registry !== null) {
+        // a cosignature must be dated inside the validity window of a processor key that signed the note
+        const windows = vkeys.filter((k) => k.record && cp.signed.sigs.some((s) => s.name === k.name && eq(s.id, k.id))).map((k) => k.record);
+        if (windows.length) {
+          const inside = [...witnesses.values()].filter(({ ts }) => windows.some((r) => ts * 1_000_000n >= r.notBefore && (r.notAfter === null || ts * 1_000_000n <= r.notAfter)));
+          if (!inside.length)
+            throw new Failure("KEY_EXPIRED", `${what}: every trusted cosignature is dated outside the validity window of the processor key that signed it (${[...witnesses.values()].map(({ ts }) => fmtUs(ts * 1_000_000n)).join(", ")})`);
+        }
+      }
+      if (newestCp) lines.push(`${what}: ${[...witnesses.values()].map(({ w, ts }) => `${w.name} at ${fmtUs(ts * 1_000_000n)} (${now - ts} s ago)`).join(", ")}`);
+    }
+  }
+  return `the newest checkpoint of every log is cosigned by ${required === 1 ? "a trusted witness" : `${required} distinct trusted witnesses`}: ${lines.join("; ")}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+export function outcome(checks) {
+  const failed = checks.find((c) => c.status === "fail");
+  if (failed) {
+    const unusableInput = failed.failureKind === "UNUSABLE_INPUT";
+    return { verdict: unusableInput ? "UNUSABLE_INPUT" : "FAILED", exitCode: unusableInput ? 2 : 1, failureKind: failed.failureKind ?? null };
+  }
+  if (!checks.length) return { verdict: "NOT_FULLY_VERIFIED", exitCode: null, failureKind: null };
+  if (checks.some((c) => c.status === "untrusted")) return { verdict: "CONSISTENT_BUT_UNTRUSTED", exitCode: 3, failureKind: null };
+  if (checks.some((c) => c.status === "not-checked")) return { verdict: "NOT_FULLY_VERIFIED", exitCode: null, failureKind: null };
+  return { verdict: "VERIFIED", exitCode: 0, failureKind: null };
+}
+
+// the label the page shows
 export function verdict(checks) {
-  if (!checks.length) return "not verified";
-  if (checks.some((c) => c.status === "fail")) return "failed";
-  return checks.every((c) => c.status === "pass") ? "verified" : "not verified";
+  const o = outcome(checks);
+  return {
+    VERIFIED: "verified",
+    FAILED: "failed",
+    UNUSABLE_INPUT: "unusable input",
+    CONSISTENT_BUT_UNTRUSTED: "consistent but untrusted",
+    NOT_FULLY_VERIFIED: "not fully verified",
+  }[o.verdict];
 }

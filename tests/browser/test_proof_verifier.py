@@ -1,0 +1,185 @@
+"""The in-browser verifier (console/static/verifier/) against `lineage verify`, case by case.
+
+Every case of the conformance corpus (tests/conformance/expected.json) runs through the browser
+verifier in headless Chromium and through the CLI (`lineage verify ... --json`, in process); both
+must report the same verdict and failure kind, and both must match the corpus. A summary line
+prints the number of cases, how many agreed, and the count by kind.
+
+Needs no stack: the verifier is static JavaScript, served here by a small loopback HTTP server
+together with the corpus files (the harness fetches them; the Proof Viewer page itself reads
+files locally and is tested in test_console_browser.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from lineage_cli.main import app as cli_app
+
+ROOT = Path(__file__).resolve().parents[2]
+STATIC = ROOT / "console" / "static"
+CONFORMANCE = ROOT / "tests" / "conformance"
+EXPECTED = json.loads((CONFORMANCE / "expected.json").read_text())
+CASES: list[dict[str, Any]] = EXPECTED["cases"]
+CORPUS_BUDGET_S = 120.0
+
+# The browser's verdict for a bundle whose every in-browser check passed but that holds a check
+# the browser cannot run (policy re-evaluation with Cedar): it is never "VERIFIED". It agrees with
+# the CLI's VERIFIED only in that sense, and the summary counts such cases separately.
+NOT_FULLY_VERIFIED = "NOT_FULLY_VERIFIED"
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def translate_path(self, path: str) -> str:
+        path = path.split("?", 1)[0]
+        for prefix, base in (("/static/", STATIC), ("/conformance/", CONFORMANCE)):
+            if path.startswith(prefix):
+                target = (base / path[len(prefix) :]).resolve()
+                if base in target.parents:
+                    return str(target)
+        return str(ROOT / "nonexistent")
+
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".js": "text/javascript",
+        ".json": "application/json",
+    }
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="module")
+def static_url() -> Iterator[str]:
+    handler = functools.partial(_Handler, directory=str(STATIC))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def verifier_page(browser: Any, static_url: str) -> Iterator[Any]:
+    context = browser.new_context()
+    p = context.new_page()
+    p.set_default_timeout(60_000)
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    p.goto(f"{static_url}/static/verifier/schemas.js")
+    yield p
+    context.close()
+    assert not errors, errors
+
+
+_RUN_CASES = """
+async (cases) => {
+  const m = await import("/static/verifier/index.js");
+  const out = [];
+  for (const c of cases) {
+    const bytes = new Uint8Array(await (await fetch("/conformance/" + c.file)).arrayBuffer());
+    const registry = c.registry === null ? null
+      : JSON.parse(await (await fetch("/conformance/" + c.registry)).text());
+    const t0 = performance.now();
+    let checks, error = null;
+    try {
+      checks = await m.verify(bytes, { registry, checkpointKeys: c.checkpoint_keys,
+                                       witnessKeys: c.witness_keys || [],
+                                       witnessesRequired: c.witnesses_required ?? 1,
+                                       workflow: c.workflow });
+    } catch (e) { error = String(e && e.stack || e); checks = []; }
+    const o = m.outcome(checks);
+    const failed = checks.find((x) => x.status === "fail");
+    out.push({ name: c.name, verdict: o.verdict, exit_code: o.exitCode, failure_kind: o.failureKind,
+               detail: failed ? failed.detail : null, error, ms: performance.now() - t0,
+               statuses: checks.map((x) => x.id + ":" + x.status) });
+  }
+  return out;
+}
+"""
+
+
+def _cli(case: dict[str, Any]) -> dict[str, Any]:
+    args = ["verify", str(CONFORMANCE / case["file"]), "--json"]
+    if case["registry"] is not None:
+        args += ["--registry", str(CONFORMANCE / case["registry"])]
+    for key in case["checkpoint_keys"]:
+        args += ["--checkpoint-key", key]
+    for key in case.get("witness_keys", []):
+        args += ["--witness-key", key]
+    if case.get("witnesses_required") is not None:
+        args += ["--witnesses-required", str(case["witnesses_required"])]
+    if case["workflow"] is not None:
+        args += ["--workflow", case["workflow"]]
+    result = CliRunner().invoke(cli_app, args)
+    report = json.loads(result.output)
+    return {
+        "verdict": report["verdict"],
+        "exit_code": result.exit_code,
+        "failure_kind": (report.get("failure") or {}).get("kind"),
+    }
+
+
+def run_in_browser(page: Any, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = page.evaluate(_RUN_CASES, cases)
+    return results
+
+
+def test_schemas_embedded_in_the_verifier_are_the_repository_schemas() -> None:
+    text = (STATIC / "verifier" / "schemas.js").read_text()
+    doc = json.loads(text[text.index("= {") + 2 : text.rindex(";")])
+    for name, value in doc.items():
+        assert value == json.loads((ROOT / "schemas" / f"{name}.avsc").read_text()), name
+
+
+def test_browser_and_cli_agree_on_every_conformance_case(
+    verifier_page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LINEAGE_TRUST_FILE", raising=False)
+    t0 = time.monotonic()
+    browser = {r["name"]: r for r in run_in_browser(verifier_page, CASES)}
+    browser_s = time.monotonic() - t0
+    t1 = time.monotonic()
+    cli = {c["name"]: _cli(c) for c in CASES}
+    cli_s = time.monotonic() - t1
+    disagreements = []
+    not_fully = 0
+    by_kind: collections.Counter[str] = collections.Counter()
+    for case in CASES:
+        b, c = browser[case["name"]], cli[case["name"]]
+        assert b["error"] is None, f"{case['name']}: the browser verifier threw: {b['error']}"
+        by_kind[case["failure_kind"] or case["verdict"]] += 1
+        if b["verdict"] == NOT_FULLY_VERIFIED and c["verdict"] == "VERIFIED":
+            not_fully += 1  # the only sanctioned difference: a check the browser cannot run
+            continue
+        same = (b["verdict"], b["failure_kind"]) == (c["verdict"], c["failure_kind"])
+        if not same or c["verdict"] != case["verdict"] or c["failure_kind"] != case["failure_kind"]:
+            disagreements.append(
+                f"{case['name']}: expected {case['verdict']}/{case['failure_kind']}, "
+                f"browser {b['verdict']}/{b['failure_kind']} ({b['detail']}), "
+                f"CLI {c['verdict']}/{c['failure_kind']}"
+            )
+    agreed = len(CASES) - len(disagreements)
+    slowest = max(browser.values(), key=lambda r: r["ms"])
+    print(
+        f"\nbrowser/CLI verdict comparison: {len(CASES)} cases, {agreed} agreed "
+        f"({not_fully} verified by the CLI and 'not fully verified' in the browser), "
+        f"{len(disagreements)} disagreed; by kind: "
+        + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items()))
+        + f"; browser {browser_s:.1f} s (slowest {slowest['name']} {slowest['ms']:.0f} ms),"
+        f" CLI {cli_s:.1f} s"
+    )
+    assert not disagreements, "\n".join(disagreements)
+    assert browser_s < CORPUS_BUDGET_S
