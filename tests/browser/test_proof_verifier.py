@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -50,13 +50,13 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
                     return str(target)
         return str(ROOT / "nonexistent")
 
-    extensions_map = {
+    extensions_map: ClassVar[dict[str, str]] = {
         **http.server.SimpleHTTPRequestHandler.extensions_map,
         ".js": "text/javascript",
         ".json": "application/json",
     }
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -183,3 +183,142 @@ def test_browser_and_cli_agree_on_every_conformance_case(
     )
     assert not disagreements, "\n".join(disagreements)
     assert browser_s < CORPUS_BUDGET_S
+
+
+# --- the Proof Viewer page itself, against the served console ---------------------------------
+
+
+def _shot(page: Any, name: str) -> None:
+    from tests.browser.conftest import ARTIFACTS
+
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _verify_on_page(page: Any, bundle: Path) -> list[dict[str, str]]:
+    page.set_input_files("#file", str(bundle))
+    page.wait_for_function("document.body.dataset.bundle === '1' && !document.body.dataset.verdict")
+    page.click("#verify")
+    page.wait_for_function("document.body.dataset.verdict !== undefined")
+    rows: list[dict[str, str]] = page.locator("#checks tbody tr").evaluate_all(
+        "rs => rs.map(r => ({id: r.dataset.id, status: r.dataset.status,"
+        " detail: r.cells[2].textContent}))"
+    )
+    return rows
+
+
+def _flip_event_byte(doc: dict[str, Any], entry: int) -> None:
+    import base64
+    import hashlib
+
+    raw = bytearray(base64.b64decode(doc["entries"][entry]["event"]))
+    raw[-3] ^= 0x01
+    doc["entries"][entry]["event"] = base64.b64encode(bytes(raw)).decode()
+    # the stated digest is left alone: the page must find the bytes no longer hash to it
+    assert hashlib.sha256(b"\x10" + bytes(raw)).hexdigest() != doc["entries"][entry]["event_digest"]
+
+
+@pytest.mark.integration
+def test_proof_viewer_page_verifies_genuine_and_tampered_without_uploading(
+    page: Any, browser_stack: Any, tmp_path: Path
+) -> None:
+    from console.app import build_bundle
+
+    st, served = browser_stack
+    assert st.ctx is not None
+    workflow = st.workflows[0]
+    doc = build_bundle(st.ctx, workflow)
+    text = json.dumps(doc)
+    genuine = tmp_path / "genuine.json"
+    genuine.write_text(text)
+    requests: list[Any] = []
+    page.on("request", lambda r: requests.append(r))
+    page.goto(f"{served.url}/proof")
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    loaded = len(requests)
+    # the auditor's registry: a file they hold (here: the deployment's registry file, copied)
+    registry = tmp_path / "auditor-registry.json"
+    registry.write_bytes(st.settings.resolved_keys_file.read_bytes())
+    page.set_input_files("#registry-file", str(registry))
+    page.wait_for_function("document.body.dataset.pinned === '1'")
+    page.fill("#expect", workflow)
+
+    rows = _verify_on_page(page, genuine)
+    assert page.locator("#verdict").inner_text() == "VERIFIED"
+    assert "exit code 0" in page.locator("#verdict-meaning").inner_text()
+    statuses = {r["id"]: r["status"] for r in rows}
+    assert set(statuses.values()) == {"pass"}, statuses
+    details = {r["id"]: r["detail"] for r in rows}
+    assert "complete as of" in details["tail"]
+    assert "your registry" in details["trust.keys"]
+    assert workflow in details["workflow.expected"]
+    _shot(page, "proof-viewer-verified")
+
+    tampered_doc = json.loads(text)
+    _flip_event_byte(tampered_doc, 2)
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(tampered_doc))
+    rows = _verify_on_page(page, tampered)
+    assert page.locator("#verdict").inner_text() == "FAILED"
+    assert page.evaluate("document.body.dataset.failureKind") == "EVENT_DIGEST_MISMATCH"
+    failed = [r for r in rows if r["status"] == "fail"]
+    assert [r["id"] for r in failed] == ["entries.events"]
+    assert failed[0]["detail"].startswith(
+        "EVENT_DIGEST_MISMATCH: entries[2]: the event bytes hash to"
+    )
+    after = [r["status"] for r in rows[[r["id"] for r in rows].index("entries.events") + 1 :]]
+    assert set(after) == {"skipped"}, "checks after the first failure are not run"
+    assert {r["id"]: r["status"] for r in rows}["logs.checkpoints"] == "pass"
+    _shot(page, "proof-viewer-tampered")
+
+    # file mode: nothing left the page after it loaded, and no request carried bundle bytes
+    later = requests[loaded:]
+    assert later == [], [f"{r.method} {r.url}" for r in later]
+    for r in requests:
+        body = r.post_data or ""
+        assert (
+            workflow not in body
+            and doc["entries"][0]["event"] not in body
+            and workflow not in r.url
+        )
+
+    # the console's own registry is the operator's: consistent but untrusted, like the CLI's
+    # "operator's own registry (not independent)"
+    page.click("#registry-console")
+    page.wait_for_function(
+        "document.getElementById('pinned').textContent.includes('not independent')"
+    )
+    _verify_on_page(page, genuine)
+    assert page.locator("#verdict").inner_text() == "CONSISTENT BUT UNTRUSTED"
+
+
+@pytest.mark.integration
+def test_proof_viewer_shows_evidence_strings_as_text(
+    page: Any, browser_stack: Any, tmp_path: Path
+) -> None:
+    _, served = browser_stack
+    hostile = (
+        '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>\u202eDEIFIREV'
+        + "W" * 5000
+    )
+    doc = json.loads((CONFORMANCE / "cases" / "genuine.json").read_text())
+    doc["entries"][0]["event_id"] = hostile
+    bundle = tmp_path / "hostile.json"
+    bundle.write_text(json.dumps(doc))
+    page.goto(f"{served.url}/proof")
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    page.set_input_files("#registry-file", str(CONFORMANCE / "keys" / "auditor-registry.json"))
+    page.wait_for_function("document.body.dataset.pinned === '1'")
+    rows = _verify_on_page(page, bundle)
+    failed = next(r for r in rows if r["status"] == "fail")
+    assert failed["detail"].startswith("EVENT_ID_MISMATCH")
+    assert "<img src=x" in failed["detail"] and "<script>" in failed["detail"]
+    # a right-to-left override is shown as an escape, and 5,000 characters are shortened
+    assert "\u202e" not in failed["detail"] and "\\u202eDEIFIREV" in failed["detail"]
+    assert "(5076 characters)" in failed["detail"]
+    assert page.locator("#checks img, #checks script").count() == 0
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    overflow = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 2, f"the page is {overflow} px wider than the window"
+    _shot(page, "proof-viewer-hostile")

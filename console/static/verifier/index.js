@@ -13,6 +13,10 @@
 //              witnessKeys?: string[],           // witness verifier keys (cosignature/v1)
 //              witnessesRequired?: number,       // distinct trusted witnesses required, default 1
 //              workflow?: string | null,         // the workflow the person expects (--workflow)
+//              independent?: boolean,            // false: the registry is the operator's own (e.g.
+//                                                //   pinned from the console that served the bundle):
+//                                                //   at best CONSISTENT_BUT_UNTRUSTED, like the CLI's
+//                                                //   "operator's own registry (not independent)"
 //              now?: number }                    // verifier clock, POSIX seconds (tests); default Date.now()
 //   Check  = { id: string,                       // stable id, e.g. "bundle.parse", "chain.links"
 //              title: string,                    // what is checked, for people
@@ -58,6 +62,21 @@ class Failure extends Error {
   }
 }
 const unusable = (msg) => new Failure("UNUSABLE_INPUT", msg);
+
+// Evidence strings in messages: quoted, shortened, and with every control, format (bidi
+// override), private-use, unassigned or surrogate code point shown as an escape, so what the page
+// shows is what the bundle holds and cannot reorder or hide text around it.
+const MAX_SHOWN = 160;
+function q(s) {
+  const chars = [...String(s)];
+  const shown = chars.slice(0, MAX_SHOWN).map((c) => {
+    if (c === '"' || c === "\\") return "\\" + c;
+    if (!/[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Cs}]/u.test(c)) return c;
+    const cp = c.codePointAt(0);
+    return cp > 0xffff ? "\\U" + cp.toString(16).padStart(8, "0") : cp < 0x100 ? "\\x" + cp.toString(16).padStart(2, "0") : "\\u" + cp.toString(16).padStart(4, "0");
+  });
+  return `"${shown.join("")}"` + (chars.length > MAX_SHOWN ? `… (${chars.length} characters)` : "");
+}
 
 // ---------------------------------------------------------------------------------------------
 // bytes, hex, base64, hashing
@@ -321,7 +340,7 @@ async function parseRegistry(doc, label) {
     if (k !== "format" && k !== "keys") throw unusable(`${label}: unknown member '${k}'`);
   const format = doc.format;
   if (format !== "lineage-key-registry/v1" && format !== "lineage-key-registry/v2")
-    throw unusable(`${label}: unsupported format ${JSON.stringify(String(format))}`);
+    throw unusable(`${label}: unsupported format ${q(String(format))}`);
   const v2 = format.endsWith("/v2");
   const keys = list(req(doc, "keys", label), `${label}: keys`, Infinity);
   const out = new Map();
@@ -344,7 +363,7 @@ async function parseRegistry(doc, label) {
     const time = (f, v) => {
       if (v === null) return null;
       const t = rfc3339us(v);
-      if (t === null) throw unusable(`${w}: field '${f}' is not an RFC 3339 time: ${JSON.stringify(v)}`);
+      if (t === null) throw unusable(`${w}: field '${f}' is not an RFC 3339 time: ${q(v)}`);
       return t;
     };
     const pk = b64decode(e.public_key);
@@ -352,7 +371,7 @@ async function parseRegistry(doc, label) {
     const expectId = "ed25519:" + hex(await sha256(pk)).slice(0, 16);
     if (e.key_id !== expectId) throw unusable(`${w}: key_id ${e.key_id} does not match the public key (${expectId})`);
     if (out.has(e.key_id)) throw unusable(`${w}: duplicate key id ${e.key_id}`);
-    if (!ROLES.has(e.role)) throw unusable(`${w}: unknown role ${JSON.stringify(e.role)}`);
+    if (!ROLES.has(e.role)) throw unusable(`${w}: unknown role ${q(e.role)}`);
     const notBefore = time("not_before", e.not_before);
     const notAfter = time("not_after", optStr("not_after"));
     const revokedAt = time("revoked_at", optStr("revoked_at"));
@@ -364,7 +383,7 @@ async function parseRegistry(doc, label) {
     if (reason !== null && revokedAt === null) throw unusable(`${w}: revocation_reason without revoked_at`);
     if (compromisedAt !== null && (revokedAt === null || compromisedAt > revokedAt))
       throw unusable(`${w}: compromised_at must come with revoked_at and not after it`);
-    if (!/^[a-z][a-z0-9_.-]*$/.test(custody)) throw unusable(`${w}: custody ${JSON.stringify(custody)} is not a lowercase name`);
+    if (!/^[a-z][a-z0-9_.-]*$/.test(custody)) throw unusable(`${w}: custody ${q(custody)} is not a lowercase name`);
     if (custody === "pkcs11" && !(keyUri || "").startsWith("pkcs11:")) throw unusable(`${w}: pkcs11 custody without a pkcs11: URI`);
     out.set(e.key_id, { keyId: e.key_id, pk, role: e.role, subject: e.subject, notBefore, notAfter, revokedAt, compromisedAt, reason });
   }
@@ -385,9 +404,9 @@ async function processorVkeys(registry) {
 function parseOrigin(origin, where) {
   const parts = origin.split("/");
   if (parts.length < 3 || parts.some((p) => p === ""))
-    throw unusable(`${where}: origin ${JSON.stringify(origin)} is not <base>/<topic>/<partition>`);
+    throw unusable(`${where}: origin ${q(origin)} is not <base>/<topic>/<partition>`);
   const last = parts[parts.length - 1];
-  if (!/^(0|[1-9][0-9]*)$/.test(last)) throw unusable(`${where}: origin's partition ${JSON.stringify(last)} is not ASCII decimal digits without leading zeros`);
+  if (!/^(0|[1-9][0-9]*)$/.test(last)) throw unusable(`${where}: origin's partition ${q(last)} is not ASCII decimal digits without leading zeros`);
   return { topic: parts[parts.length - 2], partition: BigInt(last) };
 }
 
@@ -410,7 +429,7 @@ async function parseBundle(bytes) {
   const format = req(top, "format", "the bundle");
   if (format !== FORMAT) {
     const m = typeof format === "string" ? /^lineage-evidence-bundle\/(.*)$/s.exec(format) : null;
-    throw unusable(m ? `format '${m[1]}' no longer supported or not yet known` : `not an evidence bundle: format ${JSON.stringify(String(format))}`);
+    throw unusable(m ? `format '${m[1]}' no longer supported or not yet known` : `not an evidence bundle: format ${q(String(format))}`);
   }
   const b = {};
   b.workflowId = str(req(top, "workflow_id", "the bundle"), "workflow_id");
@@ -554,7 +573,7 @@ function sealKeyTrust(registry, keyId, emitterId, atUs) {
   }
   const subject = emitterId.split("#")[0];
   if (r.role !== "emitter" && r.role !== "authorizer") return new Failure("KEY_SCOPE", `key ${keyId} has role ${r.role}, expected emitter or authorizer`);
-  if (r.subject !== subject) return new Failure("KEY_SCOPE", `key ${keyId} speaks for ${JSON.stringify(r.subject)}, the emitter is ${JSON.stringify(subject)}`);
+  if (r.subject !== subject) return new Failure("KEY_SCOPE", `key ${keyId} speaks for ${q(r.subject)}, the emitter is ${q(subject)}`);
   if (atUs < r.notBefore || (r.notAfter !== null && atUs > r.notAfter))
     return new Failure("KEY_EXPIRED", `key ${keyId} is valid ${fmtUs(r.notBefore)} … ${r.notAfter === null ? "" : fmtUs(r.notAfter)}, the event claims ${fmtUs(atUs)}`);
   return r;
@@ -619,7 +638,7 @@ export async function verify(bundleBytes, trust) {
   } catch (e) {
     return fail("bundle.parse", e);
   }
-  pass("bundle.parse", `${bundleBytes.length} bytes: workflow ${JSON.stringify(b.workflowId)}, ${b.entries.length} entries, ${b.logs.length} log section(s); every member present, typed, encoded canonically and within the limits`);
+  pass("bundle.parse", `${bundleBytes.length} bytes: workflow ${q(b.workflowId)}, ${b.entries.length} entries, ${b.logs.length} log section(s); every member present, typed, encoded canonically and within the limits`);
 
   // choose the keys that decide (the table in "Inputs and trust"; no other fallback)
   let sealKeys, vkeys, anchored, trustDetail;
@@ -651,8 +670,8 @@ export async function verify(bundleBytes, trust) {
   // 2. expected workflow
   if (trust.workflow !== null && trust.workflow !== undefined && trust.workflow !== "") {
     if (b.workflowId !== trust.workflow)
-      return fail("workflow.expected", new Failure("UNEXPECTED_WORKFLOW", `you expect workflow ${JSON.stringify(trust.workflow)}, the bundle proves ${JSON.stringify(b.workflowId)}`));
-    pass("workflow.expected", `the bundle proves workflow ${JSON.stringify(b.workflowId)}, the one you named`);
+      return fail("workflow.expected", new Failure("UNEXPECTED_WORKFLOW", `you expect workflow ${q(trust.workflow)}, the bundle proves ${q(b.workflowId)}`));
+    pass("workflow.expected", `the bundle proves workflow ${q(b.workflowId)}, the one you named`);
   } else done.set("workflow.expected", { id: "workflow.expected", title: TITLES["workflow.expected"], status: "skipped", detail: "you named no workflow: the bundle's own workflow id is what was verified" });
 
   // 3. logs
@@ -662,14 +681,14 @@ export async function verify(bundleBytes, trust) {
     for (let k = 0; k < b.logs.length; k++) {
       const log = b.logs[k];
       if (log.originPartition !== log.partition)
-        throw new Failure("CHECKPOINT_ORIGIN", `logs[${k}]: origin ${JSON.stringify(log.origin)} names partition ${log.originPartition}, the section is partition ${log.partition}`);
+        throw new Failure("CHECKPOINT_ORIGIN", `logs[${k}]: origin ${q(log.origin)} names partition ${log.originPartition}, the section is partition ${log.partition}`);
       const cps = [];
       for (let j = 0; j < log.notes.length; j++) {
         const what = `logs[${k}].checkpoints[${j}]`;
         const signed = await verifyNote(log.notes[j], vkeys, what);
         const cp = parseCheckpoint(signed.text);
         if (!cp) throw new Failure("CHECKPOINT_ORIGIN", `${what}: the signed note is not a checkpoint (origin, size, base64 root)`);
-        if (cp.origin !== log.origin) throw new Failure("CHECKPOINT_ORIGIN", `${what}: origin ${JSON.stringify(cp.origin)}, the section's is ${JSON.stringify(log.origin)}`);
+        if (cp.origin !== log.origin) throw new Failure("CHECKPOINT_ORIGIN", `${what}: origin ${q(cp.origin)}, the section's is ${q(log.origin)}`);
         cp.note = log.notes[j];
         cp.signed = signed;
         if (j > 0) {
@@ -721,10 +740,10 @@ export async function verify(bundleBytes, trust) {
         throw err;
       }
       if (ev.event_time < 0n || ev.event_time > LIMITS.maxTimeUs) throw unusable(`${at}: event_time ${ev.event_time} µs is outside 1970-01-01 … 9999-12-31`);
-      if (ev.event_id !== e.eventId) throw new Failure("EVENT_ID_MISMATCH", `${at}: the entry names event ${JSON.stringify(e.eventId)}, its bytes hold ${JSON.stringify(ev.event_id)}`);
-      if (ev.workflow_id !== b.workflowId) throw new Failure("WORKFLOW_MISMATCH", `${at}: the event belongs to workflow ${JSON.stringify(ev.workflow_id)}, the bundle claims ${JSON.stringify(b.workflowId)}`);
+      if (ev.event_id !== e.eventId) throw new Failure("EVENT_ID_MISMATCH", `${at}: the entry names event ${q(e.eventId)}, its bytes hold ${q(ev.event_id)}`);
+      if (ev.workflow_id !== b.workflowId) throw new Failure("WORKFLOW_MISMATCH", `${at}: the event belongs to workflow ${q(ev.workflow_id)}, the bundle claims ${q(b.workflowId)}`);
       if (BigInt(ev.partition) !== e.partition) throw new Failure("PARTITION_MISMATCH", `${at}: the event names partition ${ev.partition}, the entry ${e.partition}`);
-      if (ev.topic !== sec.log.topic) throw new Failure("PARTITION_MISMATCH", `${at}: the event names topic ${JSON.stringify(ev.topic)}, its log ${JSON.stringify(sec.log.origin)} is of topic ${JSON.stringify(sec.log.topic)}`);
+      if (ev.topic !== sec.log.topic) throw new Failure("PARTITION_MISMATCH", `${at}: the event names topic ${q(ev.topic)}, its log ${q(sec.log.origin)} is of topic ${q(sec.log.topic)}`);
       times.push(ev.event_time);
       // 4.4
       stage = "entries.seals";
@@ -745,7 +764,7 @@ export async function verify(bundleBytes, trust) {
       for (const f of ["emitter_id", "key_id", "topic"])
         if (utf8(seal[f]).length > 65535) throw unusable(`${at}: seal ${f} is longer than 65,535 UTF-8 bytes (u16 length)`);
       if (seal.emitter_id !== ev.emitter_id || seal.topic !== ev.topic || seal.partition !== ev.partition)
-        throw new Failure("SEAL_MISMATCH", `${at}: the seal is ${JSON.stringify(seal.emitter_id)}'s over ${JSON.stringify(seal.topic)}/${seal.partition}, the event is ${JSON.stringify(ev.emitter_id)}'s over ${JSON.stringify(ev.topic)}/${ev.partition}`);
+        throw new Failure("SEAL_MISMATCH", `${at}: the seal is ${q(seal.emitter_id)}'s over ${q(seal.topic)}/${seal.partition}, the event is ${q(ev.emitter_id)}'s over ${q(ev.topic)}/${ev.partition}`);
       const count = seal.last_seq - seal.first_seq + 1n;
       if (seal.first_seq + e.seal.index !== ev.emitter_seq || e.seal.index >= count)
         throw new Failure("SEAL_MISMATCH", `${at}: seal covers ${seal.first_seq}…${seal.last_seq}, index ${e.seal.index} does not give the event's emitter_seq ${ev.emitter_seq}`);
@@ -789,9 +808,9 @@ export async function verify(bundleBytes, trust) {
     }
   }
   const n = b.entries.length;
-  pass("entries.events", `${n} event(s): each hashes to its stated digest, decodes as one complete ExecutionEvent, and names this entry's event id, workflow ${JSON.stringify(b.workflowId)}, partition and topic`);
+  pass("entries.events", `${n} event(s): each hashes to its stated digest, decodes as one complete ExecutionEvent, and names this entry's event id, workflow ${q(b.workflowId)}, partition and topic`);
   pass("entries.seals", `${sealCache.size} seal(s), ${signatures} Ed25519 signature(s) verified with keys valid at each event's time; every event is in its seal's Merkle tree at its sequence number${authorizations ? `; ${authorizations} authorization decision(s) sealed by authorizer keys` : ""}`);
-  pass("chain.links", `entries 0…${n - 1} form one gap-free chain from the genesis of ${JSON.stringify(b.workflowId)}; every entry hash recomputed`);
+  pass("chain.links", `entries 0…${n - 1} form one gap-free chain from the genesis of ${q(b.workflowId)}; every entry hash recomputed`);
   pass("entries.log", `every entry is in the signed log of partition ${b.entries[0].partition} at its log index`);
 
   // 5. counts
@@ -849,7 +868,10 @@ export async function verify(bundleBytes, trust) {
     }
   }
 
-  if (anchored) pass("trust.anchored", "every seal signature chains to your registry and every checkpoint signature to a processor key you named or pinned");
+  if (anchored && trust.independent === false)
+    done.set("trust.anchored", { id: "trust.anchored", title: TITLES["trust.anchored"], status: "untrusted",
+      detail: "CONSISTENT BUT UNTRUSTED: the registry you pinned is the operator's own (published by the system that holds the evidence), not independent of it. Pin a registry you obtained another way." });
+  else if (anchored) pass("trust.anchored", "every seal signature chains to your registry and every checkpoint signature to a processor key you named or pinned");
   else done.set("trust.anchored", { id: "trust.anchored", title: TITLES["trust.anchored"], status: "untrusted",
     detail: "CONSISTENT BUT UNTRUSTED: the bundle is consistent under the keys it names itself, which a forger who replaced keys, seals, entries and checkpoints together also reaches. Pin a registry you obtained independently." });
   return finish(null);
