@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -49,12 +49,6 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
                 if base in target.parents:
                     return str(target)
         return str(ROOT / "nonexistent")
-
-    extensions_map: ClassVar[dict[str, str]] = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".js": "text/javascript",
-        ".json": "application/json",
-    }
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
