@@ -334,7 +334,12 @@ def export_and_verify(
     from lineage.bundle import write_bundle
     from lineage.keys import KeyRegistry
     from lineage.verify import checkpoint_vkeys, verify_bundle
-    from lineage_cli.evidence import export_bundle, print_report, verify_clickhouse
+    from lineage_cli.evidence import (
+        export_bundle,
+        findings_behind,
+        print_report,
+        verify_clickhouse,
+    )
 
     db = settings.clickhouse_database
     # The demo plays the auditor: it names the keys it trusts (the registry it just wrote and its
@@ -348,8 +353,20 @@ def export_and_verify(
     )
     out = settings.data_dir / "evidence" / f"{clean}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    until = time.monotonic() + 15.0
+    while time.monotonic() < until:  # the sink writes violations and checkpoints independently
+        with lock:
+            if findings_behind(client, db) == 0:
+                break
+        time.sleep(0.25)
     with lock:
-        bundle = export_bundle(client, db, clean, registry)
+        bundle = export_bundle(
+            client,
+            db,
+            clean,
+            registry,
+            policy_sets=[PolicySet.files(settings.resolved_policy_file)],
+        )
         store_report = verify_clickhouse(
             client,
             db,

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lineage import codec, hashing, merkle, note
+from lineage import binding, bundle_v2, codec, findings, hashing, merkle, note
 from lineage.errors import ConfigError, LineageError
 from lineage.keys import KeyRegistry
-from lineage.model import ChainEntry, Checkpoint
+from lineage.model import ChainEntry, Checkpoint, Violation
 
-FORMAT = "lineage-evidence-bundle/v1"
+FORMAT = "lineage-evidence-bundle/v2"
+FORMAT_V1 = "lineage-evidence-bundle/v1"
+FORMATS = (FORMAT_V1, FORMAT)
+"""Formats a reader accepts; v2 adds ``policies`` and ``findings`` (docs/evidence-bundle.md)."""
 FORMAT_PREFIX = "lineage-evidence-bundle/"
 HASH_SIZE = hashing.HASH_SIZE
 LEAF_RECORD_SIZE = hashing.LEAF_RECORD_SIZE
@@ -490,6 +493,9 @@ def build_bundle(
     checkpoints: Iterable[Checkpoint],
     registry: KeyRegistry,
     checkpoint_vkey: str,
+    *,
+    policy_sets: Sequence[tuple[bytes, bytes]] = (),
+    violations: Iterable[Violation] = (),
 ) -> dict[str, Any]:
     """The evidence bundle of ``workflow_id`` as a JSON-ready dict.
 
@@ -498,8 +504,12 @@ def build_bundle(
     every entry of that partition in log order (the records, not just the entry hashes: the tail
     proof needs their preimages); ``checkpoints`` are signed checkpoints of those partitions;
     ``registry`` supplies the records of the seal keys used; ``checkpoint_vkey`` is the
-    processor's verifier key. Raises BundleError when an entry is not in the leaves, a checkpoint
-    does not match the leaves, or an entry is not yet covered by a checkpoint.
+    processor's verifier key. ``policy_sets`` are (TOML, Cedar) file bytes the exporter has; those
+    named by the entries or decisions go into ``policies``; ``violations`` are the stored violations
+    of the last entry's partition, from which the ``findings`` member is rebuilt and checked
+    against the findings log the newest checkpoint signs (docs/findings.md).
+    Raises BundleError when an entry is not in the leaves, a checkpoint does not match the leaves,
+    an entry is not yet covered by a checkpoint, or the violations do not rebuild the findings log.
     """
     chain = sorted((e for e in entries if e.workflow_id == workflow_id), key=lambda e: e.chain_seq)
     if not chain:
@@ -596,6 +606,15 @@ def build_bundle(
     key_records += [
         r for r in registry.records() if r.public_key == vkey_public and r.key_id not in seal_keys
     ]
+    try:
+        policies = bundle_v2.policies_member(
+            (e.event_bytes for e in chain), policy_digests, policy_sets
+        )
+        newest_note = note.parse_checkpoint(binding.note_text(signed[p][newest].note))
+        signed_findings = findings.signed_findings(newest_note)
+        findings_member = findings.bundle_member(workflow_id, p, violations, signed_findings)
+    except LineageError as exc:
+        raise BundleError(str(exc)) from None
     return {
         "format": FORMAT,
         "workflow_id": workflow_id,
@@ -612,6 +631,8 @@ def build_bundle(
         },
         "keys": KeyRegistry(key_records).to_json(),
         "checkpoint_keys": [note.verifier_key(vkey_name, vkey_public)],
+        "policies": policies,
+        "findings": findings_member,
     }
 
 
@@ -636,14 +657,15 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _check_format(value: object) -> None:
-    if value == FORMAT:
+    if value in FORMATS:
         return
+    readable = " or ".join(repr(f) for f in FORMATS)
     if isinstance(value, str) and value.startswith(FORMAT_PREFIX):
         raise BundleFormatError(
             f"format {value[len(FORMAT_PREFIX) :][:20]!r} no longer supported or not yet known: "
-            f"this verifier reads {FORMAT!r}"
+            f"this verifier reads {readable}"
         )
-    raise BundleFormatError(f"bundle.format: expected {FORMAT!r}, found {_short(value)}")
+    raise BundleFormatError(f"bundle.format: expected {readable}, found {_short(value)}")
 
 
 def _check_tree(doc: object) -> None:

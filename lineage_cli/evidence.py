@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lineage import note
+from lineage import findings, note
 from lineage.bundle import (
     MAX_BUNDLE_BYTES,
     BundleError,
@@ -26,7 +26,8 @@ from lineage.bundle import (
 from lineage.config import Settings
 from lineage.errors import ConfigError, LineageError
 from lineage.keys import KeyRegistry, Role
-from lineage.model import ChainEntry, Checkpoint
+from lineage.model import ChainEntry, Checkpoint, Violation
+from lineage.policy import PolicySet
 from lineage.verify import (
     EXIT_INTEGRITY,
     EXIT_UNUSABLE,
@@ -266,9 +267,10 @@ def verify_clickhouse(
         return everything
     sql = _entries_sql(database, workflow_id)
     logs = {p: _stream_partition(client, sql, {"p": p, "wf": workflow_id}) for p in partitions}
-    return verify_entries(
+    checkpoints = _checkpoints(client, database, partitions)
+    report = verify_entries(
         logs,
-        _checkpoints(client, database, partitions),
+        checkpoints,
         registry=registry,
         trusted_checkpoint_vkeys=trusted_checkpoint_vkeys,
         workflow_id=workflow_id,
@@ -276,6 +278,45 @@ def verify_clickhouse(
         source=f"clickhouse {database}",
         registry_source=registry_source,
         independent=independent,
+    )
+    if report.consistent:
+        check_stored_findings(report, checkpoints, _violations(client, database, partitions))
+    return report
+
+
+def check_stored_findings(
+    report: Report, checkpoints: Sequence[Checkpoint], violations: Sequence[Violation]
+) -> None:
+    """The violations table against each partition's signed findings log (docs/findings.md).
+
+    Runs after the checkpoints verified: their notes are trusted here.
+    """
+    total = 0
+    for p in sorted({c.partition for c in checkpoints}):
+        notes = [c.note for c in sorted(checkpoints, key=lambda c: c.tree_size) if c.partition == p]
+        try:
+            proven, after = findings.check_stored(p, violations, notes)
+        except findings.FindingsError as exc:
+            report.failure = Failure(
+                FailureKind.FINDINGS_MISMATCH, str(exc), exc.where, exc.expected, exc.found
+            )
+            report.claims.clear()
+            return
+        total += proven
+        if proven == 0 and after:
+            report.warnings.append(
+                f"{findings.NOT_COMMITTED}: partition {p}'s {after} stored violations "
+                "are not covered by a signed findings log"
+            )
+            report.not_proven.append(
+                f"the {after} stored violations of partition {p}: no signed findings log covers them"
+            )
+        elif after:
+            report.warnings.append(
+                f"partition {p}: {after} violations after the newest signed findings log"
+            )
+    report.claims.append(
+        f"the violations table rebuilds every signed findings root ({total} findings proven)"
     )
 
 
@@ -294,10 +335,50 @@ def _export_vkey(registry: KeyRegistry, checkpoints: Sequence[Checkpoint]) -> st
     )
 
 
+def _violations(client: Any, database: str, partitions: Sequence[int]) -> list[Violation]:
+    """Every stored violation of ``partitions``: the findings logs are rebuilt from them."""
+    columns = ", ".join(
+        "toUnixTimestamp64Micro(event_time)" if c == "event_time" else c
+        for c in findings.STORED_COLUMNS
+    )
+    result = client.query(
+        f"SELECT {columns} FROM {_db(database)}.violations FINAL "
+        "WHERE source_partition IN {ps:Array(UInt16)}",
+        parameters={"ps": list(partitions)},
+    )
+    return [findings.violation_from_row(row) for row in result.result_rows]
+
+
+def findings_behind(client: Any, database: str) -> int:
+    """Findings the newest stored checkpoints sign that the violations table does not hold yet.
+
+    The sink writes violations and checkpoints as they arrive; wait for 0 before exporting or
+    verifying right after a run, or verification reports the missing rows.
+    """
+    partitions = _partitions(client, database, None)
+    violations = _violations(client, database, partitions)
+    newest: dict[int, Checkpoint] = {}
+    for c in _checkpoints(client, database, partitions):
+        if c.partition not in newest or c.tree_size > newest[c.partition].tree_size:
+            newest[c.partition] = c
+    behind = 0
+    for p, c in newest.items():
+        behind += max(0, findings.signed_size(c.note) - findings.stored_prefix(p, violations))
+    return behind
+
+
 def export_bundle(
-    client: Any, database: str, workflow_id: str, registry: KeyRegistry
+    client: Any,
+    database: str,
+    workflow_id: str,
+    registry: KeyRegistry,
+    *,
+    policy_sets: Sequence[tuple[bytes, bytes]] = (),
 ) -> dict[str, Any]:
-    """Build the evidence bundle of one workflow from the ClickHouse tables."""
+    """Build the evidence bundle of one workflow from the ClickHouse tables.
+
+    ``policy_sets`` are the (TOML, Cedar) files of the policy sets its decisions were made under.
+    """
     partitions = _partitions(client, database, workflow_id)
     if not partitions:
         raise BundleError(f"no entries for workflow {workflow_id!r} in {database}")
@@ -316,11 +397,24 @@ def export_bundle(
             if e.workflow_id == workflow_id:
                 entries.append(e)
         leaves[p] = records
-    checkpoints = _checkpoints(client, database, partitions)
+    violations = _violations(client, database, partitions)
+    stored = {p: findings.stored_prefix(p, violations) for p in partitions}
+    checkpoints = [
+        c
+        for c in _checkpoints(client, database, partitions)
+        if findings.within(c.note, stored.get(c.partition, 0))
+    ]
     if not checkpoints:
         raise BundleError(f"no signed checkpoint yet for partitions {partitions}")
     return build_bundle(
-        workflow_id, entries, leaves, checkpoints, registry, _export_vkey(registry, checkpoints)
+        workflow_id,
+        entries,
+        leaves,
+        checkpoints,
+        registry,
+        _export_vkey(registry, checkpoints),
+        policy_sets=policy_sets,
+        violations=violations,
     )
 
 
@@ -364,14 +458,28 @@ DataDir = Annotated[
 def export_cmd(
     workflow: Annotated[str, typer.Option("--workflow", help="workflow id to export")],
     out: Annotated[Path, typer.Option("--out", help="where to write the bundle (JSON)")],
+    policy: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--policy",
+            help="policy TOML whose set (with its Cedar file) decisions name; repeatable "
+            "(default: LINEAGE_POLICY_FILE or policies/default.toml)",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Export one workflow's evidence bundle from ClickHouse for offline verification."""
     settings = _settings(data_dir)
     registry = _registry(settings.resolved_keys_file)
+    try:
+        policy_sets = [PolicySet.files(p) for p in policy or [settings.resolved_policy_file]]
+    except ConfigError as exc:
+        _fail(str(exc))
     client = _client(settings)
     try:
-        bundle = export_bundle(client, settings.clickhouse_database, workflow, registry)
+        bundle = export_bundle(
+            client, settings.clickhouse_database, workflow, registry, policy_sets=policy_sets
+        )
         write_bundle(bundle, out)
     except BundleError as exc:
         _fail(f"cannot export {workflow}: {exc}", EXIT_INTEGRITY)
@@ -558,6 +666,22 @@ def _print_failure(f: Failure, console: Console) -> None:
         console.print(f"  found:    {_t(f.found, 1000)}")
 
 
+def _findings(p: Proven) -> str:
+    """The workflow's findings, one per line, and what contained it."""
+    if not p.findings:
+        return "none"
+    lines = [
+        f"{_t(f['severity'])} {_t(f['type'])} at {_t(f['event_id'] or '-')}: "
+        f"{_t(f['explanation'], 80)}"
+        for f in p.findings[:12]
+    ]
+    if len(p.findings) > 12:
+        lines.append(f"(+{len(p.findings) - 12} more)")
+    if p.contained_by:
+        lines.append(f"contained by {_t(p.contained_by)}")
+    return "\n".join(lines)
+
+
 def print_report(report: Report, title: str, console: Console) -> None:
     """Human report: verdict, what was proven and not, and on failure the first failing item.
 
@@ -607,6 +731,8 @@ def print_report(report: Report, title: str, console: Console) -> None:
             "log entries", f"{p.log_entries} recomputed ({p.unanchored} not yet checkpointed)"
         )
     table.add_row("complete as of", _listing(p.complete_as_of, 8))
+    table.add_row("findings", _findings(p))
+    table.add_row("decisions re-run", f"{p.decisions_rerun} (same outcome under their policy set)")
     if report.size_bytes is not None:
         table.add_row("input", f"{report.size_bytes:,} bytes")
     table.add_row("speed", f"{report.entries_per_s:,.0f} entries/s ({report.elapsed_s:.3f} s)")

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lineage.model import Containment, Decision, EventKind, ExecutionEvent, Runtime
-from lineage.policy import GateDecision, PolicyEvaluationError, PolicySet, evaluate
+from lineage.policy import (
+    MAX_REQUEST_BYTES,
+    REQUEST_ATTRIBUTE,
+    GateDecision,
+    PolicyEvaluationError,
+    PolicySet,
+    evaluate,
+)
 from producers.emitter import Emitter
 from producers.errors import EmitterError
 
@@ -174,6 +181,11 @@ class Gate:
             )
         except PolicyEvaluationError as exc:
             raise GateError(f"policy could not be evaluated, action not run: {exc}") from exc
+        if len(decision.request) > MAX_REQUEST_BYTES:
+            raise GateError(
+                f"request is {len(decision.request)} bytes, at most {MAX_REQUEST_BYTES} can be "
+                "recorded with the decision; action not run"
+            )
         trace = trace or TraceContext.new()
         now = self.emitter.clock()
         expires_at = now + self.ttl_us
@@ -188,6 +200,8 @@ class Gate:
                 parent_event_id=parent_event_id,
                 parent_workflow_id=parent_workflow_id,
                 authorization=decision.to_authorization(expires_at=expires_at),
+                # The exact request the input digest covers: an auditor re-runs the decision.
+                attributes={REQUEST_ATTRIBUTE: decision.request.decode("utf-8")},
                 trace_id=trace.trace_id,
                 span_id=trace.span_id,
                 event_time=now,

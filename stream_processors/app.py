@@ -234,6 +234,7 @@ def build_app(
         ),
         window_offsets=settings.window_offsets,
         checkpoint_every_s=settings.checkpoint_every_s,
+        partitions=settings.partitions,
     )
     pipelines: dict[int, PartitionPipeline] = {}
     seeking: dict[int, tuple[int, float]] = {}

@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from lineage import codec
+from lineage import binding, codec
 from lineage.errors import DecodeError
 from lineage.keys import KeyRegistry, Signer
 from lineage.model import (
@@ -14,17 +14,20 @@ from lineage.model import (
     Checkpoint,
     Containment,
     ExecutionEvent,
+    QuarantineReason,
     QuarantineRecord,
     Severity,
     Violation,
     ViolationType,
 )
 from lineage.policy import PolicySet
-from stream_processors import chain, order
+from stream_processors import chain, order, placement
 from stream_processors.authenticate import Authenticator, AuthResult
 from stream_processors.checkpoint import PartitionLog, origin_for
 from stream_processors.decode import Decoder, Limits
 from stream_processors.findings import integrity_violation, quarantine_event, violation_id
+from stream_processors.findings_log import STATE_KEY as FINDINGS_KEY
+from stream_processors.findings_log import FindingsLog
 from stream_processors.order import OrderLimits
 from stream_processors.policy_stage import PolicyStage, WorkflowPolicyState
 from stream_processors.records import DecodedSeal, Outputs, PendingEvent, RawRecord
@@ -44,6 +47,9 @@ class PipelineConfig:
     checkpoint_key_name: str = "lineage-processor"
     max_unsealed_per_emitter: int = 10_000
     cache_workflows: int = 10_000
+    partitions: int | None = None
+    """The input topic's partition count: events outside their workflow's partition are refused,
+    and every checkpoint signs the count (lineage.binding). None: neither (older behaviour)."""
 
 
 def _decode_event(data: bytes) -> ExecutionEvent:
@@ -86,6 +92,7 @@ class PartitionPipeline:
             else PartitionMeta(next_offset=start_offset)
         )
         self.log = PartitionLog(self.meta.log)
+        self.findings_log = FindingsLog(store.get(self._prefix + FINDINGS_KEY) or b"")
         self.emitters: dict[str, EmitterState] = {}
         self.workflows: OrderedDict[str, WorkflowState] = OrderedDict()
         self.policy_states: dict[str, WorkflowPolicyState] = {}
@@ -135,8 +142,16 @@ class PartitionPipeline:
         """Process records of this partition in offset order.
 
         Returns the outputs and, when an offset was skipped by the consumer, the offset to seek
-        back to (the rest of the batch is left unprocessed so nothing is passed over).
+        back to (the rest of the batch is left unprocessed so nothing is passed over). Every
+        violation is appended to the partition's findings log; its id names its position.
         """
+        out, seek = self._process(records)
+        out.violations, out.containments = self.findings_log.record(
+            out.violations, out.containments
+        )
+        return out, seek
+
+    def _process(self, records: list[RawRecord]) -> tuple[Outputs, int | None]:
         out = Outputs()
         for raw in records:
             if raw.offset < self.meta.next_offset:
@@ -159,7 +174,7 @@ class PartitionPipeline:
             self._count("quarantined")
             out.quarantine.append(
                 QuarantineRecord(
-                    reason_code=exc.code,
+                    reason_code=QuarantineReason(exc.code),
                     reason=str(exc),
                     raw_value=raw.value or b"",
                     source_topic=raw.topic,
@@ -240,6 +255,10 @@ class PartitionPipeline:
             self._count("duplicates", res.duplicates)
 
     def _admit(self, p: PendingEvent, out: Outputs) -> None:
+        misplaced = placement.misplaced(p.event, self.partition, self.config.partitions)
+        if misplaced is not None:
+            self._reject(p, placement.VIOLATION, placement.REASON, placement.RULE, misplaced, out)
+            return
         wf = self._workflow(p.event.workflow_id)
         before = len(wf.waiting)
         before_bytes = sum(w.size for w in wf.waiting)
@@ -421,7 +440,16 @@ class PartitionPipeline:
             self.config.checkpoint_key_name,
             self.partition,
             self.meta.next_offset,
+            self._checkpoint_extensions(),
         )
+
+    def _checkpoint_extensions(self) -> tuple[str, ...]:
+        """Extension lines every checkpoint signs: the partition binding (when configured) and
+        the findings log's size and root."""
+        findings = (self.findings_log.checkpoint_line(),)
+        if self.config.partitions is None:
+            return findings
+        return (binding.partitions_line(self.config.partitions), *findings)
 
     def dirty_state(self) -> list[tuple[str, bytes]]:
         """Serialized state changed since the last call (write to the changelog after the outputs)."""
@@ -435,6 +463,7 @@ class PartitionPipeline:
                 wf.policy = ps.to_bytes()
             items.append((f"{self._prefix}w|{wid}", wf.to_bytes()))
         self.meta.log = self.log.to_bytes()
+        items.append((self._prefix + FINDINGS_KEY, self.findings_log.to_bytes()))
         items.append((self._prefix + "meta", self.meta.to_bytes()))
         self.dirty_emitters.clear()
         self.dirty_workflows.clear()

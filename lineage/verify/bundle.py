@@ -21,6 +21,7 @@ from lineage.verify.checks import (
     origin_partition,
     parse_vkeys,
 )
+from lineage.verify.claimed import check_claims
 from lineage.verify.report import Failure, FailureKind, Proven, Report, Trust, Where
 
 BUNDLE_KEYS = "keys inside the bundle (information, not trust)"
@@ -47,6 +48,9 @@ class BundleRun:
     report: Report
     options: Mapping[str, Any] = field(default_factory=dict)
     """Inputs for stages beyond the core ones (e.g. witness keys), from ``verify_bundle``."""
+    doc: Mapping[str, Any] = field(default_factory=dict)
+    """The bundle document as given: members the parsed ``bundle`` does not model (v2's
+    ``policies`` and ``findings``) are read from here by their stages."""
     logs: dict[int, VerifiedLog] = field(default_factory=dict)
     head: bytes = b""
     last_record: dict[str, Any] = field(default_factory=dict)
@@ -128,7 +132,9 @@ def verify_bundle(
                 workflow_id,
                 parsed.workflow_id,
             )
-        run = BundleRun(parsed, Checker(keys, vkeys, report.proven), report, dict(options or {}))
+        run = BundleRun(
+            parsed, Checker(keys, vkeys, report.proven), report, dict(options or {}), bundle
+        )
         with gc_paused():
             for stage in STAGES:
                 stage(run)
@@ -138,6 +144,8 @@ def verify_bundle(
         report.failure = Failure(
             FailureKind.UNUSABLE_INPUT, "the bundle nests deeper than a verifier accepts", {}
         )
+    if report.failure is not None:
+        report.claims.clear()
     _describe(report)
     report.elapsed_s = time.perf_counter() - started
     return report
@@ -392,7 +400,7 @@ def check_tail(run: BundleRun) -> None:
         run.proven.completed_workflows.add(parsed.workflow_id)
 
 
-STAGES: list[Stage] = [check_logs, check_entries, check_counts, check_tail]
+STAGES: list[Stage] = [check_logs, check_entries, check_counts, check_tail, check_claims]
 """The bundle check stages in order.
 
 A new check is one module holding ``def check_x(run: BundleRun) -> None`` and one line adding it
@@ -409,7 +417,7 @@ def _describe(report: Report) -> None:
     if report.failure is not None and report.failure.kind is FailureKind.UNUSABLE_INPUT:
         return
     if report.failure is None:
-        report.claims += [
+        core = [
             f"workflow {wf}: {p.events} events, byte for byte, each sealed by an emitter key "
             "valid at its event time (authorization decisions by authorizer keys)",
             f"they are the complete chain of {wf} from its genesis, in order, "
@@ -417,7 +425,8 @@ def _describe(report: Report) -> None:
             "every entry is in the processor's signed, append-only partition log",
         ]
         if p.completed_workflows:
-            report.claims.append(f"{wf} ended with WORKFLOW_COMPLETED")
+            core.append(f"{wf} ended with WORKFLOW_COMPLETED")
+        report.claims[:0] = core
     if not report.trust.anchored:
         report.not_proven.append(
             f"who signed: seal keys are {report.trust.seal_keys}; pass --registry "
@@ -430,7 +439,3 @@ def _describe(report: Report) -> None:
             "that the processor key was inside its validity window when it signed: checkpoints "
             "carry no time (a witness cosignature's time will be used)",
         ]
-    report.not_proven += [
-        "that each policy decision follows from its policy: the digest names which policy applied",
-        "violations and containments recorded for the workflow (not part of a v1 bundle)",
-    ]

@@ -66,6 +66,10 @@ class FailureKind(StrEnum):
     LOG_INDEX = "LOG_INDEX"
     LOG_ROOT_MISMATCH = "LOG_ROOT_MISMATCH"
     LOG_TRUNCATED = "LOG_TRUNCATED"
+    PARTITION_BINDING = "PARTITION_BINDING"
+    FINDINGS_MISMATCH = "FINDINGS_MISMATCH"
+    POLICY_DECISION_MISMATCH = "POLICY_DECISION_MISMATCH"
+    POLICY_SET_MISSING = "POLICY_SET_MISSING"
 
 
 Where = dict[str, str | int]
@@ -186,6 +190,11 @@ class Proven:
     log_entries: int = 0
     unanchored: int = 0
     complete_as_of: list[str] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    """The workflow's findings (violations) proven by a signed findings log."""
+    decisions_rerun: int = 0
+    contained_by: str | None = None
+    """Violation id of the finding that contained the workflow, if it was contained."""
 
     def note_log(self, origin: str, size: int, root: bytes) -> None:
         """Record a verified checkpoint of ``origin``; the largest size per log is kept."""
@@ -215,6 +224,9 @@ class Proven:
             "log_entries": self.log_entries,
             "unanchored_entries": self.unanchored,
             "complete_as_of": list(self.complete_as_of),
+            "findings": list(self.findings),
+            "decisions_rerun": self.decisions_rerun,
+            "contained_by": self.contained_by,
         }
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from lineage import hashing, merkle
+from lineage import claims, hashing, merkle
 from lineage.keys import KeyRegistry
 from lineage.model import ChainEntry, Checkpoint
 from lineage.verify.checks import (
@@ -19,7 +19,7 @@ from lineage.verify.checks import (
     origin_partition,
     parse_vkeys,
 )
-from lineage.verify.report import FailureKind, Proven, Report, Trust, Where
+from lineage.verify.report import Failure, FailureKind, Proven, Report, Trust, Where
 
 
 def _stored_checkpoints(
@@ -121,6 +121,7 @@ def verify_entries(
         expected_workflow=workflow_id,
     )
     checker_findings: list[str] = []
+    unbound: list[str] = []
     try:
         vkeys = parse_vkeys(
             trusted_checkpoint_vkeys
@@ -128,14 +129,23 @@ def verify_entries(
             else checkpoint_vkeys(registry)
         )
         checker = Checker(registry, vkeys, proven, decisions_fail=False)
+        checkpoints = list(checkpoints)
         signed = _stored_checkpoints(checkpoints, logs, checker)
+        binds, unbound = claims.stored_bindings(checkpoints, logs)
+        report.warnings += unbound
         with gc_paused():
             for p, entries in logs.items():
-                _verify_partition(p, entries, signed[p], checker, workflow_id, check_columns)
+                _verify_partition(
+                    p, entries, signed[p], checker, workflow_id, check_columns, binds[p]
+                )
                 checker.seals.clear()
         checker_findings = checker.unauthorized_decisions
     except Fail as exc:
         report.failure = exc.failure
+    except claims.ClaimFailure as exc:
+        report.failure = Failure(
+            FailureKind(exc.kind), str(exc), exc.where, exc.expected, exc.found
+        )
     report.elapsed_s = time.perf_counter() - started
     if report.failure is None:
         report.claims += [
@@ -145,6 +155,16 @@ def verify_entries(
             + (f" of workflow {workflow_id}" if workflow_id else "")
             + " are checked against their exact bytes, seals and derived columns",
         ]
+        if not unbound:
+            report.claims.append(
+                "every chain sits in the partition its workflow id maps to under the partition "
+                "count the processor signed"
+            )
+    if unbound:
+        report.not_proven.append(
+            "that every chain sits in its workflow's own partition: "
+            f"{len(unbound)} partition log(s) predate the signed partition count"
+        )
     if not independent:
         report.not_proven.append(
             f"who signed: the keys are {registry_source}, which the store's operator controls; "
@@ -170,6 +190,7 @@ def _verify_partition(
     checker: Checker,
     workflow_id: str | None,
     check_columns: ColumnCheck | None,
+    bind: Callable[[str], None] = lambda _wf: None,
 ) -> None:
     heads: dict[str, tuple[int, bytes]] = {}
     last_kind: dict[str, str] = {}
@@ -221,6 +242,8 @@ def _verify_partition(
                 checker.note_event(record)
                 policies.add(e.policy_digest)
                 last_kind[wf] = record["kind"]
+            if wf not in heads:
+                bind(wf)
             seq, head = heads.get(wf) or (0, genesis(wf))
             entry = chain_step(
                 seq, head, e.chain_seq, e.prev_hash, e.event_digest, e.policy_digest, e.entry_hash

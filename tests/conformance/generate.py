@@ -524,9 +524,9 @@ def hostile(w: World) -> list[Case]:
     case("empty-file", "an empty file", b"")
     case("truncated-json", "a bundle cut in the middle", text[: len(text) // 2].encode())
     case(
-        "format-v2",
+        "format-v3",
         "a format this verifier does not know",
-        text.replace('"lineage-evidence-bundle/v1"', '"lineage-evidence-bundle/v2"', 1).encode(),
+        text.replace('"lineage-evidence-bundle/v2"', '"lineage-evidence-bundle/v3"', 1).encode(),
     )
     case(
         "duplicate-member",

@@ -93,7 +93,7 @@ def test_export_from_clickhouse_is_the_same_bundle(
     chdb_client: Any, db: str, data: Dataset
 ) -> None:
     wf = data.workflows[3]
-    bundle = export_bundle(chdb_client, db, wf, data.registry)
+    bundle = export_bundle(chdb_client, db, wf, data.registry, policy_sets=[data.policy_files])
     assert bundle == data.bundle(wf)
     assert verify_bundle(bundle, registry=data.registry).ok
 
