@@ -176,6 +176,12 @@ def test_browser_and_cli_agree_on_every_conformance_case(
         f" CLI {cli_s:.1f} s"
     )
     assert not disagreements, "\n".join(disagreements)
+    # the genuine v2 bundle: every check runs; only the Cedar re-run is "not checked here"
+    genuine = dict(s.split(":") for s in browser["genuine"]["statuses"])
+    assert genuine.pop("decisions.rerun") == "not-checked"
+    assert genuine.pop("workflow.expected") == "skipped"
+    assert set(genuine.values()) == {"pass"}, genuine
+    assert {"partition.binding", "findings", "decisions", "tail"} <= set(genuine)
     assert browser_s < CORPUS_BUDGET_S
 
 

@@ -56,7 +56,7 @@ const MEANING = {
   CONSISTENT_BUT_UNTRUSTED: () => "Consistent, but only under keys you did not name independently (the bundle's own, or the operator's registry): CONSISTENT_BUT_UNTRUSTED (exit code 3). A forger can reach this.",
   NOT_FULLY_VERIFIED: () => "Every check this page can run passed, but a check marked “not checked here” cannot run in a browser: this is not a VERIFIED verdict. Run `lineage verify` for it.",
 };
-const BADGE = { pass: "ok", fail: "bad", untrusted: "warn", "not-checked": "warn", skipped: "neutral" };
+const BADGE = { pass: "ok", warn: "warn", fail: "bad", untrusted: "warn", "not-checked": "warn", skipped: "neutral" };
 $("verify").addEventListener("click", async () => {
   const trust = {
     registry,

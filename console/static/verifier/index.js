@@ -20,7 +20,8 @@
 //              now?: number }                    // verifier clock, POSIX seconds (tests); default Date.now()
 //   Check  = { id: string,                       // stable id, e.g. "bundle.parse", "chain.links"
 //              title: string,                    // what is checked, for people
-//              status: "pass" | "fail" | "untrusted" | "not-checked" | "skipped",
+//              status: "pass" | "warn" | "fail" | "untrusted" | "not-checked" | "skipped",
+//                                                // warn: passed, with a warning (older evidence)
 //              detail: string,                   // what was proven, or exactly what failed
 //              failureKind?: string }            // on "fail": the FailureKind `lineage verify` reports
 //   outcome(checks) -> { verdict, exitCode, failureKind } in the CLI's terms:
@@ -37,6 +38,8 @@ import { SCHEMAS } from "./schemas.js";
 
 export const IMPLEMENTED = true;
 export const FORMAT = "lineage-evidence-bundle/v1";
+export const FORMAT_V2 = "lineage-evidence-bundle/v2";
+const MAX_FINDINGS = 1_000_000;
 
 // ---------------------------------------------------------------------------------------------
 // limits (docs/evidence-bundle.md, "Limits")
@@ -427,7 +430,7 @@ async function parseBundle(bytes) {
   }
   const top = obj(doc, "the bundle");
   const format = req(top, "format", "the bundle");
-  if (format !== FORMAT) {
+  if (format !== FORMAT && format !== FORMAT_V2) {
     const m = typeof format === "string" ? /^lineage-evidence-bundle\/(.*)$/s.exec(format) : null;
     throw unusable(m ? `format '${m[1]}' no longer supported or not yet known` : `not an evidence bundle: format ${q(String(format))}`);
   }
@@ -506,6 +509,32 @@ async function parseBundle(bytes) {
   if (b.tail.prefix.length !== popcount(b.tail.logIndex))
     throw unusable(`tail.prefix: ${b.tail.prefix.length} hashes, but log_index ${b.tail.logIndex} needs ${popcount(b.tail.logIndex)}`);
   if (b.tail.following.length % 104 !== 0) throw unusable(`tail.following: ${b.tail.following.length} bytes, not a multiple of 104`);
+  b.v2 = format === FORMAT_V2;
+  if (b.v2) {
+    // docs/findings.md, "Evidence bundle format v2": two more required members
+    b.policies = list(req(top, "policies", "the bundle"), "policies", LIMITS.entries).map((raw, k) => {
+      const w = `policies[${k}]`;
+      const ps = obj(raw, w);
+      return { toml: b64(req(ps, "toml", w), `${w}.toml`, LIMITS.recordBytes), cedar: b64(req(ps, "cedar", w), `${w}.cedar`, LIMITS.recordBytes) };
+    });
+    const f = req(top, "findings", "the bundle");
+    if (f === null) b.findings = null;
+    else {
+      obj(f, "findings");
+      const leaves = b64(req(f, "leaves", "findings"), "findings.leaves", MAX_FINDINGS * 64);
+      if (leaves.length % 64 !== 0) throw unusable(`findings.leaves: ${leaves.length} bytes, not a multiple of 64`);
+      b.findings = {
+        partition: int(req(f, "partition", "findings"), "findings.partition", U31),
+        treeSize: int(req(f, "tree_size", "findings"), "findings.tree_size", BigInt(MAX_FINDINGS) + 1n),
+        leaves,
+        records: list(req(f, "records", "findings"), "findings.records", MAX_FINDINGS).map((raw, k) => {
+          const w = `findings.records[${k}]`;
+          const r = obj(raw, w);
+          return { index: int(req(r, "index", w), `${w}.index`), record: b64(req(r, "record", w), `${w}.record`, LIMITS.recordBytes) };
+        }),
+      };
+    }
+  }
   b.bundleKeys = await parseRegistry(req(top, "keys", "the bundle"), "the bundle's keys");
   const cks = list(req(top, "checkpoint_keys", "the bundle"), "checkpoint_keys", Infinity);
   b.bundleCheckpointKeys = [];
@@ -588,6 +617,7 @@ function fmtUs(us) {
 // the checks
 const EVENT_FP = fingerprint(SCHEMAS.execution_event);
 const SEAL_FP = fingerprint(SCHEMAS.seal);
+const VIOLATION_FP = fingerprint(SCHEMAS.violation);
 
 const TITLES = {
   "bundle.parse": "bundle format, encodings and limits",
@@ -600,6 +630,10 @@ const TITLES = {
   "entries.log": "log inclusion of every entry under a signed checkpoint",
   "counts": "policy digests and entry count",
   "tail": "tail proof: nothing later in the signed log extends the chain",
+  "partition.binding": "partition binding: the workflow's chain is in the partition its id maps to (v2)",
+  "findings": "findings log: every violation recorded about the workflow, as signed (v2)",
+  "decisions": "authorization decisions: recorded requests and the policy sets they name (v2)",
+  "decisions.rerun": "re-evaluating each decision with Cedar",
   "witness": "witness cosignatures (cosignature/v1)",
   "trust.anchored": "every signature chains to keys you named",
 };
@@ -609,7 +643,7 @@ export async function verify(bundleBytes, trust) {
   if (!trust || typeof trust !== "object") throw new TypeError("trust must be an object");
   const checks = [];
   const order = ["bundle.parse", "trust.keys", "workflow.expected", "logs.checkpoints", "entries.events", "entries.seals",
-    "chain.links", "entries.log", "counts", "tail"];
+    "chain.links", "entries.log", "counts", "tail", "partition.binding", "findings", "decisions", "decisions.rerun"];
   const witnessKeys = trust.witnessKeys || [];
   if (witnessKeys.length) order.push("witness");
   order.push("trust.anchored");
@@ -717,6 +751,7 @@ export async function verify(bundleBytes, trust) {
   const sealCache = new Map();
   let signatures = 0, authorizations = 0;
   const times = [];
+  const evs = [];
   for (let i = 0; i < b.entries.length; i++) {
     const e = b.entries[i];
     const at = `entries[${i}]`;
@@ -745,6 +780,7 @@ export async function verify(bundleBytes, trust) {
       if (BigInt(ev.partition) !== e.partition) throw new Failure("PARTITION_MISMATCH", `${at}: the event names partition ${ev.partition}, the entry ${e.partition}`);
       if (ev.topic !== sec.log.topic) throw new Failure("PARTITION_MISMATCH", `${at}: the event names topic ${q(ev.topic)}, its log ${q(sec.log.origin)} is of topic ${q(sec.log.topic)}`);
       times.push(ev.event_time);
+      evs.push(ev);
       // 4.4
       stage = "entries.seals";
       if (e.seal === null) throw new Failure("MISSING_SEAL", `${at}: no seal`);
@@ -859,6 +895,33 @@ export async function verify(bundleBytes, trust) {
   }
   pass("tail", tailDetail);
 
+  // v2 claims (docs/findings.md, "Evidence bundle format v2"). That page says "after step 5 of the
+  // v1 algorithm", but numbers them 6-8, and the conformance corpus (tail-cut-by-exporter) and the
+  // CLI run them after step 6, the tail proof: so do we (reported as a spec ambiguity).
+  try {
+    const r = await checkBinding(b, sections);
+    done.set("partition.binding", { id: "partition.binding", title: TITLES["partition.binding"], status: r.warn ? "warn" : "pass", detail: r.detail });
+  } catch (e) {
+    return fail("partition.binding", e);
+  }
+  try {
+    const r = await checkFindings(b, sections);
+    done.set("findings", { id: "findings", title: TITLES.findings, status: r.warn ? "warn" : "pass", detail: r.detail });
+  } catch (e) {
+    return fail("findings", e);
+  }
+  let rerun;
+  try {
+    rerun = await checkDecisions(b, evs);
+    done.set("decisions", { id: "decisions", title: TITLES.decisions, status: rerun.warn ? "warn" : "pass", detail: rerun.detail });
+  } catch (e) {
+    return fail("decisions", e);
+  }
+  if (rerun.requests > 0)
+    done.set("decisions.rerun", { id: "decisions.rerun", title: TITLES["decisions.rerun"], status: "not-checked",
+      detail: `NOT CHECKED HERE: ${rerun.requests} decision(s) record their request, and \`lineage verify\` re-runs each under its policy set with Cedar (cedarpy); a browser has no Cedar engine, so whether each recorded decision follows from its policy (and whether each policy set loads) is not checked on this page. Run \`lineage verify\` for that.` });
+  else done.set("decisions.rerun", { id: "decisions.rerun", title: TITLES["decisions.rerun"], status: "skipped", detail: "no decision records its request: nothing to re-run" });
+
   // witness cosignatures (docs/witness.md): after the ordinary verification succeeded
   if (witnessKeys.length) {
     try {
@@ -933,6 +996,187 @@ async function checkWitnesses(b, sections, trust, registry, vkeys) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// v2: partition binding, findings log, decisions (docs/findings.md)
+
+// Kafka's default partitioner hash (Java-compatible murmur2, seed 0x9747b28c)
+export function murmur2(data) {
+  const m = 0x5bd1e995, len = data.length;
+  let h = (0x9747b28c ^ len) | 0;
+  const n4 = len & ~3;
+  for (let i = 0; i < n4; i += 4) {
+    let k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24);
+    k = Math.imul(k, m);
+    k ^= k >>> 24;
+    k = Math.imul(k, m);
+    h = Math.imul(h, m) ^ k;
+  }
+  switch (len & 3) {
+    case 3: h ^= data[n4 + 2] << 16; // falls through
+    case 2: h ^= data[n4 + 1] << 8; // falls through
+    case 1: h ^= data[n4]; h = Math.imul(h, m);
+  }
+  h ^= h >>> 13;
+  h = Math.imul(h, m);
+  h ^= h >>> 15;
+  return h | 0;
+}
+
+function extensionLines(cp, word) {
+  return cp.extensions.filter((line) => line.split(" ")[0] === word);
+}
+
+async function checkBinding(b, sections) {
+  const used = [...new Set(b.entries.map((e) => e.partition))];
+  const parts = [];
+  let unsigned = 0;
+  for (const p of used) {
+    const sec = sections.get(p);
+    let count = null;
+    for (let j = 0; j < sec.cps.length; j++) {
+      const what = `${sec.log.origin} size ${sec.cps[j].size}`;
+      const lines = extensionLines(sec.cps[j], "partitions");
+      if (lines.length > 1) throw new Failure("PARTITION_BINDING", `${what}: ${lines.length} 'partitions' lines in one checkpoint`);
+      if (!lines.length) {
+        if (count !== null) throw new Failure("PARTITION_BINDING", `${what}: no 'partitions' line, but an earlier checkpoint of this log names ${count}`);
+        continue;
+      }
+      const m = /^partitions ([1-9][0-9]{0,9})$/.exec(lines[0]);
+      if (!m || BigInt(m[1]) > U31 - 1n) throw new Failure("PARTITION_BINDING", `${what}: ${q(lines[0])} is not 'partitions N' with 1 ≤ N ≤ 2^31−1`);
+      const n = BigInt(m[1]);
+      if (count !== null && n !== count) throw new Failure("PARTITION_BINDING", `${what}: names ${n} partitions, an earlier checkpoint of this log ${count}`);
+      count = n;
+    }
+    if (count === null) { unsigned++; continue; }
+    const home = BigInt(murmur2(utf8(b.workflowId)) & 0x7fffffff) % count;
+    if (home !== p)
+      throw new Failure("PARTITION_BINDING", `workflow ${q(b.workflowId)} maps to partition ${home} of ${count} (murmur2), its chain is in partition ${p}: it cannot be the workflow's chain`);
+    parts.push(`partition ${p} of ${count}`);
+  }
+  if (unsigned) return { warn: true, detail: `WARNING: partition binding not signed (older format): the checkpoints of ${unsigned} log(s) name no partition count, so a second chain of this workflow in another partition is not ruled out` };
+  return { warn: false, detail: `the signed checkpoints bind the workflow to ${parts.join(", ")}: murmur2(${q(b.workflowId)}) maps there, so this is the only chain an honest processor can have signed` };
+}
+
+async function checkFindings(b, sections) {
+  const sec = sections.get(b.tail.partition);
+  const c = sec && sec.cps[sec.cps.length - 1];
+  const lines = c ? extensionLines(c, "findings") : [];
+  const F = (msg) => new Failure("FINDINGS_MISMATCH", msg);
+  if (!b.v2) {
+    if (lines.length) throw F(`a ${FORMAT} bundle whose newest checkpoint commits to a findings log: the findings cannot be shown (export a v2 bundle)`);
+    return { warn: true, detail: "WARNING: findings not committed (older format): a v1 bundle of a log without a findings line; violations raised about the workflow can be neither shown nor ruled out" };
+  }
+  if (!lines.length) {
+    if (b.findings !== null) throw F("the newest checkpoint has no 'findings' line, but the bundle's findings member is not null");
+    return { warn: true, detail: "WARNING: findings not committed (older format): the newest checkpoint names no findings log, so violations raised about the workflow can be neither shown nor ruled out" };
+  }
+  const what = `${sec.log.origin} size ${c.size}`;
+  if (lines.length > 1) throw F(`${what}: ${lines.length} 'findings' lines in one checkpoint`);
+  const m = /^findings (0|[1-9][0-9]*) (\S+)$/.exec(lines[0]);
+  const root = m ? b64decode(m[2]) : null;
+  if (!m || root === null || root.length !== 32) throw F(`${what}: ${q(lines[0])} is not 'findings F <base64 root>'`);
+  const size = BigInt(m[1]);
+  const f = b.findings;
+  if (f === null) throw F(`the newest checkpoint commits to ${size} findings, the bundle's findings member is null`);
+  if (f.partition !== b.tail.partition) throw F(`findings.partition ${f.partition}, the tail's partition is ${b.tail.partition}`);
+  if (f.treeSize !== size) throw F(`findings.tree_size ${f.treeSize}, the checkpoint signs ${size}`);
+  if (BigInt(f.leaves.length) !== size * 64n) throw F(`findings.leaves holds ${f.leaves.length / 64} leaves, the checkpoint signs ${size}`);
+  const range = { size: 0n, roots: [] };
+  const n = f.leaves.length / 64;
+  for (let k = 0; k < n; k++) await rangeAppend(range, await leafHash(f.leaves.subarray(64 * k, 64 * k + 64)));
+  const got = await rangeRoot(range);
+  if (!eq(got, root)) throw F(`the ${n} findings leaves have root ${hex(got)}, the checkpoint signs ${hex(root)}`);
+  const tag = await H(P(0x16), utf8(b.workflowId));
+  const tagged = [];
+  for (let k = 0; k < n; k++) if (eq(f.leaves.subarray(64 * k, 64 * k + 32), tag)) tagged.push(BigInt(k));
+  const given = f.records.map((r) => r.index);
+  for (let k = 0; k < Math.max(tagged.length, given.length); k++) {
+    if (tagged[k] !== given[k]) {
+      const missing = tagged.find((t) => !given.includes(t));
+      throw F(missing !== undefined ? `the findings log holds a finding about this workflow at index ${missing} that the bundle omits` : `findings.records[${k}] names index ${given[k]}, which is not a leaf tagged with this workflow (expected ${tagged[k] ?? "none"})`);
+    }
+  }
+  const shown = [];
+  for (let k = 0; k < f.records.length; k++) {
+    const r = f.records[k];
+    const at = `findings.records[${k}] (index ${r.index})`;
+    const leaf = f.leaves.subarray(64 * Number(r.index), 64 * Number(r.index) + 64);
+    if (!eq(concat(tag, await H(P(0x15), r.record)), leaf)) throw F(`${at}: the record does not hash to its leaf`);
+    let v;
+    try {
+      v = decodeSingleObject(r.record, SCHEMAS.violation, VIOLATION_FP);
+    } catch (err) {
+      if (err instanceof AvroError) throw F(`${at}: not a single-object Violation record: ${err.message}`);
+      throw err;
+    }
+    if (v.workflow_id !== b.workflowId) throw F(`${at}: a finding about workflow ${q(v.workflow_id)}`);
+    const idm = /^[0-9a-f]{32}-(0|[1-9][0-9]*)$/.exec(v.violation_id);
+    if (!idm || BigInt(idm[1]) !== r.index) throw F(`${at}: violation id ${q(v.violation_id)} does not name index ${r.index}`);
+    shown.push(`${v.violation_type} (${v.severity}, rule ${q(v.rule)})`);
+  }
+  return { warn: false, detail: `the findings log of ${what} (${n} finding(s) in the partition, root as signed) holds ${shown.length} finding(s) about this workflow, all in the bundle${shown.length ? ": " + shown.join("; ") : ""}` };
+}
+
+// canonical request JSON (docs/policy.md): sorted keys, "," and ":" with no spaces, UTF-8
+function canonicalJson(v) {
+  if (v === null) return "null";
+  if (typeof v === "boolean") return v ? "true" : "false";
+  if (typeof v === "bigint") return v.toString();
+  if (typeof v === "string") {
+    return '"' + v.replace(/["\\\u0000-\u001f]/g, (c) => ({ '"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t" }[c] ?? "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"))) + '"';
+  }
+  if (Array.isArray(v)) return "[" + v.map(canonicalJson).join(",") + "]";
+  if (isObject(v)) {
+    const keys = Object.keys(v).sort((a, b) => { const x = [...a].map((c) => c.codePointAt(0)), y = [...b].map((c) => c.codePointAt(0)); for (let k = 0; k < Math.min(x.length, y.length); k++) if (x[k] !== y[k]) return x[k] - y[k]; return x.length - y.length; });
+    return "{" + keys.map((k) => canonicalJson(k) + ":" + canonicalJson(v[k])).join(",") + "}";
+  }
+  return String(v); // a non-integer number: never canonical here
+}
+
+async function checkDecisions(b, evs) {
+  const D = (msg) => new Failure("POLICY_DECISION_MISMATCH", msg);
+  const sets = new Map();
+  for (const ps of b.policies || [])
+    sets.set(hex(await H(u64be(ps.toml.length), ps.toml, u64be(ps.cedar.length), ps.cedar)), ps);
+  let decisions = 0, requests = 0;
+  for (let i = 0; i < evs.length; i++) {
+    const ev = evs[i];
+    if (ev.kind !== "AUTHORIZATION_DECISION") continue;
+    decisions++;
+    const text = ev.attributes.get("lineage.request");
+    if (text === undefined) continue;
+    requests++;
+    const at = `entries[${i}] (decision ${q(ev.event_id)})`;
+    const a = ev.authorization;
+    if (a === null) throw D(`${at}: records a request but no authorization`);
+    let req;
+    try {
+      req = parseStrict(text);
+    } catch (err) {
+      if (err instanceof JsonError) throw D(`${at}: lineage.request is not JSON: ${err.message}`);
+      throw err;
+    }
+    const keys = isObject(req) ? Object.keys(req).sort().join(",") : "";
+    const ctxOk = isObject(req) && isObject(req.context) && Object.values(req.context).every((x) => typeof x === "string" || typeof x === "bigint" || typeof x === "boolean");
+    if (keys !== "action,context,principal,resource" || typeof req.principal !== "string" || typeof req.action !== "string" ||
+      !(req.resource === null || typeof req.resource === "string") || !ctxOk)
+      throw D(`${at}: lineage.request is not a request {action, context, principal, resource}`);
+    if (canonicalJson(req) !== text) throw D(`${at}: lineage.request is not in canonical form`);
+    const digest = "sha256:" + hex(await sha256(utf8(text)));
+    if (digest !== a.input_digest) throw D(`${at}: the request hashes to ${digest}, the decision's input_digest is ${q(a.input_digest)}`);
+    const names = [["principal", req.principal, ev.principal], ["action", req.action, ev.action], ["resource", req.resource, ev.resource],
+      ["authorized_action", req.action, a.authorized_action], ["authorized_resource", req.resource, a.authorized_resource]];
+    for (const [field, want, got] of names)
+      if (want !== got) throw D(`${at}: the request names ${field === "authorized_action" || field === "authorized_resource" ? "" : "the event's "}${field.replace("authorized_", "")} ${want === null ? "none" : q(want)}, the ${field.startsWith("authorized") ? "authorization's " + field : "event's"} is ${got === null ? "none" : q(got)}`);
+    const pd = /^sha256:([0-9a-f]{64})$/.exec(a.policy_digest);
+    if (!pd || !sets.has(pd[1])) throw new Failure("POLICY_SET_MISSING", `${at}: the bundle carries no policy set with digest ${q(a.policy_digest)}`);
+  }
+  const notRerunnable = decisions - requests;
+  const detail = `${decisions} decision(s); ${requests} record their request: each is canonical, hashes to the decision's input_digest, names the event's principal, action and resource, and the bundle carries the policy set its digest names (${sets.size} set(s))` +
+    (notRerunnable ? `. WARNING: ${notRerunnable} decision(s) recorded before requests were kept: their policy digest remains a claim` : "");
+  return { requests, warn: notRerunnable > 0, detail };
+}
+
+// ---------------------------------------------------------------------------------------------
 export function outcome(checks) {
   const failed = checks.find((c) => c.status === "fail");
   if (failed) {
@@ -941,6 +1185,7 @@ export function outcome(checks) {
   }
   if (!checks.length) return { verdict: "NOT_FULLY_VERIFIED", exitCode: null, failureKind: null };
   if (checks.some((c) => c.status === "untrusted")) return { verdict: "CONSISTENT_BUT_UNTRUSTED", exitCode: 3, failureKind: null };
+  // "warn" is a pass with a warning (the CLI's exit 0 with warnings)
   if (checks.some((c) => c.status === "not-checked")) return { verdict: "NOT_FULLY_VERIFIED", exitCode: null, failureKind: null };
   return { verdict: "VERIFIED", exitCode: 0, failureKind: null };
 }
