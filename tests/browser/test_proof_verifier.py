@@ -396,7 +396,7 @@ def test_browser_and_cli_agree_on_v2_claim_tampering(
     monkeypatch.delenv("LINEAGE_TRUST_FILE", raising=False)
     genuine = json.loads((CONFORMANCE / "cases" / "genuine.json").read_text())
     assert genuine["format"] == "lineage-evidence-bundle/v2"
-    cases = []
+    cases: list[dict[str, Any]] = []
     for name, description, edit, verdict, kind in _v2_variants():
         doc = json.loads(json.dumps(genuine))
         edit(doc)
@@ -460,7 +460,7 @@ def test_where_the_cli_departs_from_the_spec(
     ):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(doc))
-        case = {
+        case: dict[str, Any] = {
             "name": name,
             "file": "",
             "path": str(path),
