@@ -477,3 +477,134 @@ def test_where_the_cli_departs_from_the_spec(
         assert (c["verdict"], c["failure_kind"]) == cli_answer, (
             f"{case['name']}: the CLI now answers {c}; if it follows the spec, drop the case here"
         )
+
+
+# --- witness cosignatures (docs/witness.md; c2sp.org/tlog-cosignature) --------------------------
+# The CLI of this branch has no --witness-key yet, so these run the browser alone, against the
+# specification's test vectors and against the genuine bundle cosigned here by a test witness.
+
+RFC8032_TEST1_SEED = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
+SPEC_CHECKPOINT = (
+    "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
+)
+SPEC_WITNESS_KEY = "witness.example.com/w1+7e6f4aaa+BNdamAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea"
+SPEC_WITNESS_LINE = (
+    "\u2014 witness.example.com/w1 fm9KqgAAAABkGFDL+TPmh4BYuAjsYRoqMJCWb/gWJaeRF/kmm5tlCr9sJ57DLEru"
+    "r7K0yDXc2ArN+TIuotuB/HbuL3AJsp3bv/aNCQ=="
+)
+
+
+def _witness(seed: bytes, name: str) -> tuple[str, Any]:
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    pk = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key_id = hashlib.sha256(name.encode() + b"\n\x04" + pk).digest()[:4]
+    material = base64.b64encode(b"\x04" + pk).decode()
+    vkey = f"{name}+{key_id.hex()}+{material}"
+
+    def cosign(text: str, ts: int) -> str:
+        sig = key.sign(f"cosignature/v1\ntime {ts}\n".encode() + text.encode())
+        body = key_id + ts.to_bytes(8, "big") + sig
+        return f"\u2014 {name} {base64.b64encode(body).decode()}"
+
+    return vkey, cosign
+
+
+def test_witness_cosignature_test_vectors(verifier_page: Any) -> None:
+    vkey, cosign = _witness(bytes.fromhex(RFC8032_TEST1_SEED), "witness.example.com/w1")
+    assert vkey == SPEC_WITNESS_KEY
+    assert cosign(SPEC_CHECKPOINT, 1679315147) == SPEC_WITNESS_LINE
+    got = verifier_page.evaluate(
+        """async ([k, text, line]) => {
+          const m = await import("/static/verifier/index.js");
+          const good = await m.cosignatureTime(k, text, line);
+          const other = await m.cosignatureTime(k, text.replace("20852163", "20852164"), line);
+          return [good === null ? null : String(good), other];
+        }""",
+        [SPEC_WITNESS_KEY, SPEC_CHECKPOINT, SPEC_WITNESS_LINE],
+    )
+    assert got == ["1679315147", None]
+
+
+def test_browser_verifies_witness_cosignatures_of_a_bundle(verifier_page: Any) -> None:
+    import base64
+
+    genuine = json.loads((CONFORMANCE / "cases" / "genuine.json").read_text())
+    vkey, cosign = _witness(bytes(range(32)), "witness.lineage.test/w1")
+    vkey2, _ = _witness(bytes(range(1, 33)), "witness.lineage.test/w2")
+    now = 1_800_000_000
+
+    def bundle(ts: int | None, flip: bool = False) -> str:
+        doc = json.loads(json.dumps(genuine))
+        for log in doc["logs"]:
+            cp = log["checkpoints"][-1]
+            text = cp["note"][: cp["note"].index("\n\n") + 1]
+            if ts is not None:
+                line = cosign(text, ts)
+                if flip:
+                    raw = bytearray(base64.b64decode(line.split(" ")[2]))
+                    raw[-1] ^= 1
+                    line = " ".join([*line.split(" ")[:2], base64.b64encode(bytes(raw)).decode()])
+                cp["note"] += line + "\n"
+        return base64.b64encode(json.dumps(doc).encode()).decode()
+
+    def case(name: str, b64: str, keys: list[str], required: int = 1) -> dict[str, Any]:
+        return {
+            "name": name,
+            "file": "",
+            "b64": b64,
+            "registry": "keys/auditor-registry.json",
+            "checkpoint_keys": [],
+            "workflow": None,
+            "witness_keys": keys,
+            "witnesses_required": required,
+        }
+
+    cases = [
+        case("cosigned", bundle(now - 60), [vkey]),
+        case("cosigned-ignored-without-witness-keys", bundle(now - 60), []),
+        case("not-cosigned", bundle(None), [vkey]),
+        case("cosignature-flipped", bundle(now - 60, flip=True), [vkey]),
+        case("cosigned-in-the-future", bundle(now + 301), [vkey]),
+        case("two-required-one-cosigned", bundle(now - 60), [vkey, vkey2], 2),
+        case("more-required-than-keys", bundle(now - 60), [vkey], 2),
+    ]
+    # the processor key retired before the witness cosigned: its checkpoint does not count
+    retired = json.loads((CONFORMANCE / "keys" / "auditor-registry.json").read_text())
+    for record in retired["keys"]:
+        if record["role"] == "processor":
+            record["not_after"] = "2026-01-01T00:00:00Z"
+    cases.append(case("cosigned-after-processor-key-retired", bundle(now - 60), [vkey]))
+    cases[-1]["registry_doc"] = retired
+    cases.append(case("cosigned-while-processor-key-valid", bundle(1_700_000_000), [vkey]))
+    cases[-1]["registry_doc"] = retired
+    page_now = verifier_page.evaluate(
+        "async (cases) => { const m = await import('/static/verifier/index.js');"
+        " const out = {}; for (const c of cases) { const bytes = Uint8Array.from(atob(c.b64),"
+        " (x) => x.charCodeAt(0)); const reg = c.registry_doc || await (await fetch('/conformance/' + c.registry))"
+        ".json(); const checks = await m.verify(bytes, {registry: reg, checkpointKeys: [],"
+        f" witnessKeys: c.witness_keys, witnessesRequired: c.witnesses_required, now: {now}}});"
+        " const w = checks.find((x) => x.id === 'witness');"
+        " out[c.name] = [m.outcome(checks).failureKind, w ? w.status : null,"
+        " w ? w.detail : null]; } return out; }",
+        cases,
+    )
+    kinds = {name: r[0] for name, r in page_now.items()}
+    assert kinds == {
+        "cosigned": None,
+        "cosigned-ignored-without-witness-keys": None,
+        "not-cosigned": "WITNESS_COSIGNATURES",
+        "cosignature-flipped": "WITNESS_COSIGNATURES",
+        "cosigned-in-the-future": "WITNESS_COSIGNATURES",
+        "two-required-one-cosigned": "WITNESS_COSIGNATURES",
+        "more-required-than-keys": "UNUSABLE_INPUT",
+        "cosigned-after-processor-key-retired": "KEY_EXPIRED",
+        "cosigned-while-processor-key-valid": None,
+    }, page_now
+    assert page_now["cosigned"][1] == "pass" and "60 s ago" in page_now["cosigned"][2]
+    assert page_now["cosigned-ignored-without-witness-keys"][1] is None

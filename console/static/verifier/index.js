@@ -1176,6 +1176,20 @@ async function checkDecisions(b, evs) {
   return { requests, warn: notRerunnable > 0, detail };
 }
 
+// One cosignature/v1 line checked against a witness verifier key, for the specification's test
+// vectors (docs/witness.md): returns the timestamp (BigInt) or null when it does not verify.
+export async function cosignatureTime(witnessKey, noteText, line) {
+  const w = await parseVerifierKey(witnessKey, 0x04, "witness key");
+  const parsed = splitNote(noteText + "\n" + line + "\n");
+  if (!parsed || parsed.sigs.length !== 1) return null;
+  const s = parsed.sigs[0];
+  if (s.name !== w.name || !eq(s.id, w.id) || s.body.length !== 72) return null;
+  let ts = 0n;
+  for (let q = 0; q < 8; q++) ts = (ts << 8n) | BigInt(s.body[q]);
+  const msg = concat(utf8(`cosignature/v1\ntime ${ts}\n`), utf8(parsed.text));
+  return (await ed25519Verify(w.pk, s.body.subarray(8), msg)) ? ts : null;
+}
+
 // ---------------------------------------------------------------------------------------------
 export function outcome(checks) {
   const failed = checks.find((c) => c.status === "fail");
