@@ -452,6 +452,8 @@ def test_browser_and_cli_agree_on_v2_claim_tampering(
 SPEC_DISAGREEMENTS = [
     ("policies-not-base64", "UNUSABLE_INPUT", ("FAILED", "POLICY_SET_MISSING")),
     ("policies-missing-and-event-flipped", "UNUSABLE_INPUT", ("FAILED", "EVENT_DIGEST_MISMATCH")),
+    # NaN is not JSON (RFC 8259; the spec: "UTF-8 JSON"), Python's json module reads it
+    ("nan-in-an-unknown-member", "UNUSABLE_INPUT", ("VERIFIED", None)),
 ]
 
 
@@ -467,9 +469,11 @@ def test_where_the_cli_departs_from_the_spec(
     flipped = json.loads(json.dumps(genuine))
     flipped.pop("policies")
     _flip_event_byte(flipped, 3)
+    nan = json.loads(json.dumps(genuine))
+    nan["x-note"] = float("nan")
     cases = []
     for (name, spec_kind, cli_answer), doc in zip(
-        SPEC_DISAGREEMENTS, (bad_policy, flipped), strict=True
+        SPEC_DISAGREEMENTS, (bad_policy, flipped, nan), strict=True
     ):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(doc))
