@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from infra.demo_witness import DemoWitness
 from infra.embedded import Stack, child_env, open_stack, spawn, terminate_on_signals
 from lineage.config import Settings
 from lineage.errors import LineageError
@@ -142,6 +143,8 @@ def run_demo(
             client,
             on_outage=lambda m: console.print(f"  [yellow]sink:[/] {m}"),
         )
+        witness = DemoWitness(stack, settings, client, sink.sink.lock)
+        console.print(f"  witness  {witness.url} (state in {witness.dir})")
 
         def emitter(signer: Signer) -> Emitter:
             return Emitter(
@@ -187,8 +190,10 @@ def run_demo(
                 timeout,
                 console,
                 workers=[worker],
+                witness=witness,
             )
         finally:
+            witness.close()
             sink.close()
     return code
 
@@ -204,6 +209,7 @@ def wait_and_summarize(
     timeout: float,
     console: Console,
     workers: list[Any],
+    witness: DemoWitness | None = None,
 ) -> int:
     db = settings.clickhouse_database
     lock = sink.sink.lock
@@ -247,7 +253,9 @@ def wait_and_summarize(
                 return 1
             time.sleep(0.25)
     done = time.monotonic()
-    return summarize(settings, client, lock, report, trusted, t0, emitted_at, done, console)
+    return summarize(
+        settings, client, lock, report, trusted, t0, emitted_at, done, console, witness
+    )
 
 
 def summarize(
@@ -260,6 +268,7 @@ def summarize(
     emitted_at: float,
     done: float,
     console: Console,
+    witness: DemoWitness | None = None,
 ) -> int:
     db = settings.clickhouse_database
     with lock:
@@ -323,12 +332,17 @@ def summarize(
         ("[green]OK[/]" if ok else "[red]MISMATCH[/]")
         + f": {entries[0]} of {trusted} emitted events are chained, verified lineage"
     )
-    verified = export_and_verify(settings, client, lock, report, console)
+    verified = export_and_verify(settings, client, lock, report, console, witness)
     return 0 if ok and verified else 1
 
 
 def export_and_verify(
-    settings: Settings, client: Any, lock: threading.Lock, report: ScenarioReport, console: Console
+    settings: Settings,
+    client: Any,
+    lock: threading.Lock,
+    report: ScenarioReport,
+    console: Console,
+    witness: DemoWitness | None = None,
 ) -> bool:
     """Export one workflow's evidence bundle and verify it offline, as an auditor would."""
     from lineage.bundle import write_bundle
@@ -359,6 +373,10 @@ def export_and_verify(
             if findings_behind(client, db) == 0:
                 break
         time.sleep(0.25)
+    if witness is not None and not witness.wait(client, lock):
+        console.print(
+            f"[red]the witness did not cosign the newest checkpoints[/]: {witness.feeder.stats}"
+        )
     with lock:
         bundle = export_bundle(
             client,
@@ -377,9 +395,16 @@ def export_and_verify(
     write_bundle(bundle, out)
     console.print(f"exported the evidence bundle of {clean} to {out}")
     bundle_report = verify_bundle(
-        bundle, registry=registry, trusted_checkpoint_vkeys=vkeys, registry_source=trust_source
+        bundle,
+        registry=registry,
+        trusted_checkpoint_vkeys=vkeys,
+        registry_source=trust_source,
+        options=witness.bundle_options(registry) if witness else None,
     )
+    if witness is not None:
+        witness.check_store(store_report, client, lock, registry)
     print_report(bundle_report, f"lineage verify {out.name}", console)
     print_report(store_report, "lineage verify --clickhouse", console)
-    console.print(f"verify it yourself: lineage verify {out} --registry {keys_file}")
+    wkey = f" --witness-key '{witness.vkey}'" if witness else ""
+    console.print(f"verify it yourself: lineage verify {out} --registry {keys_file}{wkey}")
     return bundle_report.ok and store_report.ok

@@ -42,6 +42,8 @@ from lineage.verify import (
     verify_entries,
 )
 from lineage.verify.report import printable, time_text
+from lineage.verify.witnessing import WITNESS_POLICY, WITNESS_REGISTRY
+from lineage_cli import witness as witness_cli
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -406,6 +408,7 @@ def export_bundle(
     ]
     if not checkpoints:
         raise BundleError(f"no signed checkpoint yet for partitions {partitions}")
+    checkpoints = _witnessed(client, database, partitions, checkpoints, entries)  # witness hook
     return build_bundle(
         workflow_id,
         entries,
@@ -416,6 +419,24 @@ def export_bundle(
         policy_sets=policy_sets,
         violations=violations,
     )
+
+
+def _witnessed(
+    client: Any,
+    database: str,
+    partitions: list[int],
+    checkpoints: list[Checkpoint],
+    entries: list[ChainEntry],
+) -> list[Checkpoint]:
+    """Witness hook (docs/witness.md): add stored cosignatures to the checkpoint notes."""
+    from lineage.witnessed import attach_cosignatures
+    from sinks.witness_feeder import load_cosignatures
+
+    needed: dict[int, int] = {}
+    for e in entries:
+        needed[e.source_partition] = max(needed.get(e.source_partition, 0), e.log_index)
+    cosigs = load_cosignatures(client, database, partitions)
+    return attach_cosignatures(checkpoints, cosigs, needed)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -562,6 +583,23 @@ def verify_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     data_dir: DataDir = None,
+    # -- witness options (docs/witness.md) --
+    witness_key: Annotated[
+        list[str] | None,
+        typer.Option("--witness-key", help="trusted witness verifier key; repeatable"),
+    ] = None,
+    witnesses_required: Annotated[
+        int | None,
+        typer.Option("--witnesses-required", help="cosignatures needed (default 1)"),
+    ] = None,
+    trusted_checkpoints: Annotated[
+        Path | None,
+        typer.Option("--trusted-checkpoints", help="with --clickhouse: checkpoints you trust"),
+    ] = None,
+    witness_url: Annotated[
+        str | None,
+        typer.Option("--witness-url", help="with --clickhouse: fetch trusted checkpoints"),
+    ] = None,
 ) -> None:
     """Verify an evidence bundle, or the ClickHouse tables, trusting only keys you name.
 
@@ -574,6 +612,12 @@ def verify_cmd(
     try:
         if (file is None) == (not clickhouse):
             raise _Unusable("give either a bundle FILE or --clickhouse")
+        try:
+            policy = witness_cli.policy_for(
+                witness_key, witnesses_required, clickhouse, trusted_checkpoints, witness_url
+            )
+        except witness_cli.OptionError as exc:
+            raise _Unusable(str(exc)) from None
         try:
             settings: Settings | None = (
                 Settings() if data_dir is None else Settings(data_dir=data_dir)
@@ -596,6 +640,8 @@ def verify_cmd(
             }
             if keys_source:
                 options["registry_source"] = keys_source
+            if policy is not None:
+                options["options"] = {WITNESS_POLICY: policy, WITNESS_REGISTRY: keys}
             report = verify_bundle_bytes(raw, **options)
             report.source = source
         else:
@@ -621,6 +667,19 @@ def verify_cmd(
                 raise _Unusable(str(exc)) from None
             except Exception as exc:
                 raise _Unusable(f"ClickHouse query failed: {exc}") from None
+            try:
+                witness_cli.store_findings(
+                    report,
+                    client,
+                    settings.clickhouse_database,
+                    trusted_file=trusted_checkpoints,
+                    witness_url=witness_url,
+                    policy=policy,
+                    registry=keys,
+                    vkeys=vkeys,
+                )
+            except witness_cli.OptionError as exc:
+                raise _Unusable(str(exc)) from None
     except _Unusable as exc:
         report = _unusable_report(str(exc), source, workflow)
     if as_json:
@@ -682,6 +741,33 @@ def _findings(p: Proven) -> str:
     return "\n".join(lines)
 
 
+def _witness_lines(w: Mapping[str, Any] | None) -> list[str]:
+    """The witness section of a report (``Report.witness``), escaped for the terminal."""
+    if w is None:
+        return []
+    names = ", ".join(printable(n, 200) for n in w["witnesses"]) or "-"
+    out = [escape(f"witnesses: {names} ({w['required']} required)")]
+    for log in w["logs"]:
+        cos = ", ".join(
+            f"{printable(c['witness'], 200)} at {c['time']}" for c in log["cosignatures"]
+        )
+        out.append(
+            escape(
+                f"  {printable(log['origin'], 200)} size {log['size']}: {cos or 'no cosignature'}"
+            )
+        )
+    n = w.get("newest_cosigned")
+    if n is not None:
+        out.append(
+            escape(
+                f"newest cosigned checkpoint: {printable(n['origin'], 200)} size {n['size']}, "
+                f"cosigned {n['time']} by {printable(n['witness'], 200)} "
+                f"({w['newest_age_s']} s before verification)"
+            )
+        )
+    return out
+
+
 def print_report(report: Report, title: str, console: Console) -> None:
     """Human report: verdict, what was proven and not, and on failure the first failing item.
 
@@ -739,6 +825,8 @@ def print_report(report: Report, title: str, console: Console) -> None:
     console.print(table)
     if report.failure is not None:
         _print_failure(report.failure, console)
+    for line in _witness_lines(report.witness):
+        console.print(line)
     for claim in report.claims:
         console.print(f"[green]proven:[/] {_t(claim, 1000)}")
     for gap in report.not_proven:

@@ -20,6 +20,7 @@ from lineage_cli.console import register as register_console
 from lineage_cli.evidence import register as register_evidence
 from lineage_cli.keys import keys_app
 from lineage_cli.openlineage import register as register_openlineage
+from lineage_cli.witness import witness_app
 
 app = typer.Typer(
     help="Evidence-grade execution lineage for AI agents.",
@@ -27,6 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(witness_app, name="witness")
 register_evidence(app)
 register_bench(app)
 register_console(app)

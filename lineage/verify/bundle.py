@@ -23,6 +23,7 @@ from lineage.verify.checks import (
 )
 from lineage.verify.claimed import check_claims
 from lineage.verify.report import Failure, FailureKind, Proven, Report, Trust, Where
+from lineage.verify.witnessing import check_witnesses
 
 BUNDLE_KEYS = "keys inside the bundle (information, not trust)"
 
@@ -400,7 +401,14 @@ def check_tail(run: BundleRun) -> None:
         run.proven.completed_workflows.add(parsed.workflow_id)
 
 
-STAGES: list[Stage] = [check_logs, check_entries, check_counts, check_tail, check_claims]
+STAGES: list[Stage] = [
+    check_logs,
+    check_entries,
+    check_counts,
+    check_tail,
+    check_claims,
+    check_witnesses,
+]
 """The bundle check stages in order.
 
 A new check is one module holding ``def check_x(run: BundleRun) -> None`` and one line adding it

@@ -70,6 +70,10 @@ class FailureKind(StrEnum):
     FINDINGS_MISMATCH = "FINDINGS_MISMATCH"
     POLICY_DECISION_MISMATCH = "POLICY_DECISION_MISMATCH"
     POLICY_SET_MISSING = "POLICY_SET_MISSING"
+    WITNESS_COSIGNATURES = "WITNESS_COSIGNATURES"
+    LOG_ROLLED_BACK = "LOG_ROLLED_BACK"
+    LOG_MISSING = "LOG_MISSING"
+    TRUSTED_CHECKPOINT_MISMATCH = "TRUSTED_CHECKPOINT_MISMATCH"
 
 
 Where = dict[str, str | int]
@@ -248,6 +252,9 @@ class Report:
     claims: list[str] = field(default_factory=list)
     not_proven: list[str] = field(default_factory=list)
     size_bytes: int | None = None
+    witness: dict[str, Any] | None = None
+    """What the witness checks established (``lineage.witnessed.WitnessFindings.to_json``),
+    None when no witness key or trusted checkpoint was given."""
 
     @property
     def consistent(self) -> bool:
@@ -302,4 +309,5 @@ class Report:
             "elapsed_s": round(self.elapsed_s, 6),
             "entries_per_s": round(self.entries_per_s, 1),
             "warnings": list(self.warnings),
+            "witness": self.witness,
         }

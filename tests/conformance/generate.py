@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -19,15 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lineage import codec, hashing, merkle, note
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from lineage import codec, hashing, merkle, note, witness
 from lineage.bundle import build_bundle, leaf_record
 from lineage.keys import KeyRegistry, Role
+from lineage.model import Decision, ExecutionEvent
+from lineage.partitioning import workflow_partition
 from tests.support.lineage_builder import (
+    CRITICAL_FORBIDDEN_POLICY,
     GATE_ID,
     PROCESSOR_SUBJECT,
     RUNTIME_ID,
     RUNTIME_SUBJECT,
     Dataset,
+    WorkflowShape,
     build_dataset,
     decode_event,
     make_seal,
@@ -39,6 +46,10 @@ HERE = Path(__file__).resolve().parent
 CORPUS_FORMAT = "lineage-conformance/v1"
 SEED = b"lineage-conformance-v1"
 FORGER_SEED = b"lineage-conformance-forger"
+WITNESS_NAME = "witness.example/w1"
+OTHER_WITNESS_NAME = "witness.example/w2"
+COSIGNED_AT = 1_767_312_000
+"""2026-01-02T00:00:00Z: when the corpus's witness cosigned (POSIX seconds)."""
 Doc = dict[str, Any]
 
 _EVENTS = codec.load("execution_event")
@@ -58,6 +69,8 @@ class Case:
     registry: str | None = "auditor-registry.json"
     checkpoint_keys: list[str] = field(default_factory=list)
     workflow: str | None = None
+    witness_keys: list[str] = field(default_factory=list)
+    witnesses_required: int | None = None
 
 
 @dataclass
@@ -69,6 +82,9 @@ class World:
     doc: Doc
     forger: Dataset
     plus: Dataset
+    claims: Dataset
+    """Same keys as ``data``: a workflow with HIGH findings, a contained one, a clean one, and
+    one whose gate recorded a decision its policy set did not make."""
     registries: dict[str, KeyRegistry] = field(default_factory=dict)
 
     def fresh(self) -> Doc:
@@ -632,10 +648,281 @@ def spec_points(w: World) -> list[Case]:
     return out
 
 
-CASES: list[Callable[[World], list[Case]]] = [genuine, tampered, hostile, spec_points]
+def _flip_decision(event: ExecutionEvent) -> ExecutionEvent:
+    """A lying gate: the recorded decision is DENY where the policy set allows."""
+    assert event.authorization is not None
+    auth = dataclasses.replace(event.authorization, decision=Decision.DENY, determining_policies=())
+    return dataclasses.replace(event, authorization=auth)
 
 
-def _registries(data: Dataset) -> dict[str, KeyRegistry]:
+def _resign(w: World, doc: Doc, edit: Callable[[note.Checkpoint], list[str]]) -> None:
+    """Re-sign every checkpoint of ``doc`` with the trusted processor key, extension lines edited:
+    what a dishonest (or misconfigured) processor signs."""
+    for log in doc["logs"]:
+        for cp in log["checkpoints"]:
+            body = _note_body(cp["note"])
+            text = note.checkpoint_body(body.origin, body.size, body.root_hash, edit(body))
+            cp["note"] = note.sign_note(text, PROCESSOR_SUBJECT, w.data.processor._private_key)
+
+
+def v2_claims(w: World) -> list[Case]:
+    """Format v2: partition binding, findings, decisions re-run."""
+    out: list[Case] = []
+    c = w.claims
+    denied, contained, clean, lying = c.workflows[:4]
+
+    def case(name: str, kind: str, description: str, doc: Doc) -> None:
+        out.append(Case(name, description, doc, *_fails(kind)))
+
+    out.append(
+        Case(
+            "findings-high",
+            "a workflow that ran an action its gate denied: its HIGH findings travel with it",
+            c.bundle(denied),
+            *OK,
+        )
+    )
+    out.append(
+        Case(
+            "findings-contained",
+            "a workflow contained by a CRITICAL finding (a forbidden resource)",
+            c.bundle(contained),
+            *OK,
+        )
+    )
+    out.append(
+        Case("findings-none", "a clean workflow sharing the findings log", c.bundle(clean), *OK)
+    )
+
+    d = copy.deepcopy(c.bundle(contained))
+    d["findings"]["records"].pop(0)
+    case(
+        "findings-record-dropped", "FINDINGS_MISMATCH", "one of the workflow's findings left out", d
+    )
+
+    d = copy.deepcopy(c.bundle(denied))
+    rec = d["findings"]["records"][0]
+    raw = bytearray(base64.b64decode(rec["record"]))
+    raw[-1] ^= 1
+    rec["record"] = _b64(bytes(raw))
+    case("findings-record-edited", "FINDINGS_MISMATCH", "one byte of a finding record flipped", d)
+
+    d = copy.deepcopy(c.bundle(contained))
+    leaves = bytearray(base64.b64decode(d["findings"]["leaves"]))
+    for r in d["findings"]["records"]:
+        i = r["index"] * 64
+        leaves[i : i + 32] = hashlib.sha256(b"\x16" + clean.encode()).digest()
+    d["findings"]["leaves"] = _b64(bytes(leaves))
+    d["findings"]["records"] = []
+    case(
+        "findings-retagged",
+        "FINDINGS_MISMATCH",
+        "the workflow's findings re-tagged as another workflow's and left out",
+        d,
+    )
+
+    d = copy.deepcopy(c.bundle(contained))
+    d["findings"] = None
+    case(
+        "findings-null",
+        "FINDINGS_MISMATCH",
+        "findings null while the signed checkpoint commits to a findings log",
+        d,
+    )
+
+    d = copy.deepcopy(c.bundle(contained))
+    del d["findings"]
+    out.append(Case("findings-absent", "a v2 bundle without its findings member", d, *UNUSABLE))
+
+    d = copy.deepcopy(c.bundle(denied))
+    d["policies"] = []
+    case(
+        "policy-set-missing",
+        "POLICY_SET_MISSING",
+        "the policy set the decisions name removed from policies",
+        d,
+    )
+
+    case(
+        "policy-decision-lied",
+        "POLICY_DECISION_MISMATCH",
+        "the gate's genuine key sealed a DENY its policy set does not make for the request",
+        c.bundle(lying),
+    )
+
+    d = w.fresh()
+    partition = d["entries"][0]["partition"]
+    count = next(n for n in range(3, 64) if workflow_partition(w.wf, n) != partition)
+
+    def other_count(body: note.Checkpoint) -> list[str]:
+        return [
+            f"partitions {count}" if x.startswith("partitions ") else x for x in body.extensions
+        ]
+
+    _resign(w, d, other_count)
+    case(
+        "partition-binding",
+        "PARTITION_BINDING",
+        f"checkpoints re-signed by the processor key naming {count} partitions, under which the "
+        "workflow maps to another partition",
+        d,
+    )
+
+    d = w.fresh()
+
+    def without_binding(body: note.Checkpoint) -> list[str]:
+        return [x for x in body.extensions if not x.startswith("partitions ")]
+
+    _resign(w, d, without_binding)
+    out.append(
+        Case(
+            "partition-binding-unsigned",
+            "checkpoints without the partitions line (older format): verified with a warning",
+            d,
+            *OK,
+        )
+    )
+
+    out.append(
+        Case(
+            "key-compromised",
+            "the runtime's key revoked as compromised from the time of the workflow's third event",
+            w.fresh(),
+            *_fails("KEY_COMPROMISED"),
+            registry="registry-runtime-compromised.json",
+        )
+    )
+    return out
+
+
+def _witness_key(name: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(
+        hashlib.sha256(SEED + b"/" + name.encode()).digest()
+    )
+
+
+def _witness_vkey(name: str) -> str:
+    return witness.cosigner_vkey(name, _witness_key(name).public_key().public_bytes_raw())
+
+
+def _cosigned(doc: Doc, name: str = WITNESS_NAME, at: int = COSIGNED_AT) -> Doc:
+    """``doc`` with the newest checkpoint of every log cosigned by witness ``name`` at ``at``."""
+    out = copy.deepcopy(doc)
+    for log in out["logs"]:
+        cp = log["checkpoints"][-1]
+        body, _ = witness.split_note(cp["note"])
+        line = witness.cosign(body, name, _witness_key(name), at).line()
+        cp["note"] = witness.add_signature_lines(cp["note"], [line])
+    return out
+
+
+def witnessed(w: World) -> list[Case]:
+    """Witness cosignatures (C2SP tlog-cosignature), with witness keys among the trust inputs."""
+    out: list[Case] = []
+    w1, w2 = _witness_vkey(WITNESS_NAME), _witness_vkey(OTHER_WITNESS_NAME)
+    cosigned = _cosigned(w.fresh())
+    out.append(
+        Case(
+            "witness-cosigned",
+            "the newest checkpoint of every log cosigned by the witness the auditor names",
+            cosigned,
+            *OK,
+            witness_keys=[w1],
+        )
+    )
+    out.append(
+        Case(
+            "witness-lines-ignored",
+            "a cosigned bundle verified without witness keys: cosignature lines are ignored",
+            cosigned,
+            *OK,
+        )
+    )
+    out.append(
+        Case(
+            "witness-missing",
+            "a bundle without cosignatures, the auditor requires one",
+            w.fresh(),
+            *_fails("WITNESS_COSIGNATURES"),
+            witness_keys=[w1],
+        )
+    )
+    out.append(
+        Case(
+            "witness-quorum",
+            "cosigned by one of two witnesses the auditor names, both required",
+            cosigned,
+            *_fails("WITNESS_COSIGNATURES"),
+            witness_keys=[w1, w2],
+            witnesses_required=2,
+        )
+    )
+    out.append(
+        Case(
+            "witness-quorum-met",
+            "cosigned by both witnesses the auditor names, both required",
+            _cosigned(cosigned, OTHER_WITNESS_NAME),
+            *OK,
+            witness_keys=[w1, w2],
+            witnesses_required=2,
+        )
+    )
+    d = copy.deepcopy(cosigned)
+    text = d["logs"][0]["checkpoints"][-1]["note"]
+    head, line = text.rsplit("— ", 1)
+    name, sig64 = line.rstrip("\n").split(" ")
+    raw = bytearray(base64.b64decode(sig64))
+    raw[-1] ^= 1
+    d["logs"][0]["checkpoints"][-1]["note"] = f"{head}— {name} {_b64(bytes(raw))}\n"
+    out.append(
+        Case(
+            "witness-cosignature-forged",
+            "one byte of the witness's cosignature flipped",
+            d,
+            *_fails("WITNESS_COSIGNATURES"),
+            witness_keys=[w1],
+        )
+    )
+    d = copy.deepcopy(w.fresh())
+    for log in d["logs"]:
+        cp = log["checkpoints"][-1]
+        body, _ = witness.split_note(cp["note"])
+        body = body.replace("partitions ", "partitions 9", 1) if "partitions " in body else body
+        line = witness.cosign(body, WITNESS_NAME, _witness_key(WITNESS_NAME), COSIGNED_AT).line()
+        cp["note"] = witness.add_signature_lines(cp["note"], [line])
+    out.append(
+        Case(
+            "witness-cosigned-other-text",
+            "the cosignature covers other extension lines than the note's (the whole text is signed)",
+            d,
+            *_fails("WITNESS_COSIGNATURES"),
+            witness_keys=[w1],
+        )
+    )
+    out.append(
+        Case(
+            "witness-processor-key-expired",
+            "cosigned after the processor key's not_after: the key no longer vouched for it",
+            cosigned,
+            *_fails("KEY_EXPIRED"),
+            registry="registry-processor-expired.json",
+            witness_keys=[w1],
+        )
+    )
+    return out
+
+
+CASES: list[Callable[[World], list[Case]]] = [
+    genuine,
+    tampered,
+    hostile,
+    spec_points,
+    v2_claims,
+    witnessed,
+]
+
+
+def _registries(data: Dataset, wf: str) -> dict[str, KeyRegistry]:
     base = data.registry.to_json()
     runtime = data.signers[RUNTIME_ID].key_id
     gate = data.signers[GATE_ID].key_id
@@ -651,6 +938,10 @@ def _registries(data: Dataset) -> dict[str, KeyRegistry]:
     revoked.revoke(runtime, 1, "key leaked")
     processor_revoked = KeyRegistry.from_json(base)
     processor_revoked.revoke(data.processor.key_id, 1, "retired")
+    compromised = KeyRegistry.from_json(base)
+    third = next(e for e in data.entries if e.workflow_id == wf and e.chain_seq == 2)
+    at = decode_event(third.event_bytes).event_time
+    compromised.revoke(runtime, at, "key leaked", compromised_at_us=at)
     return {
         "auditor-registry.json": data.registry,
         "registry-runtime-revoked.json": revoked,
@@ -658,6 +949,10 @@ def _registries(data: Dataset) -> dict[str, KeyRegistry]:
         "registry-runtime-other-subject.json": edited(runtime, subject=RUNTIME_SUBJECT + "-other"),
         "registry-gate-as-emitter.json": edited(gate, role="emitter"),
         "registry-processor-revoked.json": processor_revoked,
+        "registry-runtime-compromised.json": compromised,
+        "registry-processor-expired.json": edited(
+            data.processor.key_id, not_after="2026-01-01T12:00:00Z"
+        ),
     }
 
 
@@ -671,8 +966,20 @@ def world() -> World:
     )
     forger = build_dataset(workflows=2, steps=1, partitions=1, seed=FORGER_SEED)
     plus = build_dataset(workflows=1, steps=1, partitions=1, seed=_plus_seed())
-    w = World(data, wf, data.bundle(wf), forger, plus)
-    w.registries = _registries(data)
+    claims = build_dataset(
+        workflows=4,
+        steps=2,
+        partitions=1,
+        seed=SEED,
+        shapes={
+            0: WorkflowShape(denied=True),
+            1: WorkflowShape(resource="secrets:api-token"),
+            3: WorkflowShape(tamper=_flip_decision),
+        },
+        policy_file=CRITICAL_FORBIDDEN_POLICY,
+    )
+    w = World(data, wf, data.bundle(wf), forger, plus, claims)
+    w.registries = _registries(data, wf)
     w.registries["plus-registry.json"] = plus.registry
     return w
 
@@ -719,6 +1026,8 @@ def write(root: Path) -> list[dict[str, Any]]:
                     "registry": None if c.registry is None else f"keys/{c.registry}",
                     "checkpoint_keys": c.checkpoint_keys,
                     "workflow": c.workflow,
+                    "witness_keys": c.witness_keys,
+                    "witnesses_required": c.witnesses_required,
                     "verdict": c.verdict,
                     "exit_code": c.exit_code,
                     "failure_kind": c.failure_kind,
@@ -733,6 +1042,8 @@ def write(root: Path) -> list[dict[str, Any]]:
                 "registry": "legacy_v1/registry.json",
                 "checkpoint_keys": [],
                 "workflow": None,
+                "witness_keys": [],
+                "witnesses_required": None,
                 "verdict": "VERIFIED",
                 "exit_code": 0,
                 "failure_kind": None,

@@ -28,6 +28,10 @@ def _args(case: dict[str, Any]) -> list[str]:
         args += ["--checkpoint-key", key]
     if case["workflow"] is not None:
         args += ["--workflow", case["workflow"]]
+    for key in case["witness_keys"]:
+        args += ["--witness-key", key]
+    if case["witnesses_required"] is not None:
+        args += ["--witnesses-required", str(case["witnesses_required"])]
     return args
 
 
@@ -39,11 +43,21 @@ def _no_trust_file(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_corpus_layout() -> None:
     assert EXPECTED["format"] == "lineage-conformance/v1"
     names = [c["name"] for c in CASES]
-    assert len(names) == len(set(names)) >= 60
+    assert len(names) == len(set(names)) >= 85
     verdicts = {c["verdict"] for c in CASES}
     assert verdicts == {"VERIFIED", "CONSISTENT_BUT_UNTRUSTED", "FAILED", "UNUSABLE_INPUT"}
     for c in CASES:
         assert (HERE / c["file"]).is_file(), c["file"]
+    kinds = {c["failure_kind"] for c in CASES}
+    assert kinds >= {
+        "PARTITION_BINDING",
+        "FINDINGS_MISMATCH",
+        "POLICY_DECISION_MISMATCH",
+        "POLICY_SET_MISSING",
+        "KEY_COMPROMISED",
+        "WITNESS_COSIGNATURES",
+        "KEY_EXPIRED",
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])

@@ -749,3 +749,12 @@ def test_a_check_stage_plugs_in_with_one_function(
     assert f"extra check saw {len(doc['entries'])} entries" in report.claims
     report = _verify(data, doc, options={"refuse": True})
     assert report.failure is not None and report.failure.where == {"stage": "extra"}
+
+
+def test_every_failure_kind_is_in_the_spec_table() -> None:
+    """docs/evidence-bundle.md lists every kind the verifier can report, so the spec stays whole."""
+    from pathlib import Path
+
+    spec = (Path(__file__).resolve().parents[3] / "docs" / "evidence-bundle.md").read_text()
+    missing = [k.value for k in FailureKind if f"| `{k.value}` |" not in spec]
+    assert missing == []
