@@ -510,31 +510,10 @@ async function parseBundle(bytes) {
     throw unusable(`tail.prefix: ${b.tail.prefix.length} hashes, but log_index ${b.tail.logIndex} needs ${popcount(b.tail.logIndex)}`);
   if (b.tail.following.length % 104 !== 0) throw unusable(`tail.following: ${b.tail.following.length} bytes, not a multiple of 104`);
   b.v2 = format === FORMAT_V2;
-  if (b.v2) {
-    // docs/findings.md, "Evidence bundle format v2": two more required members
-    b.policies = list(req(top, "policies", "the bundle"), "policies", LIMITS.entries).map((raw, k) => {
-      const w = `policies[${k}]`;
-      const ps = obj(raw, w);
-      return { toml: b64(req(ps, "toml", w), `${w}.toml`, LIMITS.recordBytes), cedar: b64(req(ps, "cedar", w), `${w}.cedar`, LIMITS.recordBytes) };
-    });
-    const f = req(top, "findings", "the bundle");
-    if (f === null) b.findings = null;
-    else {
-      obj(f, "findings");
-      const leaves = b64(req(f, "leaves", "findings"), "findings.leaves", MAX_FINDINGS * 64);
-      if (leaves.length % 64 !== 0) throw unusable(`findings.leaves: ${leaves.length} bytes, not a multiple of 64`);
-      b.findings = {
-        partition: int(req(f, "partition", "findings"), "findings.partition", U31),
-        treeSize: int(req(f, "tree_size", "findings"), "findings.tree_size", BigInt(MAX_FINDINGS) + 1n),
-        leaves,
-        records: list(req(f, "records", "findings"), "findings.records", MAX_FINDINGS).map((raw, k) => {
-          const w = `findings.records[${k}]`;
-          const r = obj(raw, w);
-          return { index: int(req(r, "index", w), `${w}.index`), record: b64(req(r, "record", w), `${w}.record`, LIMITS.recordBytes) };
-        }),
-      };
-    }
-  }
+  // v2's `policies` and `findings` are checked where docs/evidence-bundle.md checks them: their
+  // presence at step 7 (UNUSABLE_INPUT), the findings member at step 8 (FINDINGS_MISMATCH), the
+  // policy sets at step 9 (a set that does not load: POLICY_SET_MISSING)
+  b.raw = top;
   b.bundleKeys = await parseRegistry(req(top, "keys", "the bundle"), "the bundle's keys");
   const cks = list(req(top, "checkpoint_keys", "the bundle"), "checkpoint_keys", Infinity);
   b.bundleCheckpointKeys = [];
@@ -895,9 +874,8 @@ export async function verify(bundleBytes, trust) {
   }
   pass("tail", tailDetail);
 
-  // v2 claims (docs/findings.md, "Evidence bundle format v2"). That page says "after step 5 of the
-  // v1 algorithm", but numbers them 6-8, and the conformance corpus (tail-cut-by-exporter) and the
-  // CLI run them after step 6, the tail proof: so do we (reported as a spec ambiguity).
+  // v2 claims: steps 7-9 of docs/evidence-bundle.md, after the tail proof (docs/findings.md still
+  // says "after step 5 of the v1 algorithm"; the corpus case tail-cut-by-exporter settles it)
   try {
     const r = await checkBinding(b, sections);
     done.set("partition.binding", { id: "partition.binding", title: TITLES["partition.binding"], status: r.warn ? "warn" : "pass", detail: r.detail });
@@ -982,7 +960,12 @@ async function checkWitnesses(b, sections, trust, registry, vkeys) {
         throw new Failure("WITNESS_COSIGNATURES", `${what}: cosigned by ${witnesses.size} trusted witness(es), ${required} required`);
       if (registry !== null) {
         // a cosignature must be dated inside the validity window of a processor key that signed the note
-        const windows = vkeys.filter((k) => k.record && cp.signed.sigs.some((s) => s.name === k.name && eq(s.id, k.id))).map((k) => k.record);
+        const signers = vkeys.filter((k) => cp.signed.sigs.some((s) => s.name === k.name && eq(s.id, k.id)));
+        const windows = [...registry.values()].filter((r) => r.role === "processor" && signers.some((k) => eq(k.pk, r.pk)))
+          .map((r) => ({ notBefore: r.notBefore,
+            // cut at compromised_at; a key revoked without it vouches for no time at all
+            notAfter: r.revokedAt === null ? r.notAfter : r.compromisedAt === null ? -1n
+              : r.notAfter === null || r.notAfter >= r.compromisedAt ? r.compromisedAt - 1n : r.notAfter }));
         if (windows.length) {
           const inside = [...witnesses.values()].filter(({ ts }) => windows.some((r) => ts * 1_000_000n >= r.notBefore && (r.notAfter === null || ts * 1_000_000n <= r.notAfter)));
           if (!inside.length)
@@ -1026,6 +1009,9 @@ function extensionLines(cp, word) {
 }
 
 async function checkBinding(b, sections) {
+  if (b.v2)
+    for (const member of ["policies", "findings"])
+      if (!Object.prototype.hasOwnProperty.call(b.raw, member)) throw unusable(`a ${FORMAT_V2} bundle without its '${member}' member`);
   const used = [...new Set(b.entries.map((e) => e.partition))];
   const parts = [];
   let unsigned = 0;
@@ -1056,6 +1042,30 @@ async function checkBinding(b, sections) {
   return { warn: false, detail: `the signed checkpoints bind the workflow to ${parts.join(", ")}: murmur2(${q(b.workflowId)}) maps there, so this is the only chain an honest processor can have signed` };
 }
 
+function parseFindings(raw) {
+  const f = obj(raw, "findings");
+  const leaves = b64(req(f, "leaves", "findings"), "findings.leaves", MAX_FINDINGS * 64);
+  if (leaves.length % 64 !== 0) throw unusable(`findings.leaves: ${leaves.length} bytes, not a multiple of 64`);
+  return {
+    partition: int(req(f, "partition", "findings"), "findings.partition", U31),
+    treeSize: int(req(f, "tree_size", "findings"), "findings.tree_size", BigInt(MAX_FINDINGS) + 1n),
+    leaves,
+    records: list(req(f, "records", "findings"), "findings.records", MAX_FINDINGS).map((r0, k) => {
+      const w = `findings.records[${k}]`;
+      const r = obj(r0, w);
+      return { index: int(req(r, "index", w), `${w}.index`), record: b64(req(r, "record", w), `${w}.record`, LIMITS.recordBytes) };
+    }),
+  };
+}
+
+function parsePolicies(raw) {
+  return list(raw, "policies", LIMITS.entries).map((r0, k) => {
+    const w = `policies[${k}]`;
+    const ps = obj(r0, w);
+    return { toml: b64(req(ps, "toml", w), `${w}.toml`, LIMITS.recordBytes), cedar: b64(req(ps, "cedar", w), `${w}.cedar`, LIMITS.recordBytes) };
+  });
+}
+
 async function checkFindings(b, sections) {
   const sec = sections.get(b.tail.partition);
   const c = sec && sec.cps[sec.cps.length - 1];
@@ -1066,7 +1076,7 @@ async function checkFindings(b, sections) {
     return { warn: true, detail: "WARNING: findings not committed (older format): a v1 bundle of a log without a findings line; violations raised about the workflow can be neither shown nor ruled out" };
   }
   if (!lines.length) {
-    if (b.findings !== null) throw F("the newest checkpoint has no 'findings' line, but the bundle's findings member is not null");
+    if (b.raw.findings !== null) throw F("the newest checkpoint has no 'findings' line, but the bundle's findings member is not null");
     return { warn: true, detail: "WARNING: findings not committed (older format): the newest checkpoint names no findings log, so violations raised about the workflow can be neither shown nor ruled out" };
   }
   const what = `${sec.log.origin} size ${c.size}`;
@@ -1075,8 +1085,14 @@ async function checkFindings(b, sections) {
   const root = m ? b64decode(m[2]) : null;
   if (!m || root === null || root.length !== 32) throw F(`${what}: ${q(lines[0])} is not 'findings F <base64 root>'`);
   const size = BigInt(m[1]);
-  const f = b.findings;
-  if (f === null) throw F(`the newest checkpoint commits to ${size} findings, the bundle's findings member is null`);
+  if (b.raw.findings === null || b.raw.findings === undefined) throw F(`the newest checkpoint commits to ${size} findings, the bundle's findings member is null`);
+  let f;
+  try {
+    f = parseFindings(b.raw.findings);
+  } catch (e) {
+    if (e instanceof Failure) throw F(e.message);
+    throw e;
+  }
   if (f.partition !== b.tail.partition) throw F(`findings.partition ${f.partition}, the tail's partition is ${b.tail.partition}`);
   if (f.treeSize !== size) throw F(`findings.tree_size ${f.treeSize}, the checkpoint signs ${size}`);
   if (BigInt(f.leaves.length) !== size * 64n) throw F(`findings.leaves holds ${f.leaves.length / 64} leaves, the checkpoint signs ${size}`);
@@ -1135,7 +1151,16 @@ function canonicalJson(v) {
 async function checkDecisions(b, evs) {
   const D = (msg) => new Failure("POLICY_DECISION_MISMATCH", msg);
   const sets = new Map();
-  for (const ps of b.policies || [])
+  let policies = [];
+  if (b.raw.policies !== undefined && b.raw.policies !== null) {
+    try {
+      policies = parsePolicies(b.raw.policies);
+    } catch (e) {
+      if (e instanceof Failure) throw new Failure("POLICY_SET_MISSING", `a policy set that cannot be read: ${e.message}`);
+      throw e;
+    }
+  }
+  for (const ps of policies)
     sets.set(hex(await H(u64be(ps.toml.length), ps.toml, u64be(ps.cedar.length), ps.cedar)), ps);
   let decisions = 0, requests = 0;
   for (let i = 0; i < evs.length; i++) {
