@@ -9,7 +9,9 @@ the caller. Keys carried by the evidence, or the operator's own registry, give a
 CONSISTENT_BUT_UNTRUSTED (exit 3).
 
 Modules: ``report`` (failure kinds, verdicts, the report), ``checks`` (per-item checks),
-``bundle`` (bundle check stages), ``stored`` (stored partition logs).
+``bundle`` (bundle check stages), ``claimed`` (stage: partition binding, findings, decisions
+re-run), ``witnessing`` (stage: witness cosignatures, with witness keys), ``stored`` (stored
+partition logs).
 """
 
 from lineage.merkle import PathMemo
