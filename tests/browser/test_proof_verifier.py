@@ -696,3 +696,17 @@ def test_browser_verifies_a_10000_entry_bundle(
         ("NOT_FULLY_VERIFIED", "VERIFIED"),
     }, (result, cli)
     assert result["ms"] / 1000 < BIG_BUDGET_S
+
+
+def test_murmur2_matches_kafka_test_vectors(verifier_page: Any) -> None:
+    from tests.unit.producers.test_partitioner import KAFKA_UTILS_TEST, LIBRDKAFKA
+
+    vectors = [[list(key), expected] for key, expected in KAFKA_UTILS_TEST + LIBRDKAFKA]
+    got = verifier_page.evaluate(
+        """async (vectors) => {
+          const m = await import("/static/verifier/index.js");
+          return vectors.map(([key, _]) => m.murmur2(new Uint8Array(key)));
+        }""",
+        vectors,
+    )
+    assert got == [expected for _, expected in vectors]
