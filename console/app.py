@@ -551,13 +551,18 @@ def build_bundle(ctx: ConsoleContext, workflow_id: str) -> dict[str, Any]:
     """The evidence bundle of ``workflow_id``, built by the same code as `lineage export`."""
     from lineage.bundle import BundleError
     from lineage.keys import KeyRegistry
+    from lineage.policy import PolicySet
     from lineage_cli.evidence import export_bundle
 
     assert ctx.store is not None
     registry = KeyRegistry.load(ctx.settings.resolved_keys_file)
+    # v2 bundles carry the policy sets their decisions name, as `lineage export` does by default
+    policy_sets = [PolicySet.files(ctx.settings.resolved_policy_file)]
     try:
         with ctx.store.lock:
-            return export_bundle(ctx.store.client, ctx.store.database, workflow_id, registry)
+            return export_bundle(
+                ctx.store.client, ctx.store.database, workflow_id, registry, policy_sets=policy_sets
+            )
     except BundleError as exc:
         raise HTTPException(409, f"cannot export {workflow_id}: {exc}") from None
 
