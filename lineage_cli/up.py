@@ -73,6 +73,11 @@ def begin_epoch(settings: Settings) -> Path | None:
     shutil.move(str(chdb), str(target / "clickhouse"))
     for local in settings.data_dir.glob("faust-*"):
         shutil.move(str(local), str(target / local.name))
+    witness = settings.data_dir / "witness"
+    for view in ("state", "refusals"):  # the witness's view of this epoch's logs goes with them
+        if (witness / view).exists():
+            (target / "witness").mkdir(exist_ok=True)
+            shutil.move(str(witness / view), str(target / "witness" / view))
     registry = settings.resolved_keys_file
     if registry.exists():
         (target / "keys").mkdir()
@@ -172,6 +177,7 @@ def run_up(
     from console.live import AlertFeed, LiveHub
     from console.store import Store
     from infra.demo import SinkThread, demo_signers, start_processor
+    from infra.demo_witness import DemoWitness
     from infra.embedded import terminate_on_signals
     from lineage.policy import PolicySet
     from lineage_cli.remote import refuse_if_served
@@ -204,6 +210,8 @@ def run_up(
                 settings, stack.bootstrap, client, on_outage=lambda m: console.print(f"sink: {m}")
             )
             served.add(sink.close)
+            witness = DemoWitness(stack, settings, client, sink.sink.lock)
+            served.add(witness.close)
             store = Store(client, settings.clickhouse_database, sink.sink.lock)
             hub = LiveHub()
             feed = AlertFeed(settings, stack.bootstrap, hub)
@@ -294,6 +302,7 @@ def run_up(
                 f"  Kafka bootstrap  {stack.bootstrap}  (topics {settings.topic_prefix}.*)"
             )
             console.print(f"  ClickHouse       {settings.clickhouse_dsn}")
+            console.print(f"  witness          {witness.url}  (key {witness.vkey})", soft_wrap=True)
             console.print("  demo actions     " + ("on" if demo else "off (--demo to enable)"))
             console.print("Ctrl-C stops everything.")
             if ready is not None:

@@ -85,9 +85,34 @@ def _run_once(data: Path, log: Path) -> tuple[int, str]:
             "--format",
             "csv",
         ).stdout.strip()
+        # the witness of this run cosigns the stored checkpoints; the exported bundle carries them
+        line = next(ln for ln in log.read_text().splitlines() if ln.strip().startswith("witness"))
+        witness_url, witness_key = line.split()[1], line.split("(key ")[1].rstrip(")")
+        wait_for(
+            lambda: (
+                b"lineage.local/" in urllib.request.urlopen(witness_url + "/checkpoints").read()
+            ),
+            60,
+            "the witness to cosign a checkpoint",
+        )
         out = data.parent / f"{wf}.json"
-        ex = _cli(data, "export", "--workflow", wf, "--out", str(out))
-        assert ex.returncode == 0, ex.stderr
+        registry = str(data / "keys" / "registry.json")
+        verdicts: list[subprocess.CompletedProcess[str]] = []
+
+        def witnessed_bundle() -> bool:
+            ex = _cli(data, "export", "--workflow", wf, "--out", str(out))
+            assert ex.returncode == 0, ex.stderr
+            verdicts.append(
+                _cli(data, "verify", str(out), "--registry", registry, "--witness-key", witness_key)
+            )
+            return verdicts[-1].returncode == 0
+
+        # the bundle verifies with the witness key once a cosigned checkpoint covers the workflow
+        try:
+            wait_for(witnessed_bundle, 60, "a bundle that verifies with the witness key")
+        except AssertionError as exc:
+            last = verdicts[-1] if verdicts else None
+            raise AssertionError(f"{exc}; last verify: {last and last.stdout + last.stderr}") from None
         time.sleep(1.5)  # let the last checkpoint cover everything before verifying all of it
         v = _cli(data, "verify", "--clickhouse", "--registry", str(data / "keys" / "registry.json"))
         assert v.returncode == 0, v.stdout + v.stderr
@@ -120,6 +145,7 @@ def test_lineage_up_serves_routes_the_cli_stops_and_restarts_as_a_new_epoch(
     assert bootstrap(log1) == bootstrap(log2), "services reconnect to the same Kafka address"
     epoch = data / "epochs" / "1"
     assert json.loads((epoch / "EPOCH.json").read_text())["epoch"] == 1
+    assert (epoch / "witness" / "state").is_dir(), "the witness's view of epoch 1 is archived"
     # the first run's lineage stays verifiable where it was archived, and the current one too
     v1 = _cli(epoch, "verify", "--clickhouse", "--registry", str(epoch / "keys" / "registry.json"))
     assert v1.returncode == 0, v1.stdout + v1.stderr
