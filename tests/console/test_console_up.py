@@ -112,7 +112,9 @@ def _run_once(data: Path, log: Path) -> tuple[int, str]:
             wait_for(witnessed_bundle, 60, "a bundle that verifies with the witness key")
         except AssertionError as exc:
             last = verdicts[-1] if verdicts else None
-            raise AssertionError(f"{exc}; last verify: {last and last.stdout + last.stderr}") from None
+            raise AssertionError(
+                f"{exc}; last verify: {last and last.stdout + last.stderr}"
+            ) from None
         time.sleep(1.5)  # let the last checkpoint cover everything before verifying all of it
         v = _cli(data, "verify", "--clickhouse", "--registry", str(data / "keys" / "registry.json"))
         assert v.returncode == 0, v.stdout + v.stderr
