@@ -51,6 +51,8 @@ class HealthMonitor:
     _prev: dict[tuple[str, int], tuple[float, int]] = field(default_factory=dict)
     _moved: dict[tuple[str, int], tuple[float, int]] = field(default_factory=dict)
     _status: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    metrics: Any = None
+    """A ``infra.metrics.LineageMetrics``: each sample's lag and checkpoint age are published to it."""
 
     def start(self) -> HealthMonitor:
         self._thread = threading.Thread(target=self._run, name="console-health", daemon=True)
@@ -175,6 +177,10 @@ class HealthMonitor:
         with self._lock:
             self.samples.append(sample)
             self._status = status
+        if self.metrics is not None:
+            from console.metrics import publish
+
+            publish(self.metrics, self.settings, now, parts)
         return sample
 
     def _rate(self, key: tuple[str, int], now: float, value: int) -> float:

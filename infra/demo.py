@@ -55,7 +55,13 @@ def demo_signers(
 
 
 def start_processor(stack: Stack, settings: Settings, worker_id: str) -> Any:
-    env = child_env(settings, LINEAGE_KAFKA_BOOTSTRAP=stack.bootstrap)
+    from infra.metrics import EMBEDDED_PROCESSOR_PORT_OFFSET, child_metrics_env
+
+    env = child_env(
+        settings,
+        LINEAGE_KAFKA_BOOTSTRAP=stack.bootstrap,
+        **child_metrics_env(settings, EMBEDDED_PROCESSOR_PORT_OFFSET),
+    )
     log = settings.data_dir / "logs" / f"processor-{worker_id}.log"
     return stack.add(
         spawn(

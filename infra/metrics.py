@@ -229,3 +229,19 @@ def serve_metrics(settings: Settings, metrics: LineageMetrics) -> Any | None:
         settings.metrics_port, addr=settings.metrics_addr, registry=metrics.registry
     )
     return server
+
+
+EMBEDDED_PROCESSOR_PORT_OFFSET = 1
+"""``lineage up`` serves the web app's (and its in-process sink's) metrics on LINEAGE_METRICS_PORT
+and starts its processor child with LINEAGE_METRICS_PORT + this."""
+
+
+def child_metrics_env(settings: Settings, offset: int) -> dict[str, str]:
+    """``LINEAGE_METRICS_PORT`` for a child process on the same host: the parent's port + ``offset``.
+
+    Empty when the parent serves no metrics (the child then inherits none either, see
+    ``infra.embedded.child_env``, which copies the parent's environment first).
+    """
+    if settings.metrics_port is None:
+        return {}
+    return {"LINEAGE_METRICS_PORT": str(settings.metrics_port + offset)}

@@ -122,6 +122,9 @@ def sink(
     settings = settings_for(data_dir)
     if settings.kafka_bootstrap is None:
         fail("set LINEAGE_KAFKA_BOOTSTRAP to the broker")
+    from sinks.metrics import start as start_metrics
+
+    server = start_metrics(settings)  # /metrics on LINEAGE_METRICS_PORT, if set
     s = ClickHouseSink(settings, str(settings.kafka_bootstrap), open_client(settings))
     stop = threading.Event()
     try:
@@ -130,6 +133,8 @@ def sink(
         pass
     finally:
         s.close()
+        if server is not None:
+            server.shutdown()
 
 
 def _print_result(columns: list[str], rows: list[Any], fmt: str) -> None:

@@ -159,6 +159,20 @@ def _last_log_line(path: Path) -> str:
     return ""
 
 
+def _start_metrics(settings: Settings, served: Served) -> Any:
+    """The web app's /metrics on LINEAGE_METRICS_PORT (None when unset); an in-process sink
+    reports into it too. docs/operations.md "Metrics" says which process gets which port."""
+    from console.metrics import start
+    from sinks import metrics as sink_metrics
+
+    metrics, server = start(settings, "web")
+    if server is not None:
+        sink_metrics.install(metrics)
+        served.add(lambda: sink_metrics.install(None))
+        served.add(server.shutdown)
+    return metrics
+
+
 def run_up(
     settings: Settings,
     *,
@@ -203,6 +217,7 @@ def run_up(
         with terminate_on_signals():
             stack = _open_stack_on_saved_port(settings, console)
             served.add(stack.stop)
+            metrics = _start_metrics(settings, served)  # the processor child serves port + 1
             processor = start_processor(stack, settings, "w0")
             proc_log = settings.data_dir / "logs" / "processor-w0.log"
             client = open_client(settings)
@@ -245,6 +260,7 @@ def run_up(
                     Component("processor", processor_probe),
                     Component("sink", sink_probe),
                 ],
+                metrics=metrics,
             ).start()
             served.add(health.close)
             runner = None
@@ -347,7 +363,10 @@ def run_console(settings: Settings, *, host: str, port: int, demo: bool, console
         store.ping()
         return True, settings.clickhouse_dsn
 
-    health = HealthMonitor(settings, bootstrap, [Component("clickhouse", clickhouse_probe)]).start()
+    metrics = _start_metrics(settings, Served())
+    health = HealthMonitor(
+        settings, bootstrap, [Component("clickhouse", clickhouse_probe)], metrics=metrics
+    ).start()
     runner = None
     if demo:
         from infra.demo import demo_signers

@@ -16,6 +16,7 @@ from lineage import codec
 from lineage.config import Settings
 from lineage.errors import DecodeError
 from lineage.model import ChainEntry, Checkpoint, QuarantineRecord, Violation
+from sinks import metrics as sink_metrics
 from sinks import rows, schema
 from sinks.errors import ClickHouseUnavailable
 
@@ -176,7 +177,7 @@ class ClickHouseSink:
         outage_started: float | None = None
         while True:
             try:
-                self._insert(batch)
+                sink_metrics.insert(self, batch)
                 break
             except ClickHouseUnavailable as exc:
                 if outage_started is None:

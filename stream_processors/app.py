@@ -16,6 +16,7 @@ from lineage import codec
 from lineage.config import Settings
 from lineage.keys import KeyRegistry, Signer
 from lineage.policy import PolicySet
+from stream_processors import metrics as processor_metrics
 from stream_processors import transport
 from stream_processors.decode import Limits
 from stream_processors.order import OrderLimits
@@ -359,7 +360,7 @@ def build_app(
                     del seeking[partition]
                 records.sort(key=lambda r: r.offset)
                 last_input[partition] = time.monotonic()
-                result, seek_to = pipeline(partition).process(records)
+                result, seek_to = processor_metrics.process(pipeline(partition), records)
                 out.extend(result)
                 consumed = [r for r in records if seek_to is None or r.offset < seek_to]
                 held.setdefault(partition, []).extend(
