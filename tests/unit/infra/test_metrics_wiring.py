@@ -11,16 +11,14 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("prometheus_client", reason="the metrics extra is not installed")
-
-from console.metrics import publish  # noqa: E402
-from infra.metrics import LineageMetrics, metric_names  # noqa: E402
-from lineage.config import Settings  # noqa: E402
-from lineage.model import EventKind, QuarantineReason, QuarantineRecord  # noqa: E402
-from sinks import metrics as sink_metrics  # noqa: E402
-from stream_processors import metrics as processor_metrics  # noqa: E402
-from stream_processors.metrics import ProcessorMetrics  # noqa: E402
-from tests.support.events import (  # noqa: E402
+from console.metrics import publish
+from infra.metrics import LineageMetrics, metric_names
+from lineage.config import Settings
+from lineage.model import EventKind, QuarantineReason, QuarantineRecord
+from sinks import metrics as sink_metrics
+from stream_processors import metrics as processor_metrics
+from stream_processors.metrics import ProcessorMetrics
+from tests.support.events import (
     Message,
     SimEmitter,
     make_pipeline,
