@@ -42,7 +42,6 @@ class ProcessorMetrics:
     def __init__(self, metrics: LineageMetrics) -> None:
         self.metrics = metrics
         self._spent: dict[str, float] = defaultdict(float)
-        self._wrapped: set[int] = set()
         self._open: set[str] = set()
         self._kinds: list[tuple[str, EventKind]] = []
 
@@ -62,7 +61,7 @@ class ProcessorMetrics:
 
     def _instrument(self, pl: PartitionPipeline) -> None:
         """Wrap the pipeline's stage objects once, so each batch's stage time can be summed."""
-        if id(pl) in self._wrapped and getattr(pl, "_lineage_metrics", None) is self:
+        if getattr(pl, "_lineage_metrics", None) is self:
             return
         pl.decoder.decode = self._timed("decode", pl.decoder.decode)  # type: ignore[method-assign]
         pl.auth.on_event = self._timed("authenticate", pl.auth.on_event)  # type: ignore[method-assign]
@@ -89,7 +88,6 @@ class ProcessorMetrics:
 
         pl.maybe_checkpoint = maybe_checkpoint  # type: ignore[method-assign]
         pl._lineage_metrics = self  # type: ignore[attr-defined]
-        self._wrapped.add(id(pl))
 
     # -- one batch -------------------------------------------------------
 
