@@ -49,7 +49,7 @@ def _scrape(port: int) -> list[Any]:
 def _sum(samples: list[Any], name: str, **labels: str) -> float:
     assert name in DEFINED, f"{name} is not defined in infra/metrics.py"
     return sum(
-        s.value
+        float(s.value)
         for s in samples
         if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
     )
