@@ -25,6 +25,7 @@ from infra.embedded import Broker, create_topics, start_broker
 from lineage.bundle import BundleError, write_bundle
 from lineage.keys import KeyRegistry, Role, Signer
 from lineage.model import EventKind, Runtime
+from lineage.policy import PolicySet
 from lineage.verify import checkpoint_vkeys
 from lineage_cli.evidence import export_bundle
 from lineage_cli.openlineage_export import FACET_KEY, ExportState, export, transport_config
@@ -224,7 +225,13 @@ def test_otel_agent_dag_verifies_and_misbehaviour_matches_sdk(
         def bundle() -> dict[str, Any]:
             assert p.sink is not None
             with p.sink.sink.lock:
-                return export_bundle(chdb_client, ch_database, good, registry)
+                return export_bundle(
+                    chdb_client,
+                    ch_database,
+                    good,
+                    registry,
+                    policy_sets=[PolicySet.files(POLICY_FILE)],  # re-run under the agent's policy
+                )
 
         def covered() -> bool:
             try:
