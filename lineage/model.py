@@ -214,6 +214,37 @@ class Seal:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+SEALED_BATCH_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBatch:
+    """One record per seal: the seal's exact bytes and its events' exact bytes, in seq order
+    (schemas/sealed_batch.avsc). The bytes are what hashes and signatures cover."""
+
+    format_version: int
+    seal: bytes
+    events: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _require(
+            self.format_version == SEALED_BATCH_VERSION,
+            f"format_version: expected {SEALED_BATCH_VERSION}, found {self.format_version}",
+        )
+        _require(len(self.events) > 0, "events: expected at least one event, found none")
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> SealedBatch:
+        return cls(r["format_version"], r["seal"], tuple(r["events"]))
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "seal": self.seal,
+            "events": list(self.events),
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class ChainEntry:
     """A chained, verified event (schemas/chain_entry.avsc)."""

@@ -254,7 +254,22 @@ _VIEWS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_BASE_TABLES, _VIEWS)
+# A sealed-batch record (schemas/sealed_batch.avsc) carries many events at one Kafka offset, so
+# several events quarantined from one record share (topic, partition, offset): the row's own
+# digest joins the key, and a replayed row (identical bytes) still collapses.
+_QUARANTINE_PER_EVENT = Migration(
+    3,
+    "quarantine: raw_digest joins the key (several events of one sealed-batch record)",
+    (
+        """
+        ALTER TABLE {db}.quarantine
+            ADD COLUMN IF NOT EXISTS raw_digest UInt64,
+            MODIFY ORDER BY (source_topic, source_partition, source_offset, raw_digest)
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_BASE_TABLES, _VIEWS, _QUARANTINE_PER_EVENT)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """

@@ -27,7 +27,7 @@ from stream_processors.decode import Decoder, Limits
 from stream_processors.findings import integrity_violation, quarantine_event, violation_id
 from stream_processors.order import OrderLimits
 from stream_processors.policy_stage import PolicyStage, WorkflowPolicyState
-from stream_processors.records import DecodedSeal, Outputs, PendingEvent, RawRecord
+from stream_processors.records import DecodedBatch, DecodedSeal, Outputs, PendingEvent, RawRecord
 from stream_processors.state import EmitterState, PartitionMeta, StateStore, WorkflowState
 
 EXPIRY_EVERY = 64
@@ -169,13 +169,27 @@ class PartitionPipeline:
                 )
             )
             return
-        if isinstance(decoded, DecodedSeal):
-            self._count("seals")
-            res = self.auth.on_seal(decoded)
-            self._take(res, out)
-            self._note_pending(decoded.seal.emitter_id)
-            for p in res.released:
-                self._admit(p, out)
+        if isinstance(decoded, DecodedBatch):
+            self._count("batches")
+            for data, code, reason in decoded.rejected:
+                self._count("quarantined")
+                out.quarantine.append(
+                    QuarantineRecord(
+                        reason_code=code,
+                        reason=reason,
+                        raw_value=data,
+                        source_topic=raw.topic,
+                        source_partition=raw.partition,
+                        source_offset=raw.offset,
+                        raw_key=raw.key,
+                    )
+                )
+            for p in decoded.events:
+                self._count("events")
+                self._take(self.auth.on_event(p), out)
+            self._on_seal(decoded.seal, out)
+        elif isinstance(decoded, DecodedSeal):
+            self._on_seal(decoded, out)
         else:
             self._count("events")
             res = self.auth.on_event(decoded)
@@ -185,6 +199,14 @@ class PartitionPipeline:
                 oldest = min(p.offset for p in st.pending.values())
                 self._take(self.auth.expire(st, oldest + 1), out)
             self._note_pending(decoded.event.emitter_id)
+
+    def _on_seal(self, decoded: DecodedSeal, out: Outputs) -> None:
+        self._count("seals")
+        res = self.auth.on_seal(decoded)
+        self._take(res, out)
+        self._note_pending(decoded.seal.emitter_id)
+        for p in res.released:
+            self._admit(p, out)
 
     def _note_pending(self, emitter_id: str) -> None:
         st = self.emitters[emitter_id]

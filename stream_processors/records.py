@@ -52,6 +52,19 @@ class DecodedSeal:
     seal: Seal
 
 
+@dataclass(slots=True)
+class DecodedBatch:
+    """A sealed-batch record: its seal and the events it carries (decoded, with exact bytes).
+
+    ``rejected`` holds the events that did not decode: (exact bytes, reason code, reason).
+    """
+
+    offset: int
+    seal: DecodedSeal
+    events: list[PendingEvent]
+    rejected: list[tuple[bytes, str, str]] = field(default_factory=list)
+
+
 @dataclass
 class Outputs:
     """Everything one batch produced, in the order it must be published."""
