@@ -218,9 +218,7 @@ class Authenticator:
             p.seal_index = i
             p.seal_path = tuple(paths[i])
             p.authorizer = authorizer
-            st.recent[p.event.emitter_seq] = p.digest
-        while len(st.recent) > RECENT_DIGESTS:
-            del st.recent[next(iter(st.recent))]
+        st.remember(seal.first_seq, [p.digest for p in present], RECENT_DIGESTS)
         out.released = present
         return out
 

@@ -102,8 +102,15 @@ class PartitionPipeline:
     def _emitter(self, emitter_id: str) -> EmitterState:
         st = self.emitters.get(emitter_id)
         if st is None:
-            raw = self.store.get(f"{self._prefix}e|{emitter_id}")
-            st = EmitterState.from_bytes(raw, _decode_event) if raw else EmitterState()
+            key = f"{self._prefix}e|{emitter_id}"
+            raw = self.store.get(key)
+            st = (
+                EmitterState.from_bytes(
+                    raw, _decode_event, lambda first: self.store.get(f"{key}|r|{first}")
+                )
+                if raw
+                else EmitterState()
+            )
             self.emitters[emitter_id] = st
         self.dirty_emitters.add(emitter_id)
         return st
@@ -448,8 +455,14 @@ class PartitionPipeline:
     def dirty_state(self) -> list[tuple[str, bytes]]:
         """Serialized state changed since the last call (write to the changelog after the outputs)."""
         items: list[tuple[str, bytes]] = []
+        deleted: list[str] = []
         for emitter_id in sorted(self.dirty_emitters):
-            items.append((f"{self._prefix}e|{emitter_id}", self.emitters[emitter_id].to_bytes()))
+            st = self.emitters[emitter_id]
+            key = f"{self._prefix}e|{emitter_id}"
+            items += [(f"{key}|r|{first}", st.chunk_bytes(first)) for first in st.new_chunks]
+            deleted += [f"{key}|r|{first}" for first in st.dropped_chunks]
+            st.new_chunks, st.dropped_chunks = [], []
+            items.append((key, st.to_bytes()))
         for wid in sorted(self.dirty_workflows):
             wf = self.workflows[wid]
             ps = self.policy_states.get(wid)
@@ -460,6 +473,8 @@ class PartitionPipeline:
         items.append((self._prefix + "meta", self.meta.to_bytes()))
         self.dirty_emitters.clear()
         self.dirty_workflows.clear()
+        for key in deleted:
+            self.store.delete(key)
         for key, value in items:
             self.store.put(key, value)
         self._evict()

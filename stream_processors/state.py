@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lineage import hashing
 from lineage.model import ExecutionEvent
 from stream_processors.records import PendingEvent
+
+log = logging.getLogger("lineage.processor")
 
 
 class StateStore(Protocol):
@@ -19,6 +23,8 @@ class StateStore(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def put(self, key: str, value: bytes) -> None: ...
+
+    def delete(self, key: str) -> None: ...
 
 
 class DictStore:
@@ -32,6 +38,100 @@ class DictStore:
 
     def put(self, key: str, value: bytes) -> None:
         self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+class TableStore:
+    """StateStore over a faust table, writing each change to the source partition's changelog.
+
+    The pipeline writes one batch of keys and then the partition's meta key; a crash can leave
+    any prefix of those writes in the changelog, and a restore from a half-written batch mixes
+    two states (an emitter already past events whose workflows never saw them: those events are
+    then dropped as duplicates and never chained). So the meta record commits the batch: every
+    record carries its batch number and the value it replaces, and on restore the records of a
+    batch the meta never committed are rolled back to that value (an undo log, one record per key).
+    """
+
+    _HEAD = struct.Struct(">BQBI")  # format, batch, has_prev | has_value << 1, len(prev)
+    _FORMAT = 0  # an old plain value starts with "{", never with this byte
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self.table = table
+        self.partition = partition
+        self.prefix = f"{partition}|".encode()
+        self.meta_key = self.prefix + b"meta"
+        meta = self._record(self.meta_key)
+        self.committed = meta[0] if meta else 0
+        self.batch = self.committed + 1
+        self._deleted: list[bytes] = []
+        self._roll_back()
+
+    def _record(self, raw: bytes) -> tuple[int, bytes | None, bytes | None] | None:
+        """(batch, replaced value, value) of a key, or None when there is no record."""
+        stored = self.table.data.get(raw)
+        if stored is None:
+            return None
+        data = bytes(stored)
+        if not data or data[0] != self._FORMAT:
+            return 0, None, data
+        _, batch, flags, n = self._HEAD.unpack_from(data)
+        body = data[self._HEAD.size :]
+        return batch, body[:n] if flags & 1 else None, body[n:] if flags & 2 else None
+
+    def _write(self, raw: bytes, batch: int, prev: bytes | None, value: bytes | None) -> None:
+        flags = int(prev is not None) | int(value is not None) << 1
+        head = self._HEAD.pack(self._FORMAT, batch, flags, len(prev or b""))
+        data = head + (prev or b"") + (value or b"")
+        self.table.data[raw] = data
+        self.table.send_changelog(self.partition, raw, data)
+
+    def _roll_back(self) -> None:
+        undone = 0
+        for raw in [k for k in list(self.table.data.keys()) if bytes(k).startswith(self.prefix)]:
+            rec = self._record(bytes(raw))
+            if rec is not None and rec[0] > self.committed:
+                self._write(bytes(raw), self.committed, None, rec[1])
+                undone += 1
+        if undone:
+            log.warning(
+                "partition %d: rolled back %d state records of a batch that was never committed "
+                "(the previous owner stopped while writing it)",
+                self.partition,
+                undone,
+            )
+
+    def get(self, key: str) -> bytes | None:
+        rec = self._record(key.encode())
+        if rec is None:
+            return None
+        batch, prev, value = rec
+        return value if batch <= self.committed else prev
+
+    def put(self, key: str, value: bytes) -> None:
+        raw = key.encode()
+        if raw != self.meta_key:
+            self._write(raw, self.batch, self.get(key), value)
+            return
+        self._write(raw, self.batch, None, value)  # the pipeline writes its meta last: the commit
+        self.committed = self.batch
+        self.batch += 1
+        # Deletions of the committed batch become real tombstones: the key leaves the table (and
+        # the compacted changelog) instead of keeping its undo value forever.
+        for gone in self._deleted:
+            self.table.data.pop(gone, None)
+            self.table.send_changelog(self.partition, gone, None)
+        self._deleted = []
+
+    def delete(self, key: str) -> None:
+        """Delete ``key`` in the current batch (undone like a write if the batch never commits)."""
+        prev = self.get(key)
+        if prev is None:
+            return
+        raw = key.encode()
+        self._write(raw, self.batch, prev, None)
+        self._deleted.append(raw)
 
 
 def _b(data: bytes) -> str:
@@ -78,36 +178,93 @@ def _unpack_recent(blob: bytes) -> dict[int, bytes]:
 
 @dataclass
 class EmitterState:
-    """What the authenticator knows about one emitter in one partition."""
+    """What the authenticator knows about one emitter in one partition.
+
+    ``recent`` remembers the digests of the last released events (at least ``RECENT_DIGESTS``,
+    whole seals at a time) to tell a redelivery from equivocation. It is stored as deltas: one
+    record per seal (``chunks``), written once when the seal is accepted and deleted when it
+    leaves the window, so a batch writes the small head and one chunk, never the whole window.
+    """
 
     expected_seq: int = 0
     prev_seal_hash: bytes = hashing.ZERO_HASH
     pending: dict[int, PendingEvent] = field(default_factory=dict)
     recent: dict[int, bytes] = field(default_factory=dict)
     seen: bool = False
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # (first, last) seq, oldest first
+    new_chunks: list[int] = field(default_factory=list)  # first seqs not yet written
+    dropped_chunks: list[int] = field(default_factory=list)  # first seqs to delete
+
+    def remember(self, first_seq: int, digests: list[bytes], window: int) -> None:
+        """Digests of a released seal's events; drop whole old seals past ``window`` digests."""
+        for i, d in enumerate(digests):
+            self.recent[first_seq + i] = d
+        self.chunks.append((first_seq, first_seq + len(digests) - 1))
+        self.new_chunks.append(first_seq)
+        while len(self.chunks) > 1:
+            first, last = self.chunks[0]
+            if len(self.recent) - (last - first + 1) < window:
+                break
+            self.chunks.pop(0)
+            for q in range(first, last + 1):
+                self.recent.pop(q, None)
+            if first in self.new_chunks:
+                self.new_chunks.remove(first)  # never written: nothing to delete
+            else:
+                self.dropped_chunks.append(first)
+
+    def chunk_bytes(self, first_seq: int) -> bytes:
+        """The stored form of the chunk starting at ``first_seq``: its digests, concatenated."""
+        last = next(b for a, b in self.chunks if a == first_seq)
+        return b"".join(self.recent[q] for q in range(first_seq, last + 1))
 
     def to_bytes(self) -> bytes:
+        """The head record: everything but the recent digests (those are in the chunk records)."""
         return json.dumps(
             {
                 "x": self.expected_seq,
                 "h": _b(self.prev_seal_hash),
                 "p": {str(k): pending_to_json(v) for k, v in self.pending.items()},
-                "r": _b(b"".join(_RECENT.pack(k) + v for k, v in self.recent.items())),
+                "c": self.chunks,
                 "s": self.seen,
             },
             separators=(",", ":"),
         ).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes, decode_event: Any) -> EmitterState:
+    def from_bytes(
+        cls,
+        data: bytes,
+        decode_event: Any,
+        load_chunk: Callable[[int], bytes | None] = lambda first: None,
+    ) -> EmitterState:
         d = json.loads(data)
-        return cls(
+        st = cls(
             expected_seq=d["x"],
             prev_seal_hash=_ub(d["h"]),
             pending={int(k): pending_from_json(v, decode_event) for k, v in d["p"].items()},
-            recent=_unpack_recent(_ub(d["r"])),
             seen=d["s"],
         )
+        if "r" in d:  # the earlier format kept the whole window in the head: rewritten as chunks
+            for q, digest in sorted(_unpack_recent(_ub(d["r"])).items()):
+                if st.chunks and st.chunks[-1][1] == q - 1:
+                    st.chunks[-1] = (st.chunks[-1][0], q)
+                else:
+                    st.chunks.append((q, q))
+                st.recent[q] = digest
+            st.new_chunks = [first for first, _ in st.chunks]
+            return st
+        for first, last in d["c"]:
+            blob = load_chunk(first)
+            if blob is None or len(blob) != 32 * (last - first + 1):
+                raise ValueError(
+                    f"emitter state chunk {first}..{last}: expected {32 * (last - first + 1)} bytes, "
+                    f"found {None if blob is None else len(blob)}"
+                )
+            st.chunks.append((first, last))
+            for i in range(last - first + 1):
+                st.recent[first + i] = blob[32 * i : 32 * i + 32]
+        return st
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from lineage import hashing, merkle
+from lineage import codec, hashing, merkle
 from lineage.keys import KeyRegistry
 from lineage.model import Decision, EventKind, Runtime
 from lineage.policy import evaluate
@@ -256,6 +256,15 @@ class Offsets:
         self.consumer.close()
 
 
+def events_in(key: bytes | None, value: bytes | None) -> int:
+    """How many events a record of the events topic carries: a sealed batch holds several."""
+    if (key or b"").startswith(b"seal:"):
+        return 0
+    if (key or b"").startswith(b"batch:") and value:
+        return len(codec.load("sealed_batch").decode_body(value)["events"])
+    return 1
+
+
 def read_partitions(
     bootstrap: str,
     topic: str,
@@ -267,7 +276,7 @@ def read_partitions(
 ) -> dict[int, list[RawRecord]]:
     """Every record of ``topic`` per partition in offset order, as the processor would see it.
 
-    ``events`` is how many records other than seals each partition holds (at least, unless
+    ``events`` is how many events (alone or inside sealed batches) each partition holds (at least, unless
     ``exact``). The embedded
     broker's high watermark is the base offset of the last record batch + 1, not the end of the
     log, so reading stops only when those events are all there and nothing more arrives.
@@ -292,8 +301,7 @@ def read_partitions(
                 out[part].append(
                     RawRecord(topic, part, int(m.offset() or 0), key, m.value(), m.timestamp()[1])
                 )
-                if not (key or b"").startswith(b"seal:"):
-                    seen[part] += 1
+                seen[part] += events_in(key, m.value())
                 quiet_since = time.monotonic()
         for p, recs in out.items():
             recs.sort(key=lambda r: r.offset)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lineage.model import EventKind
-from stream_processors.app import TableStore
+from stream_processors.state import TableStore
 from stream_processors.records import Outputs
 from tests.support.events import SimEmitter, make_pipeline, registry_for, to_records
 
