@@ -197,9 +197,12 @@ def batched(messages: Iterable[Message]) -> list[Message]:
             open_events.setdefault(m.event.emitter_id, []).append(m)
         elif m.seal is not None:
             held = open_events.pop(m.seal.emitter_id, [])
+            seal = m.seal
             covered = [
-                e for e in held if m.seal.first_seq <= e.event.emitter_seq <= m.seal.last_seq
-            ]  # type: ignore[union-attr]
+                e
+                for e in held
+                if e.event is not None and seal.first_seq <= e.event.emitter_seq <= seal.last_seq
+            ]
             out.append(batch_message(m, covered))
     return out
 

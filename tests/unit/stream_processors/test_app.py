@@ -53,15 +53,15 @@ def _tp(partition: int) -> Any:
 def test_input_is_acknowledged_only_after_the_state_covering_it_is_written() -> None:
     parts = Partitions("ev", lambda p: _Pipeline())  # type: ignore[arg-type,return-value]
     parts.assigned([_tp(0)])
-    pl = parts.get(0)
+    pl: Any = parts.get(0)
     writer = StateWriter(parts, flush_s=3600)
     writer.save([0])  # first write of a partition is never deferred
     ev = _Event()
     writer.hold(0, [ev])
     writer.save([0])
-    assert not ev.acked and pl.writes == 1, "deferred: neither state written nor input acked"  # type: ignore[attr-defined]
+    assert not ev.acked and pl.writes == 1, "deferred: neither state written nor input acked"
     writer.save([0], force=True)
-    assert ev.acked and pl.writes == 2  # type: ignore[attr-defined]
+    assert ev.acked and pl.writes == 2
 
 
 def test_a_revoked_partition_forgets_what_it_held_unacknowledged() -> None:

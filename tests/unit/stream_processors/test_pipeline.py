@@ -16,12 +16,12 @@ from stream_processors.pipeline import PipelineConfig
 from stream_processors.records import Outputs, RawRecord
 from stream_processors.state import DictStore
 from tests.support.events import (
-    batched,
     T0,
     TOPIC,
     Message,
     SimEmitter,
     WorkflowPlan,
+    batched,
     chain_keys,
     emit_plans,
     entry_bytes,
