@@ -20,7 +20,7 @@ from lineage.model import (
     ViolationType,
 )
 from lineage.policy import PolicySet
-from stream_processors import chain, order
+from stream_processors import chain, chain_rows, order
 from stream_processors.authenticate import Authenticator, AuthResult
 from stream_processors.checkpoint import PartitionLog, origin_for
 from stream_processors.decode import Decoder, Limits
@@ -319,25 +319,25 @@ class PartitionPipeline:
         contained_before = ps.contained
         findings = self.policy_stage.check(p.event, ps, authorizer_trusted=p.authorizer)
         log_index = self.log.append(entry_hash)
-        out.entries.append(
-            ChainEntry(
-                workflow_id=wf.workflow_id,
-                chain_seq=seq,
-                event_id=p.event.event_id,
-                event_digest=p.digest,
-                prev_hash=prev,
-                entry_hash=entry_hash,
-                policy_digest=self.policy_digest,
-                event_bytes=p.data,
-                source_partition=self.partition,
-                source_offset=p.offset,
-                log_index=log_index,
-                seal_bytes=p.seal_bytes,
-                seal_index=p.seal_index,
-                seal_path=p.seal_path,
-                flags=(CONTAINED,) if contained_before else (),
-            )
+        entry = ChainEntry(
+            workflow_id=wf.workflow_id,
+            chain_seq=seq,
+            event_id=p.event.event_id,
+            event_digest=p.digest,
+            prev_hash=prev,
+            entry_hash=entry_hash,
+            policy_digest=self.policy_digest,
+            event_bytes=p.data,
+            source_partition=self.partition,
+            source_offset=p.offset,
+            log_index=log_index,
+            seal_bytes=p.seal_bytes,
+            seal_index=p.seal_index,
+            seal_path=p.seal_path,
+            flags=(CONTAINED,) if contained_before else (),
         )
+        out.entries.append(entry)
+        out.rows.append(chain_rows.entry_record(entry, p.event))
         self._count("chained")
         for f in findings:
             out.violations.append(

@@ -9,6 +9,7 @@ from confluent_kafka import Producer
 
 from lineage import codec
 from lineage.config import Settings
+from stream_processors import chain_rows
 from stream_processors.records import Outputs
 
 log = logging.getLogger("lineage.processor")
@@ -17,8 +18,11 @@ log = logging.getLogger("lineage.processor")
 class Publisher:
     """Publishes stage outputs with confluent-kafka and waits for the broker's acknowledgement."""
 
-    def __init__(self, bootstrap: str, settings: Settings) -> None:
+    def __init__(self, bootstrap: str, settings: Settings, *, entry_rows: bool = True) -> None:
+        """``entry_rows``: chain output as row containers (``chain_rows``), one record per batch
+        and partition; otherwise one ``ChainEntry`` record per entry (the earlier framing)."""
         self.topics = settings.topics
+        self.entry_rows = entry_rows
         self.producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -41,7 +45,19 @@ class Publisher:
 
     def publish(self, out: Outputs) -> None:
         p = self.producer
-        for e in out.entries:
+        if self.entry_rows:
+            by_partition: dict[int, list[dict[str, Any]]] = {}
+            for row in out.rows:
+                by_partition.setdefault(row["source_partition"], []).append(row)
+            for partition, rows in by_partition.items():
+                p.produce(
+                    self.topics.chain,
+                    chain_rows.encode(rows),
+                    key=f"rows:{partition}".encode(),
+                    partition=partition,
+                    on_delivery=self._cb,
+                )
+        for e in out.entries if not self.entry_rows else ():
             p.produce(
                 self.topics.chain,
                 self._entry.encode(e.to_record(), check=False),

@@ -21,6 +21,7 @@ from lineage.model import Decision, EventKind, Runtime
 from lineage.policy import evaluate
 from producers.emitter import Emitter, FlushReport
 from producers.partitioner import partition_for
+from stream_processors import chain_rows
 from stream_processors.decode import Limits
 from stream_processors.main import load_processor_signer
 from stream_processors.order import OrderLimits
@@ -262,6 +263,8 @@ def events_in(key: bytes | None, value: bytes | None) -> int:
         return 0
     if (key or b"").startswith(b"batch:") and value:
         return len(codec.load("sealed_batch").decode_body(value)["events"])
+    if value and chain_rows.is_rows(value):  # chain output: a container of entry rows
+        return chain_rows.row_count(value)
     return 1
 
 

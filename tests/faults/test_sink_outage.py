@@ -26,7 +26,7 @@ DOWN = "connection refused (ClickHouse down, injected by the test)"
 
 
 class FlakyClient:
-    """A clickhouse-connect client whose inserts fail while ``down`` is set."""
+    """A clickhouse-connect client whose inserts (rows or forwarded bytes) fail while ``down``."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -43,6 +43,16 @@ class FlakyClient:
             self.refused += 1
             raise ConnectionError(DOWN)
         return self.client.insert(*args, **kwargs)
+
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down.is_set():
+            if self.applied_then_failed == 0:
+                self.client.raw_insert(*args, **kwargs)
+                self.applied_then_failed += 1
+                raise ConnectionError(f"read timed out after the insert was sent; {DOWN}")
+            self.refused += 1
+            raise ConnectionError(DOWN)
+        return self.client.raw_insert(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
