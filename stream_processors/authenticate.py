@@ -309,7 +309,7 @@ class Authenticator:
             del st.pending[p.event.emitter_seq]
         self._reject(
             out,
-            sorted(stale, key=lambda p: p.offset),
+            sorted(stale, key=lambda p: (p.offset, p.event.emitter_seq)),
             ViolationType.UNSEALED_EVENT,
             "UNSEALED_EVENT",
             "seal-window",

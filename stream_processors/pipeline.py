@@ -13,6 +13,7 @@ from lineage.model import (
     ChainEntry,
     Checkpoint,
     Containment,
+    EventKind,
     ExecutionEvent,
     QuarantineRecord,
     Severity,
@@ -44,6 +45,9 @@ class PipelineConfig:
     checkpoint_key_name: str = "lineage-processor"
     max_unsealed_per_emitter: int = 10_000
     cache_workflows: int = 10_000
+    # A completed workflow keeps only its chain head (and policy state) once this many input
+    # offsets passed its WORKFLOW_COMPLETED: state then tracks open workflows, not history.
+    completed_grace_offsets: int = 1_000
 
 
 def _decode_event(data: bytes) -> ExecutionEvent:
@@ -338,6 +342,8 @@ class PartitionPipeline:
         )
         out.entries.append(entry)
         out.rows.append(chain_rows.entry_record(entry, p.event))
+        if p.event.kind is EventKind.WORKFLOW_COMPLETED:
+            self.meta.completed.append((p.offset, wf.workflow_id))
         self._count("chained")
         for f in findings:
             out.violations.append(
@@ -393,12 +399,16 @@ class PartitionPipeline:
             self._orphan(oldest[0], oldest[1], "the partition's reorder buffer is full", out)
 
     def _oldest_waiting(self) -> tuple[WorkflowState, PendingEvent] | None:
+        # Events of one sealed batch share an offset: (emitter, seq) breaks the tie, so the choice
+        # never depends on the order of waiting_workflows in memory (a restart reads it sorted).
         best: tuple[WorkflowState, PendingEvent] | None = None
+        best_key: tuple[int, str, int] | None = None
         for wid in self.meta.waiting_workflows:
             wf = self._workflow(wid)
             for p in wf.waiting:
-                if best is None or p.offset < best[1].offset:
-                    best = (wf, p)
+                key = (p.offset, p.event.emitter_id, p.event.emitter_seq)
+                if best_key is None or key < best_key:
+                    best, best_key = (wf, p), key
         return best
 
     def _orphan(self, wf: WorkflowState, p: PendingEvent, why: str, out: Outputs) -> None:
@@ -415,7 +425,25 @@ class PartitionPipeline:
         )
         self._note_waiting(wf)
 
+    def _shrink_completed(self, offset: int) -> None:
+        """Drop the causal bookkeeping of workflows completed long enough ago.
+
+        What stays is the chain head and sequence (a late event can never restart a chain) and
+        the policy state; an event arriving later finds no parent and is orphaned.
+        """
+        done = self.meta.completed
+        cut = 0
+        while cut < len(done) and done[cut][0] < offset - self.config.completed_grace_offsets:
+            cut += 1
+        for _, wid in done[:cut]:
+            wf = self._workflow(wid)
+            if wf.chained and not wf.waiting:
+                wf.chained = {}
+                self._count("workflows_shrunk")
+        del done[:cut]
+
     def _expire(self, offset: int, out: Outputs) -> None:
+        self._shrink_completed(offset)
         horizon = offset - self.config.window_offsets
         if horizon <= 0:
             return

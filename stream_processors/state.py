@@ -318,6 +318,7 @@ class PartitionMeta:
     pending_emitters: list[str] = field(default_factory=list)
     waiting_workflows: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    completed: list[tuple[int, str]] = field(default_factory=list)  # (offset, workflow) to shrink
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -328,6 +329,7 @@ class PartitionMeta:
                 "e": sorted(self.pending_emitters),
                 "w": sorted(self.waiting_workflows),
                 "k": self.counters,
+                "d": self.completed,
             },
             separators=(",", ":"),
         ).encode()
@@ -335,4 +337,5 @@ class PartitionMeta:
     @classmethod
     def from_bytes(cls, data: bytes) -> PartitionMeta:
         d = json.loads(data)
-        return cls(d["o"], _ub(d["l"]), d["c"], d["e"], d["w"], d["k"])
+        completed = [(int(o), str(w)) for o, w in d.get("d", [])]
+        return cls(d["o"], _ub(d["l"]), d["c"], d["e"], d["w"], d["k"], completed)

@@ -62,3 +62,32 @@ def test_the_earlier_whole_window_format_still_loads_and_is_rewritten_as_chunks(
     assert st.recent == {q: _digest(q) for q in range(10, 10 + RECENT_DIGESTS)}
     assert st.chunks == [(10, 9 + RECENT_DIGESTS)] and st.new_chunks == [10]
     assert st.chunk_bytes(10) == b"".join(_digest(q) for q in range(10, 10 + RECENT_DIGESTS))
+
+
+def test_a_completed_workflow_shrinks_to_its_chain_head_after_the_grace_offsets() -> None:
+    from lineage.model import EventKind
+    from stream_processors.pipeline import PipelineConfig
+
+    em = SimEmitter(seal_every=1)
+    config = PipelineConfig(completed_grace_offsets=10)
+    msgs = em.chain("wf-done", 3)
+    last = msgs[-2].event
+    assert last is not None
+    msgs += em.event("wf-done", kind=EventKind.WORKFLOW_COMPLETED, parent_event_id=last.event_id)
+    done_id = msgs[-2].event.event_id  # type: ignore[union-attr]
+    for i in range(80):  # other traffic moves the offsets on
+        msgs += em.event(f"wf-other-{i}")
+    store = DictStore()
+    pl = make_pipeline(registry_for(em), store, config=config)
+    run(pl, to_records(msgs))
+    wf = pl._workflow("wf-done")
+    assert wf.chained == {} and wf.next_seq == 4, "only the chain head and sequence remain"
+    assert pl.counters["workflows_shrunk"] == 1
+    head = wf.head
+    late = em.event("wf-done", kind=EventKind.EXECUTION_STARTED, parent_event_id=done_id)
+    out = run(pl, to_records(late, start=len(msgs))).outputs
+    assert out.entries == [], "a late event finds no parent: it waits, then is orphaned"
+    assert pl._workflow("wf-done").head == head
+    restored = make_pipeline(registry_for(em), store, config=config)
+    assert restored._workflow("wf-done").chained == {}
+    assert restored.meta.completed == pl.meta.completed
