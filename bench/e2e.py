@@ -314,6 +314,26 @@ class Phase:
     cpu_s: dict[str, float] = field(default_factory=dict)
     sink_thread_cpu_s: float = 0.0  # the sink's own work, the bench's latency sampling excluded
     bookkeeping_cpu_s: float = 0.0  # sink-thread CPU the bench spent decoding rows for latencies
+    rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (monotonic s, MB)
+
+    def memory_trend(self) -> dict[str, Any]:
+        """Processor RSS over the phase: first and last samples and the growth over its second
+        half (MB per minute); "flat" when the second half grows by less than 5 %."""
+        xs = self.rss_samples
+        if len(xs) < 4:
+            return {"samples": len(xs)}
+        half = xs[len(xs) // 2 :]
+        minutes = (half[-1][0] - half[0][0]) / 60 or 1.0
+        growth = half[-1][1] - half[0][1]
+        return {
+            "samples": len(xs),
+            "first_mb": round(xs[0][1], 1),
+            "mid_mb": round(half[0][1], 1),
+            "last_mb": round(xs[-1][1], 1),
+            "second_half_growth_mb_per_min": round(growth / minutes, 2),
+            "flat": growth < 0.05 * half[0][1],
+        }
+
     chained_ms: dict[str, float | None] = field(default_factory=dict)
     queryable_ms: dict[str, float | None] = field(default_factory=dict)
     violation_ms: dict[str, float | None] = field(default_factory=dict)
@@ -563,6 +583,7 @@ class PipelineRun:
             if time.monotonic() > next_check:
                 spot_checks.append(self.spot_check())
                 next_check = time.monotonic() + 1.0
+                self._sample_memory(phase)
             time.sleep(0.05)
         phase.start, phase.end = done["start"], done["end"]
         phase.trusted, phase.forged = done["trusted"], done["forged"]
@@ -581,6 +602,18 @@ class PipelineRun:
         self._latencies(phase)
         self.phases.append(phase)
         return phase
+
+    MEMORY_EVERY_S = 5.0
+
+    def _sample_memory(self, phase: Phase) -> None:
+        """Processor RSS every MEMORY_EVERY_S s of the phase (the soak's flat-memory check)."""
+        w = self.watched.get("processor")
+        now = time.monotonic()
+        if w is None or (
+            phase.rss_samples and now - phase.rss_samples[-1][0] < self.MEMORY_EVERY_S
+        ):
+            return
+        phase.rss_samples.append((now, w.rss_mb()))
 
     def changelog_meter(self) -> TopicMeter | None:
         """The processor's state changelog topic (faust: ``<app id>-<table>-changelog``)."""
@@ -1010,6 +1043,7 @@ def phase_doc(p: Phase) -> dict[str, Any]:
         "cpu_s_per_1000_events": {n: p.per_1000(n) for n in p.cpu_s},
         "sink_thread_cpu_s": round(p.sink_thread_cpu_s, 2),
         "bench_bookkeeping_cpu_s": round(p.bookkeeping_cpu_s, 2),
+        "processor_memory": p.memory_trend(),
         "cpu_utilisation": {n: round(c / span, 2) for n, c in p.cpu_s.items()},
         "machine_cores_busy": round(p.machine_busy_s / span, 2),
         "other_processes_cores": round((p.machine_busy_s - sum(p.cpu_s.values())) / span, 2),
