@@ -14,6 +14,7 @@ The previous framing (one ``ChainEntry`` single-object record per entry) is stil
 
 from __future__ import annotations
 
+import datetime
 import io
 from collections.abc import Iterable
 from typing import Any
@@ -196,6 +197,23 @@ def _read_long(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_TIMESTAMPS = ("event_time", "expires_at")
+
+
+def _micros(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return (value - _EPOCH) // datetime.timedelta(microseconds=1)
+    return value
+
+
 def decode(value: bytes) -> list[dict[str, Any]]:
-    """The rows of a container (for tests, the bench's observer and other readers)."""
-    return [row for row in fastavro.reader(io.BytesIO(value)) if isinstance(row, dict)]
+    """The rows of a container (for tests, the bench's observer and other readers); timestamps
+    come back as integer microseconds, like everywhere else in the models."""
+    out = []
+    for row in fastavro.reader(io.BytesIO(value)):
+        if isinstance(row, dict):
+            for name in _TIMESTAMPS:
+                row[name] = _micros(row[name])
+            out.append(row)
+    return out

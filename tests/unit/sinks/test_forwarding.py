@@ -82,6 +82,7 @@ def test_containers_are_deterministic_merge_and_count_without_decoding() -> None
     assert chain_rows.row_count(a) == 10 and chain_rows.row_count(b) == len(data) - 10
     merged = chain_rows.merge([a, b])
     assert chain_rows.decode(merged) == chain_rows.decode(a) + chain_rows.decode(b)
+    assert chain_rows.decode(a)[0]["event_time"] == data[0]["event_time"], "integer µs back"
     with pytest.raises(ValueError, match="container header"):
         chain_rows.merge([b"Obj\x01" + b"\x00" * 40])
 
