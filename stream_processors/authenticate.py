@@ -218,7 +218,7 @@ class Authenticator:
             p.seal_index = i
             p.seal_path = tuple(paths[i])
             p.authorizer = authorizer
-        st.remember(seal.first_seq, [p.digest for p in present], RECENT_DIGESTS)
+            st.remember(p.event.emitter_seq, p.digest, RECENT_DIGESTS)
         out.released = present
         return out
 

@@ -487,9 +487,11 @@ class PartitionPipeline:
         for emitter_id in sorted(self.dirty_emitters):
             st = self.emitters[emitter_id]
             key = f"{self._prefix}e|{emitter_id}"
-            items += [(f"{key}|r|{first}", st.chunk_bytes(first)) for first in st.new_chunks]
-            deleted += [f"{key}|r|{first}" for first in st.dropped_chunks]
-            st.new_chunks, st.dropped_chunks = [], []
+            chunk = st.take_chunk()
+            if chunk is not None:
+                items.append((f"{key}|r|{chunk[0]}", chunk[1]))
+            deleted += [f"{key}|r|{cid}" for cid in st.dropped_chunks]
+            st.dropped_chunks = []
             items.append((key, st.to_bytes()))
         for wid in sorted(self.dirty_workflows):
             wf = self.workflows[wid]
@@ -501,10 +503,10 @@ class PartitionPipeline:
         items.append((self._prefix + "meta", self.meta.to_bytes()))
         self.dirty_emitters.clear()
         self.dirty_workflows.clear()
-        for key in deleted:
-            self.store.delete(key)
         for key, value in items:
             self.store.put(key, value)
+        for key in deleted:  # after the commit: the committed head no longer lists them
+            self.store.delete(key)
         self._evict()
         return items
 

@@ -65,7 +65,6 @@ class TableStore:
         meta = self._record(self.meta_key)
         self.committed = meta[0] if meta else 0
         self.batch = self.committed + 1
-        self._deleted: list[bytes] = []
         self._roll_back()
 
     def _record(self, raw: bytes) -> tuple[int, bytes | None, bytes | None] | None:
@@ -117,21 +116,17 @@ class TableStore:
         self._write(raw, self.batch, None, value)  # the pipeline writes its meta last: the commit
         self.committed = self.batch
         self.batch += 1
-        # Deletions of the committed batch become real tombstones: the key leaves the table (and
-        # the compacted changelog) instead of keeping its undo value forever.
-        for gone in self._deleted:
-            self.table.data.pop(gone, None)
-            self.table.send_changelog(self.partition, gone, None)
-        self._deleted = []
 
     def delete(self, key: str) -> None:
-        """Delete ``key`` in the current batch (undone like a write if the batch never commits)."""
-        prev = self.get(key)
-        if prev is None:
-            return
+        """Remove a key that no committed state refers to any more: a plain tombstone.
+
+        The pipeline deletes only after the meta record committed the state that stopped
+        referring to the key, so no undo is needed; a crash before the tombstone leaves an
+        unreferenced record behind, nothing worse.
+        """
         raw = key.encode()
-        self._write(raw, self.batch, prev, None)
-        self._deleted.append(raw)
+        if self.table.data.pop(raw, None) is not None:
+            self.table.send_changelog(self.partition, raw, None)
 
 
 def _b(data: bytes) -> str:
@@ -180,10 +175,11 @@ def _unpack_recent(blob: bytes) -> dict[int, bytes]:
 class EmitterState:
     """What the authenticator knows about one emitter in one partition.
 
-    ``recent`` remembers the digests of the last released events (at least ``RECENT_DIGESTS``,
-    whole seals at a time) to tell a redelivery from equivocation. It is stored as deltas: one
-    record per seal (``chunks``), written once when the seal is accepted and deleted when it
-    leaves the window, so a batch writes the small head and one chunk, never the whole window.
+    ``recent`` holds the digests of the last ``window`` released events, oldest first, to tell a
+    redelivery from equivocation. It is stored as deltas: each state write adds one chunk record
+    with the digests released since the previous write, and a chunk is deleted once all its
+    digests left the window. The head lists the chunks and how many digests ``recent`` holds, so
+    a restore rebuilds exactly the same window whatever the write timing was.
     """
 
     expected_seq: int = 0
@@ -191,41 +187,50 @@ class EmitterState:
     pending: dict[int, PendingEvent] = field(default_factory=dict)
     recent: dict[int, bytes] = field(default_factory=dict)
     seen: bool = False
-    chunks: list[tuple[int, int]] = field(default_factory=list)  # (first, last) seq, oldest first
-    new_chunks: list[int] = field(default_factory=list)  # first seqs not yet written
-    dropped_chunks: list[int] = field(default_factory=list)  # first seqs to delete
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # (chunk id, entries), oldest first
+    fresh: list[int] = field(default_factory=list)  # seqs released since the last write
+    dropped_chunks: list[int] = field(default_factory=list)  # chunk ids to delete
 
-    def remember(self, first_seq: int, digests: list[bytes], window: int) -> None:
-        """Digests of a released seal's events; drop whole old seals past ``window`` digests."""
-        for i, d in enumerate(digests):
-            self.recent[first_seq + i] = d
-        self.chunks.append((first_seq, first_seq + len(digests) - 1))
-        self.new_chunks.append(first_seq)
-        while len(self.chunks) > 1:
-            first, last = self.chunks[0]
-            if len(self.recent) - (last - first + 1) < window:
+    def remember(self, seq: int, digest: bytes, window: int) -> None:
+        """A released event's digest; the oldest leaves once ``window`` are held."""
+        self.recent[seq] = digest
+        self.fresh.append(seq)
+        while len(self.recent) > window:
+            del self.recent[next(iter(self.recent))]
+
+    def take_chunk(self) -> tuple[int, bytes] | None:
+        """The chunk to write now (id, ``seq ‖ digest`` entries), and which chunks to delete."""
+        fresh = [q for q in self.fresh if q in self.recent]
+        self.fresh = []
+        chunk: tuple[int, bytes] | None = None
+        if fresh:
+            cid = (self.chunks[-1][0] + 1) if self.chunks else 0
+            self.chunks.append((cid, len(fresh)))
+            chunk = (cid, b"".join(_RECENT.pack(q) + self.recent[q] for q in fresh))
+        # A chunk goes once the chunks after it hold the whole window.
+        newer = 0
+        keep = len(self.chunks)
+        for i in range(len(self.chunks) - 1, -1, -1):
+            if newer >= len(self.recent):
+                keep = len(self.chunks) - 1 - i
                 break
-            self.chunks.pop(0)
-            for q in range(first, last + 1):
-                self.recent.pop(q, None)
-            if first in self.new_chunks:
-                self.new_chunks.remove(first)  # never written: nothing to delete
-            else:
-                self.dropped_chunks.append(first)
-
-    def chunk_bytes(self, first_seq: int) -> bytes:
-        """The stored form of the chunk starting at ``first_seq``: its digests, concatenated."""
-        last = next(b for a, b in self.chunks if a == first_seq)
-        return b"".join(self.recent[q] for q in range(first_seq, last + 1))
+            newer += self.chunks[i][1]
+        else:
+            keep = len(self.chunks)
+        gone = self.chunks[: len(self.chunks) - keep]
+        self.chunks = self.chunks[len(self.chunks) - keep :]
+        self.dropped_chunks += [cid for cid, _ in gone]
+        return chunk
 
     def to_bytes(self) -> bytes:
-        """The head record: everything but the recent digests (those are in the chunk records)."""
+        """The head record: everything but the digests (those are in the chunk records)."""
         return json.dumps(
             {
                 "x": self.expected_seq,
                 "h": _b(self.prev_seal_hash),
                 "p": {str(k): pending_to_json(v) for k, v in self.pending.items()},
                 "c": self.chunks,
+                "n": len(self.recent),
                 "s": self.seen,
             },
             separators=(",", ":"),
@@ -236,7 +241,7 @@ class EmitterState:
         cls,
         data: bytes,
         decode_event: Any,
-        load_chunk: Callable[[int], bytes | None] = lambda first: None,
+        load_chunk: Callable[[int], bytes | None] = lambda cid: None,
     ) -> EmitterState:
         d = json.loads(data)
         st = cls(
@@ -245,25 +250,22 @@ class EmitterState:
             pending={int(k): pending_from_json(v, decode_event) for k, v in d["p"].items()},
             seen=d["s"],
         )
-        if "r" in d:  # the earlier format kept the whole window in the head: rewritten as chunks
-            for q, digest in sorted(_unpack_recent(_ub(d["r"])).items()):
-                if st.chunks and st.chunks[-1][1] == q - 1:
-                    st.chunks[-1] = (st.chunks[-1][0], q)
-                else:
-                    st.chunks.append((q, q))
-                st.recent[q] = digest
-            st.new_chunks = [first for first, _ in st.chunks]
+        if "r" in d:  # the earlier format kept the whole window in the head: rewritten as a chunk
+            st.recent = _unpack_recent(_ub(d["r"]))
+            st.fresh = list(st.recent)
             return st
-        for first, last in d["c"]:
-            blob = load_chunk(first)
-            if blob is None or len(blob) != 32 * (last - first + 1):
+        entries: dict[int, bytes] = {}
+        for cid, n in d["c"]:
+            blob = load_chunk(cid)
+            if blob is None or len(blob) != 40 * n:
                 raise ValueError(
-                    f"emitter state chunk {first}..{last}: expected {32 * (last - first + 1)} bytes, "
+                    f"emitter state chunk {cid}: expected {40 * n} bytes, "
                     f"found {None if blob is None else len(blob)}"
                 )
-            st.chunks.append((first, last))
-            for i in range(last - first + 1):
-                st.recent[first + i] = blob[32 * i : 32 * i + 32]
+            entries.update(_unpack_recent(blob))
+            st.chunks.append((cid, n))
+        held = d["n"]
+        st.recent = dict(list(entries.items())[len(entries) - held :]) if held else {}
         return st
 
 

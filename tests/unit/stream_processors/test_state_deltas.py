@@ -14,14 +14,27 @@ def _digest(i: int) -> bytes:
     return i.to_bytes(32, "big")
 
 
-def test_remember_keeps_whole_seals_and_at_least_the_window() -> None:
+def test_the_window_is_exactly_the_last_digests_whatever_the_write_timing() -> None:
     st = EmitterState()
-    for first in range(0, 1000, 100):
-        st.remember(first, [_digest(q) for q in range(first, first + 100)], 256)
-    assert st.chunks == [(700, 799), (800, 899), (900, 999)]
-    assert sorted(st.recent) == list(range(700, 1000))
-    assert st.dropped_chunks == []  # never written, so nothing to delete
-    assert st.new_chunks == [700, 800, 900]
+    chunks: dict[int, bytes] = {}
+    for q in range(1000):
+        st.remember(q, _digest(q), 256)
+        if q % 37 == 0:  # writes at arbitrary moments
+            c = st.take_chunk()
+            if c is not None:
+                chunks[c[0]] = c[1]
+            for cid in st.dropped_chunks:
+                del chunks[cid]
+            st.dropped_chunks = []
+    c = st.take_chunk()
+    if c is not None:
+        chunks[c[0]] = c[1]
+    for cid in st.dropped_chunks:
+        del chunks[cid]
+    assert list(st.recent) == list(range(1000 - 256, 1000))
+    assert len(chunks) <= 256 // 37 + 3, "chunks that left the window are deleted"
+    back = EmitterState.from_bytes(st.to_bytes(), lambda data: None, chunks.get)
+    assert back.recent == st.recent and list(back.recent) == list(st.recent)
 
 
 def test_a_batch_writes_the_head_and_one_chunk_and_deletes_what_left_the_window() -> None:
@@ -35,19 +48,19 @@ def test_a_batch_writes_the_head_and_one_chunk_and_deletes_what_left_the_window(
         run(pl, [r], persist=False)
         writes.append([k for k, _ in pl.dirty_state()])
     key = f"0|e|{em.emitter_id}"
-    assert [w for w in writes[3] if w.startswith(key)] == [f"{key}|r|300", key]
-    assert f"{key}|r|0" not in store.data, "the oldest seal left the window: its record is deleted"
+    assert [w for w in writes[3] if w.startswith(key)] == [f"{key}|r|3", key]
+    assert f"{key}|r|0" not in store.data, "the oldest chunk left the window: deleted"
     assert {k for k in store.data if k.startswith(key + "|r|")} == {
-        f"{key}|r|{f}" for f in (100, 200, 300)
+        f"{key}|r|{c}" for c in (1, 2, 3)
     }
     head = store.data[key]
     assert len(head) < 300, f"the head stays small, found {len(head)} bytes"
     restored = make_pipeline(registry_for(em), store)._emitter(em.emitter_id)
-    assert restored.recent == pl.emitters[em.emitter_id].recent
+    assert list(restored.recent.items()) == list(pl.emitters[em.emitter_id].recent.items())
     assert restored.chunks == pl.emitters[em.emitter_id].chunks
 
 
-def test_the_earlier_whole_window_format_still_loads_and_is_rewritten_as_chunks() -> None:
+def test_the_earlier_whole_window_format_still_loads_and_is_rewritten_as_a_chunk() -> None:
     recent = b"".join(q.to_bytes(8, "big") + _digest(q) for q in range(10, 10 + RECENT_DIGESTS))
     old = json.dumps(
         {
@@ -60,8 +73,8 @@ def test_the_earlier_whole_window_format_still_loads_and_is_rewritten_as_chunks(
     ).encode()
     st = EmitterState.from_bytes(old, lambda data: None)
     assert st.recent == {q: _digest(q) for q in range(10, 10 + RECENT_DIGESTS)}
-    assert st.chunks == [(10, 9 + RECENT_DIGESTS)] and st.new_chunks == [10]
-    assert st.chunk_bytes(10) == b"".join(_digest(q) for q in range(10, 10 + RECENT_DIGESTS))
+    chunk = st.take_chunk()
+    assert chunk == (0, recent) and st.chunks == [(0, RECENT_DIGESTS)]
 
 
 def test_a_completed_workflow_shrinks_to_its_chain_head_after_the_grace_offsets() -> None:
