@@ -24,7 +24,7 @@ from stream_processors import transport
 from stream_processors.decode import Limits
 from stream_processors.order import OrderLimits
 from stream_processors.pipeline import PartitionPipeline, PipelineConfig
-from stream_processors.publisher import Publisher
+from stream_processors.publisher import ChangelogWriter, Publisher
 from stream_processors.records import Outputs, RawRecord
 from stream_processors.state import TableStore
 
@@ -116,9 +116,12 @@ class StateWriter:
     and replays re-emit identical records (DESIGN.md "Ordering").
     """
 
-    def __init__(self, partitions: Partitions, flush_s: float) -> None:
+    def __init__(
+        self, partitions: Partitions, flush_s: float, changelog: ChangelogWriter | None = None
+    ) -> None:
         self.partitions = partitions
         self.flush_s = flush_s
+        self.changelog = changelog
         self.held: dict[int, list[Any]] = {}
         self.flushed_at: dict[int, float] = {}
         partitions.on_drop.append(self.forget)
@@ -132,6 +135,7 @@ class StateWriter:
 
     def save(self, partitions: Iterable[int], *, force: bool = False) -> None:
         now = time.monotonic()
+        written: list[int] = []
         for partition in partitions:
             pl = self.partitions.pipelines.get(partition)
             if pl is None:
@@ -140,8 +144,12 @@ class StateWriter:
             if force or last is None or now - last >= self.flush_s:
                 pl.dirty_state()
                 self.flushed_at[partition] = now
-                for ev in self.held.pop(partition, ()):
-                    ev.ack()
+                written.append(partition)
+        if written and self.changelog is not None:
+            self.changelog.flush()  # the state is in the changelog before its input is acked
+        for partition in written:
+            for ev in self.held.pop(partition, ()):
+                ev.ack()
 
 
 class CatchUp:
@@ -334,11 +342,14 @@ def build_app(
     )
     config = pipeline_config(settings)
 
+    publisher = Publisher(bootstrap, settings)
+    changelog = ChangelogWriter(publisher.producer, table.changelog_topic.get_topic_name())
+
     def new_pipeline(partition: int) -> PartitionPipeline:
         return PartitionPipeline(
             topic=topics.events,
             partition=partition,
-            store=TableStore(table, partition),
+            store=TableStore(table, partition, changelog.send),
             registry=registry,
             policy=policy,
             checkpoint_signer=signer,
@@ -346,8 +357,7 @@ def build_app(
         )
 
     partitions = Partitions(topics.events, new_pipeline)
-    publisher = Publisher(bootstrap, settings)
-    state = StateWriter(partitions, settings.state_flush_s)
+    state = StateWriter(partitions, settings.state_flush_s, changelog)
     catch_up = CatchUp(app, topics.events, partitions)
     checkpointer = Checkpointer(partitions, publisher, state)
     processor = BatchProcessor(partitions, publisher, state, catch_up, checkpointer)

@@ -57,9 +57,17 @@ class TableStore:
     _HEAD = struct.Struct(">BQBI")  # format, batch, has_prev | has_value << 1, len(prev)
     _FORMAT = 0  # an old plain value starts with "{", never with this byte
 
-    def __init__(self, table: Any, partition: int) -> None:
+    def __init__(
+        self,
+        table: Any,
+        partition: int,
+        send: Callable[[int, bytes, bytes | None], None] | None = None,
+    ) -> None:
+        """``send(partition, key, value)`` writes a changelog record (default: faust's
+        ``table.send_changelog``, which queues it in faust's producer buffer)."""
         self.table = table
         self.partition = partition
+        self.send = send or table.send_changelog
         self.prefix = f"{partition}|".encode()
         self.meta_key = self.prefix + b"meta"
         meta = self._record(self.meta_key)
@@ -84,7 +92,7 @@ class TableStore:
         head = self._HEAD.pack(self._FORMAT, batch, flags, len(prev or b""))
         data = head + (prev or b"") + (value or b"")
         self.table.data[raw] = data
-        self.table.send_changelog(self.partition, raw, data)
+        self.send(self.partition, raw, data)
 
     def _roll_back(self) -> None:
         undone = 0
@@ -126,7 +134,7 @@ class TableStore:
         """
         raw = key.encode()
         if self.table.data.pop(raw, None) is not None:
-            self.table.send_changelog(self.partition, raw, None)
+            self.send(self.partition, raw, None)
 
 
 def _b(data: bytes) -> str:
