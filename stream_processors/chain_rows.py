@@ -137,6 +137,32 @@ def entry_record(entry: ChainEntry, event: ExecutionEvent) -> dict[str, Any]:
     }
 
 
+def row_size(row: dict[str, Any]) -> int:
+    """An upper estimate of a row's encoded size (its variable parts plus the fixed ones)."""
+    return (
+        len(row["event_bytes"])
+        + len(row["seal_bytes"])
+        + 33 * len(row["seal_path"])
+        + sum(len(k) + len(v) + 2 for k, v in row["attributes"].items())
+        + 1024
+    )
+
+
+def split(rows: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:
+    """``rows`` in consecutive groups whose containers stay under ``max_bytes`` (at least one
+    row per group)."""
+    groups: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for row in rows:
+        n = row_size(row)
+        if groups[-1] and size + n > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(row)
+        size += n
+    return groups if groups[0] else []
+
+
 def encode(records: Iterable[dict[str, Any]]) -> bytes:
     """An object container of ``records`` (one block), deterministic for the same records."""
     buf = io.BytesIO()

@@ -13,6 +13,7 @@ from stream_processors import chain_rows
 from stream_processors.records import Outputs
 
 log = logging.getLogger("lineage.processor")
+MAX_CONTAINER_BYTES = 700_000  # under Kafka's default 1 MB message size, with room to spare
 
 
 class Publisher:
@@ -50,13 +51,14 @@ class Publisher:
             for row in out.rows:
                 by_partition.setdefault(row["source_partition"], []).append(row)
             for partition, rows in by_partition.items():
-                p.produce(
-                    self.topics.chain,
-                    chain_rows.encode(rows),
-                    key=f"rows:{partition}".encode(),
-                    partition=partition,
-                    on_delivery=self._cb,
-                )
+                for part in chain_rows.split(rows, MAX_CONTAINER_BYTES):
+                    p.produce(
+                        self.topics.chain,
+                        chain_rows.encode(part),
+                        key=f"rows:{partition}".encode(),
+                        partition=partition,
+                        on_delivery=self._cb,
+                    )
         for e in out.entries if not self.entry_rows else ():
             p.produce(
                 self.topics.chain,

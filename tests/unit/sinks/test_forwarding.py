@@ -193,3 +193,11 @@ def test_an_undecodable_record_goes_to_quarantine_not_lost(
         assert got == [(UNDECODABLE, settings.topics.violations, 2, 42)]
     finally:
         sink.close()
+
+
+def test_containers_are_split_to_stay_under_the_message_size() -> None:
+    data = _rows(20)
+    groups = chain_rows.split(data, 20_000)
+    assert [r for g in groups for r in g] == data and len(groups) > 1
+    assert all(len(chain_rows.encode(g)) <= 20_000 for g in groups)
+    assert chain_rows.split([], 1000) == []
