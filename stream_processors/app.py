@@ -123,7 +123,6 @@ class StateWriter:
         self.flush_s = flush_s
         self.changelog = changelog
         self.held: dict[int, list[Any]] = {}
-        self.unconfirmed: dict[int, list[Any]] = {}  # state produced, not yet confirmed
         self.flushed_at: dict[int, float] = {}
         partitions.on_drop.append(self.forget)
 
@@ -133,16 +132,10 @@ class StateWriter:
     def forget(self, partition: int) -> None:
         self.flushed_at.pop(partition, None)
         self.held.pop(partition, None)  # never acknowledged: the next owner replays them
-        self.unconfirmed.pop(partition, None)
 
-    def save(self, partitions: Iterable[int], *, force: bool = False, confirm: bool = True) -> None:
-        """Write the due partitions' state; with ``confirm``, wait for it and acknowledge.
-
-        Without ``confirm`` the records are only handed to the producer: the next batch's output
-        flush (same producer) confirms them, and ``ack_confirmed`` then acknowledges the input.
-        One broker round trip per batch instead of two; state lags its outputs by one batch.
-        """
+    def save(self, partitions: Iterable[int], *, force: bool = False) -> None:
         now = time.monotonic()
+        written: list[int] = []
         for partition in partitions:
             pl = self.partitions.pipelines.get(partition)
             if pl is None:
@@ -151,20 +144,12 @@ class StateWriter:
             if force or last is None or now - last >= self.flush_s:
                 pl.dirty_state()
                 self.flushed_at[partition] = now
-                self.unconfirmed.setdefault(partition, []).extend(self.held.pop(partition, ()))
-        if confirm:
-            if self.changelog is not None:
-                self.changelog.flush()
-            self.ack_confirmed()
-
-    def ack_confirmed(self) -> None:
-        """Acknowledge the input whose state a completed flush of the producer confirmed."""
-        if self.changelog is not None and self.changelog.failed:
-            raise RuntimeError(f"{self.changelog.failed} state records were not written; stopping")
-        for events in self.unconfirmed.values():
-            for ev in events:
+                written.append(partition)
+        if written and self.changelog is not None:
+            self.changelog.flush()  # the state is in the changelog before its input is acked
+        for partition in written:
+            for ev in self.held.pop(partition, ()):
                 ev.ack()
-        self.unconfirmed.clear()
 
 
 class CatchUp:
@@ -303,13 +288,8 @@ class BatchProcessor:
                 seeks.append((partition, seek_to))
         cps = self.checkpointer.due()
         out.checkpoints += cps
-        # One flush confirms this batch's outputs and the previous batch's state records; only
-        # then is the previous batch's input acknowledged, and this batch's state written.
-        self.publisher.publish(out)
-        self.state.ack_confirmed()
-        self.state.save(
-            list(self.partitions.pipelines) if cps else list(by_partition), confirm=False
-        )
+        self.publisher.publish(out)  # outputs acknowledged before state is written
+        self.state.save(list(self.partitions.pipelines) if cps else list(by_partition))
         for partition, offset in seeks:
             await self.catch_up.seek(partition, offset)
 

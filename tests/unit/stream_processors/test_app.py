@@ -75,16 +75,3 @@ def test_a_revoked_partition_forgets_what_it_held_unacknowledged() -> None:
     assert parts.owned == {0} and 1 not in parts.pipelines and 1 not in writer.held
     assert parts.resume_offset(_tp(1)) is None and parts.resume_offset(_tp(0)) == 0
     assert not ev.acked, "the next owner replays it"
-
-
-def test_state_handed_to_the_producer_is_acknowledged_only_after_the_next_flush() -> None:
-    parts = Partitions("ev", lambda p: _Pipeline())  # type: ignore[arg-type,return-value]
-    parts.assigned([_tp(0)])
-    parts.get(0)
-    writer = StateWriter(parts, flush_s=0)
-    ev = _Event()
-    writer.hold(0, [ev])
-    writer.save([0], confirm=False)
-    assert not ev.acked, "state produced but not confirmed: the input stays unacknowledged"
-    writer.ack_confirmed()  # the next batch's flush covered it
-    assert ev.acked
