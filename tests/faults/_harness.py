@@ -257,6 +257,18 @@ class Offsets:
         self.consumer.close()
 
 
+def wait_assigned(p: Pipeline, worker_id: str = "w0", timeout: float = 60) -> None:
+    """Until the worker owns its input partitions: a fault injected before that tests nothing
+    (on a busy machine joining the group alone can take longer than the workload's first 20 %)."""
+    log = p.settings.data_dir / f"processor-{worker_id}.log"
+    wait(
+        lambda: log.exists() and "resuming at offset" in log.read_text(errors="replace"),
+        timeout,
+        f"worker {worker_id} to be assigned its partitions",
+        p.worker_log,
+    )
+
+
 def events_in(key: bytes | None, value: bytes | None) -> int:
     """How many events a record of the events topic carries: a sealed batch holds several."""
     if (key or b"").startswith(b"seal:"):

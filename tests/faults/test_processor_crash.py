@@ -23,6 +23,7 @@ from tests.faults._harness import (
     report,
     run_verifier,
     wait,
+    wait_assigned,
 )
 from tests.integration.conftest import Pipeline, wait_for
 
@@ -38,6 +39,7 @@ def test_processor_killed_three_times(pipeline: Pipeline, tmp_path: Path) -> Non
     p = pipeline
     log = p.settings.data_dir / "processor-w0.log"
     worker = p.start_worker("w0")
+    wait_assigned(p)
     p.start_sink()
     chain_end = Offsets(p.bootstrap, p.settings.topics.chain, p.settings.partitions)
     wl = WorkloadThread(p, Workload(workflows=400, execs=16), rate=350).start()

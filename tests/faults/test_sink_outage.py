@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from infra.demo import SinkThread
-from tests.faults._harness import Workload, WorkloadThread, check_end_state, report
+from tests.faults._harness import (
+    Workload,
+    WorkloadThread,
+    check_end_state,
+    report,
+    wait_assigned,
+)
 from tests.integration.conftest import Pipeline, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -61,6 +67,7 @@ class FlakyClient:
 def test_clickhouse_outage(pipeline: Pipeline, tmp_path: Path) -> None:
     p = pipeline
     p.start_worker()
+    wait_assigned(p)
     flaky = FlakyClient(p.client)
     messages: list[str] = []
     sink = SinkThread(p.settings, p.bootstrap, flaky, on_outage=messages.append)
