@@ -14,8 +14,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from infra.demo_witness import DemoWitness
 from infra.embedded import Stack, child_env, open_stack, spawn, terminate_on_signals
 from lineage.config import Settings
+from lineage.errors import LineageError
 from lineage.keys import Role, Signer, ensure_demo_keys
 from lineage.policy import PolicySet
 from lineage.querypack import load_pack
@@ -34,8 +36,21 @@ DEMO_SUBJECTS = [
 ]
 
 
-def demo_signers(settings: Settings) -> dict[str, Signer]:
+def demo_signers(
+    settings: Settings, keys: str = "file", token: str = "lineage-demo"
+) -> dict[str, Signer]:
+    """The demo's signers: PEM files under the data dir, or (``keys="pkcs11"``) key pairs in
+    the PKCS#11 token labelled ``token`` (library and PIN from LINEAGE_PKCS11_* settings)."""
     keys_file = settings.resolved_keys_file
+    if keys == "pkcs11":
+        from lineage.pkcs11 import TokenConfig, ensure_token_keys
+
+        signers, _ = ensure_token_keys(
+            token, keys_file, DEMO_SUBJECTS, TokenConfig.from_settings(settings)
+        )
+        return signers
+    if keys != "file":
+        raise ValueError(f"keys: expected 'file' or 'pkcs11', found {keys!r}")
     return ensure_demo_keys(keys_file.parent, keys_file, DEMO_SUBJECTS)
 
 
@@ -83,7 +98,14 @@ def count(client: Any, lock: threading.Lock, database: str, sql: str) -> int:
 
 
 def run_demo(
-    settings: Settings, *, events: int, workflows: int, timeout: float, console: Console
+    settings: Settings,
+    *,
+    events: int,
+    workflows: int,
+    timeout: float,
+    console: Console,
+    keys: str = "file",
+    token: str = "lineage-demo",
 ) -> int:
     """Run the scenario end to end; returns the exit code."""
     t0 = time.monotonic()
@@ -91,7 +113,11 @@ def run_demo(
     if chdb_dir.exists():
         shutil.rmtree(chdb_dir)  # the embedded broker forgets everything too: start both clean
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    signers = demo_signers(settings)
+    try:
+        signers = demo_signers(settings, keys, token)
+    except LineageError as exc:
+        console.print(f"[red]error:[/] cannot set up the demo's {keys} keys: {exc}")
+        return 2
     policy = PolicySet.load(settings.resolved_policy_file)
     rogue, _ = Signer.generate_ephemeral(
         "tool-runner", Role.EMITTER
@@ -99,6 +125,10 @@ def run_demo(
     console.print(
         f"[bold]lineage demo[/]: data in {settings.data_dir.resolve()}, policy {policy.policy_id} "
         f"{policy.digest_hex[:19]}…"
+    )
+    console.print(
+        "  keys  "
+        + ", ".join(f"{subject}: {signer.backend}" for subject, signer in sorted(signers.items()))
     )
     with terminate_on_signals(), open_stack(settings) as stack:
         console.print(
@@ -113,6 +143,8 @@ def run_demo(
             client,
             on_outage=lambda m: console.print(f"  [yellow]sink:[/] {m}"),
         )
+        witness = DemoWitness(stack, settings, client, sink.sink.lock)
+        console.print(f"  witness  {witness.url} (state in {witness.dir})")
 
         def emitter(signer: Signer) -> Emitter:
             return Emitter(
@@ -158,8 +190,10 @@ def run_demo(
                 timeout,
                 console,
                 workers=[worker],
+                witness=witness,
             )
         finally:
+            witness.close()
             sink.close()
     return code
 
@@ -175,6 +209,7 @@ def wait_and_summarize(
     timeout: float,
     console: Console,
     workers: list[Any],
+    witness: DemoWitness | None = None,
 ) -> int:
     db = settings.clickhouse_database
     lock = sink.sink.lock
@@ -218,7 +253,9 @@ def wait_and_summarize(
                 return 1
             time.sleep(0.25)
     done = time.monotonic()
-    return summarize(settings, client, lock, report, trusted, t0, emitted_at, done, console)
+    return summarize(
+        settings, client, lock, report, trusted, t0, emitted_at, done, console, witness
+    )
 
 
 def summarize(
@@ -231,6 +268,7 @@ def summarize(
     emitted_at: float,
     done: float,
     console: Console,
+    witness: DemoWitness | None = None,
 ) -> int:
     db = settings.clickhouse_database
     with lock:
@@ -294,36 +332,79 @@ def summarize(
         ("[green]OK[/]" if ok else "[red]MISMATCH[/]")
         + f": {entries[0]} of {trusted} emitted events are chained, verified lineage"
     )
-    verified = export_and_verify(settings, client, lock, report, console)
+    verified = export_and_verify(settings, client, lock, report, console, witness)
     return 0 if ok and verified else 1
 
 
 def export_and_verify(
-    settings: Settings, client: Any, lock: threading.Lock, report: ScenarioReport, console: Console
+    settings: Settings,
+    client: Any,
+    lock: threading.Lock,
+    report: ScenarioReport,
+    console: Console,
+    witness: DemoWitness | None = None,
 ) -> bool:
     """Export one workflow's evidence bundle and verify it offline, as an auditor would."""
     from lineage.bundle import write_bundle
     from lineage.keys import KeyRegistry
     from lineage.verify import checkpoint_vkeys, verify_bundle
-    from lineage_cli.evidence import export_bundle, print_report, verify_clickhouse
+    from lineage_cli.evidence import (
+        export_bundle,
+        findings_behind,
+        print_report,
+        verify_clickhouse,
+    )
 
     db = settings.clickhouse_database
-    registry = KeyRegistry.load(settings.resolved_keys_file)
+    # The demo plays the auditor: it names the keys it trusts (the registry it just wrote and its
+    # processor keys) explicitly, as an auditor would with --registry / --checkpoint-key.
+    keys_file = settings.resolved_keys_file
+    registry = KeyRegistry.load(keys_file)
     vkeys = checkpoint_vkeys(registry)
+    trust_source = f"registry {keys_file}, named by the demo as the auditor's"
     clean = next(
         w for w in report.workflows if w not in report.misbehaving_workflows and "/" not in w
     )
     out = settings.data_dir / "evidence" / f"{clean}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    until = time.monotonic() + 15.0
+    while time.monotonic() < until:  # the sink writes violations and checkpoints independently
+        with lock:
+            if findings_behind(client, db) == 0:
+                break
+        time.sleep(0.25)
+    if witness is not None and not witness.wait(client, lock):
+        console.print(
+            f"[red]the witness did not cosign the newest checkpoints[/]: {witness.feeder.stats}"
+        )
     with lock:
-        bundle = export_bundle(client, db, clean, registry)
+        bundle = export_bundle(
+            client,
+            db,
+            clean,
+            registry,
+            policy_sets=[PolicySet.files(settings.resolved_policy_file)],
+        )
         store_report = verify_clickhouse(
-            client, db, registry=registry, trusted_checkpoint_vkeys=vkeys
+            client,
+            db,
+            registry=registry,
+            trusted_checkpoint_vkeys=vkeys,
+            registry_source=trust_source,
         )
     write_bundle(bundle, out)
     console.print(f"exported the evidence bundle of {clean} to {out}")
-    bundle_report = verify_bundle(bundle, registry=registry, trusted_checkpoint_vkeys=vkeys)
+    bundle_report = verify_bundle(
+        bundle,
+        registry=registry,
+        trusted_checkpoint_vkeys=vkeys,
+        registry_source=trust_source,
+        options=witness.bundle_options(registry) if witness else None,
+    )
+    if witness is not None:
+        witness.check_store(store_report, client, lock, registry)
     print_report(bundle_report, f"lineage verify {out.name}", console)
     print_report(store_report, "lineage verify --clickhouse", console)
-    console.print(f"verify it yourself: lineage verify {out} --data-dir {settings.data_dir}")
+    wkey = f" --witness-key '{witness.vkey}'" if witness else ""
+    console.print(f"verify it yourself: lineage verify {out} --registry {keys_file}{wkey}")
     return bundle_report.ok and store_report.ok

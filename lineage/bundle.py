@@ -6,20 +6,43 @@ import base64
 import binascii
 import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lineage import codec, hashing, merkle, note
+from lineage import binding, bundle_v2, codec, findings, hashing, merkle, note
 from lineage.errors import ConfigError, LineageError
 from lineage.keys import KeyRegistry
-from lineage.model import ChainEntry, Checkpoint
+from lineage.model import ChainEntry, Checkpoint, Violation
 
-FORMAT = "lineage-evidence-bundle/v1"
-HASH_SIZE = 32
-LEAF_RECORD_SIZE = 104
+FORMAT = "lineage-evidence-bundle/v2"
+FORMAT_V1 = "lineage-evidence-bundle/v1"
+FORMATS = (FORMAT_V1, FORMAT)
+"""Formats a reader accepts; v2 adds ``policies`` and ``findings`` (docs/evidence-bundle.md)."""
+FORMAT_PREFIX = "lineage-evidence-bundle/"
+HASH_SIZE = hashing.HASH_SIZE
+LEAF_RECORD_SIZE = hashing.LEAF_RECORD_SIZE
 """A log leaf's preimage: prev_hash ‖ event_digest ‖ u64be(chain_seq) ‖ policy_digest."""
+
+# Limits that keep a verifier's memory and time bounded (docs/evidence-bundle.md, "Limits").
+MAX_BUNDLE_BYTES = 1 << 30
+MAX_DEPTH = 32
+MAX_ENTRIES = 1_000_000
+MAX_LOGS = 1024
+MAX_CHECKPOINTS_PER_LOG = 100_000
+MAX_PATH = 64
+"""Hashes in one inclusion path or compact-range prefix (tree sizes are below 2^64)."""
+MAX_CONSISTENCY_PATH = 128
+MAX_RECORD_BYTES = 1 << 20
+"""Bytes of one event or seal record."""
+MAX_TEXT = 65_535
+"""Characters of one id, origin or checkpoint note."""
+MAX_PARTITION = 2**31 - 1
+
+
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,9}", re.ASCII)
 
 
 class BundleError(LineageError):
@@ -32,17 +55,14 @@ class BundleFormatError(LineageError, ValueError):
 
 def leaf_record(entry: ChainEntry) -> bytes:
     """The 104-byte preimage of an entry's hash: SHA-256(0x11 ‖ leaf_record) == entry_hash."""
-    return (
-        entry.prev_hash
-        + entry.event_digest
-        + entry.chain_seq.to_bytes(8, "big")
-        + entry.policy_digest
+    return hashing.leaf_record(
+        entry.prev_hash, entry.event_digest, entry.chain_seq, entry.policy_digest
     )
 
 
 def leaf_record_hash(record: bytes) -> bytes:
     """The entry hash a 104-byte leaf record commits to."""
-    return hashing.sha256(hashing.ENTRY_PREFIX + record)
+    return hashing.entry_hash_of_record(record)
 
 
 # -- parsed, typed form ---------------------------------------------------------------------
@@ -140,25 +160,40 @@ class _Reader:
             raise BundleFormatError(f"{self.path}.{name}: expected a value, found none")
         return self.doc[name]
 
-    def integer(self, name: str, minimum: int = 0) -> int:
+    def integer(self, name: str, minimum: int = 0, maximum: int = 2**64 - 1) -> int:
         value = self._get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value < 2**64:
+        if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
             raise BundleFormatError(
-                f"{self.path}.{name}: expected an integer >= {minimum}, found {value!r}"
+                f"{self.path}.{name}: expected an integer in [{minimum}, {maximum}], "
+                f"found {_short(value)}"
             )
         return value
 
-    def text(self, name: str) -> str:
+    def text(self, name: str, limit: int = MAX_TEXT) -> str:
         value = self._get(name)
-        if not isinstance(value, str) or not value:
-            raise BundleFormatError(f"{self.path}.{name}: expected a non-empty string")
+        if not isinstance(value, str) or not value or len(value) > limit:
+            raise BundleFormatError(
+                f"{self.path}.{name}: expected a non-empty string of at most {limit} "
+                f"characters, found {_short(value)}"
+            )
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BundleFormatError(
+                f"{self.path}.{name}: expected valid Unicode, found {exc.reason} at "
+                f"character {exc.start}"
+            ) from None
         return value
 
     def hash(self, name: str) -> bytes:
         return _hex(self._get(name), f"{self.path}.{name}")
 
-    def hashes(self, name: str) -> tuple[bytes, ...]:
+    def hashes(self, name: str, limit: int = MAX_PATH) -> tuple[bytes, ...]:
         values = self.items(name)
+        if len(values) > limit:
+            raise BundleFormatError(
+                f"{self.path}.{name}: expected at most {limit} hashes, found {len(values)}"
+            )
         if set(map(type, values)) <= {str} and set(map(len, values)) <= {2 * HASH_SIZE}:
             joined = "".join(values)
             try:
@@ -186,6 +221,16 @@ def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _short(value: object) -> str:
+    """A bounded description of a found value for error messages."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        digits = len(str(abs(value))) if abs(value) < 10**60 else "more than 60"
+        return repr(value) if abs(value) < 10**60 else f"an integer of {digits} digits"
+    if isinstance(value, str):
+        return f"{value[:80]!r}" + (f" ({len(value)} characters)" if len(value) > 80 else "")
+    return _kind(value)
+
+
 def _hex(value: object, where: str) -> bytes:
     if isinstance(value, str) and len(value) == 2 * HASH_SIZE:
         try:
@@ -194,16 +239,23 @@ def _hex(value: object, where: str) -> bytes:
             raw = b""
         if raw.hex() == value:
             return raw
-    raise BundleFormatError(f"{where}: expected 64 lowercase hex digits, found {value!r:.80}")
+    raise BundleFormatError(f"{where}: expected 64 lowercase hex digits, found {_short(value)}")
 
 
-def _b64(value: object, where: str) -> bytes:
+def _b64(value: object, where: str, limit: int = MAX_BUNDLE_BYTES) -> bytes:
     if not isinstance(value, str):
         raise BundleFormatError(f"{where}: expected base64 text, found {_kind(value)}")
+    if len(value) > (limit + 2) // 3 * 4:
+        raise BundleFormatError(f"{where}: expected at most {limit} bytes, found more")
     try:
-        return base64.b64decode(value, validate=True)
+        raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise BundleFormatError(f"{where}: expected standard base64, found {value!r:.80}") from None
+        raw = None
+    if raw is None or base64.b64encode(raw).decode("ascii") != value:
+        raise BundleFormatError(
+            f"{where}: expected canonical standard base64, found {_short(value)}"
+        )
+    return raw
 
 
 def _parse_entry(doc: object, where: str) -> BundleEntry:
@@ -212,17 +264,21 @@ def _parse_entry(doc: object, where: str) -> BundleEntry:
     seal: SealRef | None = None
     if raw_seal is not None:
         s = r.obj("seal")
-        seal = SealRef(s.b64("record"), s.integer("index"), s.hashes("path"))
+        seal = SealRef(
+            _b64(s._get("record"), f"{s.path}.record", MAX_RECORD_BYTES),
+            s.integer("index"),
+            s.hashes("path"),
+        )
     inc = r.obj("inclusion")
     return BundleEntry(
         chain_seq=r.integer("chain_seq"),
         event_id=r.text("event_id"),
-        event=r.b64("event"),
+        event=_b64(r._get("event"), f"{where}.event", MAX_RECORD_BYTES),
         event_digest=r.hash("event_digest"),
         prev_hash=r.hash("prev_hash"),
         entry_hash=r.hash("entry_hash"),
         policy_digest=r.hash("policy_digest"),
-        partition=r.integer("partition"),
+        partition=r.integer("partition", 0, MAX_PARTITION),
         log_index=r.integer("log_index"),
         seal=seal,
         inclusion=Inclusion(inc.integer("tree_size", 1), inc.hashes("path")),
@@ -232,13 +288,22 @@ def _parse_entry(doc: object, where: str) -> BundleEntry:
 def _parse_log(doc: object, where: str) -> LogSection:
     r = _Reader(doc, where)
     notes: list[str] = []
+    if len(r.items("checkpoints")) > MAX_CHECKPOINTS_PER_LOG:
+        raise BundleFormatError(
+            f"{where}.checkpoints: expected at most {MAX_CHECKPOINTS_PER_LOG} checkpoints, "
+            f"found {len(r.items('checkpoints'))}"
+        )
     for i, item in enumerate(r.items("checkpoints")):
         notes.append(_Reader(item, f"{where}.checkpoints[{i}]").text("note"))
     proofs = []
     for i, item in enumerate(r.items("consistency")):
         c = _Reader(item, f"{where}.consistency[{i}]")
         proofs.append(
-            Consistency(c.integer("old_size", 1), c.integer("new_size", 1), c.hashes("path"))
+            Consistency(
+                c.integer("old_size", 1),
+                c.integer("new_size", 1),
+                c.hashes("path", MAX_CONSISTENCY_PATH),
+            )
         )
     if not notes:
         raise BundleFormatError(
@@ -249,7 +314,15 @@ def _parse_log(doc: object, where: str) -> LogSection:
             f"{where}.consistency: expected {len(notes) - 1} proofs between consecutive "
             f"checkpoints, found {len(proofs)}"
         )
-    return LogSection(r.integer("partition"), r.text("origin"), tuple(notes), tuple(proofs))
+    partition = r.integer("partition", 0, MAX_PARTITION)
+    origin = r.text("origin")
+    parts = origin.rsplit("/", 2)
+    if len(parts) != 3 or not all(parts) or not _DECIMAL.fullmatch(parts[2]):
+        raise BundleFormatError(
+            f"{where}.origin: expected <base>/<topic>/<partition> with the partition in ASCII "
+            f"decimal digits, found {_short(origin)}"
+        )
+    return LogSection(partition, origin, tuple(notes), tuple(proofs))
 
 
 def _parse_tail(r: _Reader) -> TailProof:
@@ -266,15 +339,27 @@ def _parse_tail(r: _Reader) -> TailProof:
             f"{r.path}.following: expected a multiple of {LEAF_RECORD_SIZE} bytes, found {len(raw)}"
         )
     records = tuple(raw[i : i + LEAF_RECORD_SIZE] for i in range(0, len(raw), LEAF_RECORD_SIZE))
-    return TailProof(r.integer("partition"), r.integer("tree_size", 1), log_index, prefix, records)
+    return TailProof(
+        r.integer("partition", 0, MAX_PARTITION),
+        r.integer("tree_size", 1),
+        log_index,
+        prefix,
+        records,
+    )
 
 
 def parse_bundle(doc: object) -> Bundle:
     """Check a bundle document's structure and types; raise BundleFormatError naming the field."""
     r = _Reader(doc, "bundle")
-    if r.doc.get("format") != FORMAT:
+    _check_format(r.doc.get("format"))
+    _check_tree(doc)
+    if len(r.items("entries")) > MAX_ENTRIES:
         raise BundleFormatError(
-            f"bundle.format: expected {FORMAT!r}, found {r.doc.get('format')!r:.80}"
+            f"bundle.entries: expected at most {MAX_ENTRIES} entries, found {len(r.items('entries'))}"
+        )
+    if len(r.items("logs")) > MAX_LOGS:
+        raise BundleFormatError(
+            f"bundle.logs: expected at most {MAX_LOGS} log sections, found {len(r.items('logs'))}"
         )
     entries = tuple(
         _parse_entry(e, f"bundle.entries[{i}]") for i, e in enumerate(r.items("entries"))
@@ -287,18 +372,18 @@ def parse_bundle(doc: object) -> Bundle:
         raise BundleFormatError(f"bundle.logs: expected one section per partition, found {seen}")
     try:
         keys = KeyRegistry.from_json(r.doc.get("keys"), source="bundle.keys")
-    except ConfigError as exc:
-        raise BundleFormatError(str(exc)) from None
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise BundleFormatError(f"bundle.keys: not a valid key registry: {exc}") from None
     vkeys = []
     for i, text in enumerate(r.items("checkpoint_keys")):
         try:
             vkeys.append(note.parse_verifier_key(text if isinstance(text, str) else ""))
-        except note.NoteError as exc:
+        except (note.NoteError, ValueError) as exc:
             raise BundleFormatError(f"bundle.checkpoint_keys[{i}]: {exc}") from None
     return Bundle(
         workflow_id=r.text("workflow_id"),
         entry_count=r.integer("entry_count", 1),
-        policy_digests=r.hashes("policy_digests"),
+        policy_digests=r.hashes("policy_digests", MAX_ENTRIES),
         entries=entries,
         logs=logs,
         tail=_parse_tail(r.obj("tail")),
@@ -408,6 +493,9 @@ def build_bundle(
     checkpoints: Iterable[Checkpoint],
     registry: KeyRegistry,
     checkpoint_vkey: str,
+    *,
+    policy_sets: Sequence[tuple[bytes, bytes]] = (),
+    violations: Iterable[Violation] = (),
 ) -> dict[str, Any]:
     """The evidence bundle of ``workflow_id`` as a JSON-ready dict.
 
@@ -416,8 +504,12 @@ def build_bundle(
     every entry of that partition in log order (the records, not just the entry hashes: the tail
     proof needs their preimages); ``checkpoints`` are signed checkpoints of those partitions;
     ``registry`` supplies the records of the seal keys used; ``checkpoint_vkey`` is the
-    processor's verifier key. Raises BundleError when an entry is not in the leaves, a checkpoint
-    does not match the leaves, or an entry is not yet covered by a checkpoint.
+    processor's verifier key. ``policy_sets`` are (TOML, Cedar) file bytes the exporter has; those
+    named by the entries or decisions go into ``policies``; ``violations`` are the stored violations
+    of the last entry's partition, from which the ``findings`` member is rebuilt and checked
+    against the findings log the newest checkpoint signs (docs/findings.md).
+    Raises BundleError when an entry is not in the leaves, a checkpoint does not match the leaves,
+    an entry is not yet covered by a checkpoint, or the violations do not rebuild the findings log.
     """
     chain = sorted((e for e in entries if e.workflow_id == workflow_id), key=lambda e: e.chain_seq)
     if not chain:
@@ -514,6 +606,15 @@ def build_bundle(
     key_records += [
         r for r in registry.records() if r.public_key == vkey_public and r.key_id not in seal_keys
     ]
+    try:
+        policies = bundle_v2.policies_member(
+            (e.event_bytes for e in chain), policy_digests, policy_sets
+        )
+        newest_note = note.parse_checkpoint(binding.note_text(signed[p][newest].note))
+        signed_findings = findings.signed_findings(newest_note)
+        findings_member = findings.bundle_member(workflow_id, p, violations, signed_findings)
+    except LineageError as exc:
+        raise BundleError(str(exc)) from None
     return {
         "format": FORMAT,
         "workflow_id": workflow_id,
@@ -530,6 +631,8 @@ def build_bundle(
         },
         "keys": KeyRegistry(key_records).to_json(),
         "checkpoint_keys": [note.verifier_key(vkey_name, vkey_public)],
+        "policies": policies,
+        "findings": findings_member,
     }
 
 
@@ -553,23 +656,92 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _check_format(value: object) -> None:
+    if value in FORMATS:
+        return
+    readable = " or ".join(repr(f) for f in FORMATS)
+    if isinstance(value, str) and value.startswith(FORMAT_PREFIX):
+        raise BundleFormatError(
+            f"format {value[len(FORMAT_PREFIX) :][:20]!r} no longer supported or not yet known: "
+            f"this verifier reads {readable}"
+        )
+    raise BundleFormatError(f"bundle.format: expected {readable}, found {_short(value)}")
+
+
+def _check_tree(doc: object) -> None:
+    """Nesting is at most MAX_DEPTH (every string the parser reads is checked by ``text``)."""
+    level: list[object] = [doc]
+    for _ in range(MAX_DEPTH):
+        below: list[object] = []
+        for value in level:
+            if isinstance(value, dict):
+                below += [v for v in value.values() if isinstance(v, dict | list)]
+            elif isinstance(value, list):
+                below += [v for v in value if isinstance(v, dict | list)]
+        if not below:
+            return
+        level = below
+    raise BundleFormatError(f"expected JSON nested at most {MAX_DEPTH} deep, found more")
+
+
 def loads_bundle(text: str | bytes) -> dict[str, Any]:
-    """Parse bundle JSON text and check the format id; BundleFormatError when unusable."""
+    """Parse bundle JSON text and check the format id; BundleFormatError when unusable.
+
+    Never raises anything else: over-long input, integers of thousands of digits, deep nesting
+    and lone surrogates are reported as unusable input with a reason.
+    """
+    if len(text) > MAX_BUNDLE_BYTES:
+        raise BundleFormatError(
+            f"expected at most {MAX_BUNDLE_BYTES} bytes of JSON, found {len(text)}"
+        )
     try:
         doc = json.loads(text, object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleFormatError(f"not a JSON document: {exc}") from None
+    except RecursionError:
+        raise BundleFormatError(
+            f"expected JSON nested at most {MAX_DEPTH} deep, found deeper nesting"
+        ) from None
+    except ValueError as exc:
+        raise BundleFormatError(f"not a usable JSON document: {str(exc)[:200]}") from None
     if not isinstance(doc, dict):
         raise BundleFormatError(f"expected a JSON object, found {_kind(doc)}")
-    if doc.get("format") != FORMAT:
-        raise BundleFormatError(f"format: expected {FORMAT!r}, found {doc.get('format')!r:.80}")
+    _check_format(doc.get("format"))
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_strings(doc)
     return doc
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""Only a \\uD800-\\uDFFF escape can put a surrogate into parsed JSON (UTF-8 cannot)."""
+
+
+def _check_strings(doc: object) -> None:
+    """Every string, member names included, is valid Unicode (a paired surrogate escape is)."""
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack += value.keys()
+            stack += value.values()
+        elif isinstance(value, list):
+            stack += value
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BundleFormatError(
+                    f"a string holds {exc.reason} at character {exc.start}: not valid Unicode "
+                    f"(found {_short(value)})"
+                ) from None
 
 
 def read_bundle(path: Path) -> dict[str, Any]:
     """Read a bundle file; BundleFormatError if it cannot be read or is not a bundle."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_BUNDLE_BYTES + 1)
     except OSError as exc:
         raise BundleFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:

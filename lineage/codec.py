@@ -97,6 +97,18 @@ class Schema:
             )
         if not isinstance(record, dict):
             raise DecodeError("MALFORMED_AVRO", f"{self.name}: expected a record")
+        # Avro's binary encoding has malleable spellings that fastavro reads without complaint:
+        # over-long varints, a negative union index (read as Python's index -1, the last branch),
+        # booleans other than 0/1, arrays and maps split into several blocks. Hashes and signatures
+        # cover the exact bytes, and every verifier must agree on which bytes are an event, so only
+        # the one canonical spelling is accepted: re-encoding the decoded record gives the body back.
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, self.parsed, record)
+        if out.getbuffer() != memoryview(data)[start:]:
+            raise DecodeError(
+                "MALFORMED_AVRO",
+                f"{self.name}: not the canonical Avro binary encoding of the record it decodes to",
+            )
         return record
 
 

@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     checkpoint_every_s: float = 2.0
     policy_file: Path | None = None
     keys_file: Path | None = None
+    production: bool = Field(
+        default=False,
+        description="this deployment claims to be production: file-backed keys are reported",
+    )
+    pkcs11_module: str | None = Field(default=None, description="PKCS#11 library (.so) path")
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_pin_file: Path | None = Field(default=None, description="file holding the token PIN")
+    trust_file: Path | None = None
+    """A key registry an auditor trusts, used by ``lineage verify`` when --registry is not given."""
     reorder_max_events_per_workflow: int = 1000
     reorder_max_events_per_partition: int = 50_000
     reorder_max_bytes_per_partition: int = 64 * 1024 * 1024
@@ -64,6 +73,13 @@ class Settings(BaseSettings):
     max_unsealed_per_emitter: int = 10_000
     sink_batch_rows: int = 5000
     sink_batch_ms: int = 100
+    console_token: SecretStr | None = Field(
+        default=None, description="operator token for the console's non-public pages and API"
+    )
+    metrics_port: int | None = Field(
+        default=None, description="serve Prometheus /metrics on this port; unset = no endpoint"
+    )
+    metrics_addr: str = "127.0.0.1"
 
     @property
     def topics(self) -> Topics:

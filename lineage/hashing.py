@@ -13,6 +13,9 @@ GENESIS_PREFIX = b"\x12"
 SEAL_MESSAGE_PREFIX = b"\x13"
 SEAL_HASH_PREFIX = b"\x14"
 ZERO_HASH = bytes(32)
+HASH_SIZE = 32
+LEAF_RECORD_SIZE = 104
+"""An entry hash's preimage after its prefix: prev_hash ‖ event_digest ‖ u64be(chain_seq) ‖ policy."""
 
 _u64 = struct.Struct(">Q")
 
@@ -32,11 +35,26 @@ def genesis_hash(workflow_id: str) -> EntryHash:
     return EntryHash(hashlib.sha256(GENESIS_PREFIX + workflow_id.encode()).digest())
 
 
+def leaf_record(prev: bytes, digest: bytes, chain_seq: int, policy_digest: bytes) -> bytes:
+    """The 104-byte entry-hash preimage after its prefix (the one definition of its layout)."""
+    return prev + digest + _u64.pack(chain_seq) + policy_digest
+
+
+def split_leaf_record(record: bytes) -> tuple[bytes, bytes, int, bytes]:
+    """(prev_hash, event_digest, chain_seq, policy_digest) of a 104-byte leaf record."""
+    if len(record) != LEAF_RECORD_SIZE:
+        raise ValueError(f"leaf record: expected {LEAF_RECORD_SIZE} bytes, found {len(record)}")
+    return record[:32], record[32:64], _u64.unpack_from(record, 64)[0], record[72:]
+
+
+def entry_hash_of_record(record: bytes) -> EntryHash:
+    """The entry hash a leaf record commits to: SHA-256(0x11 ‖ record)."""
+    return EntryHash(hashlib.sha256(ENTRY_PREFIX + record).digest())
+
+
 def entry_hash(prev: bytes, digest: bytes, chain_seq: int, policy_digest: bytes) -> EntryHash:
     """SHA-256(0x11 ‖ prev_hash ‖ event_digest ‖ u64be(chain_seq) ‖ policy_digest)."""
-    return EntryHash(
-        hashlib.sha256(ENTRY_PREFIX + prev + digest + _u64.pack(chain_seq) + policy_digest).digest()
-    )
+    return entry_hash_of_record(leaf_record(prev, digest, chain_seq, policy_digest))
 
 
 def seal_hash(seal_record_bytes: bytes) -> bytes:

@@ -2,13 +2,23 @@
 
 Registry file (JSON, UTF-8; full description in ``docs/keys.md``)::
 
-    {"format": "lineage-key-registry/v1",
+    {"format": "lineage-key-registry/v2",
      "keys": [{"key_id": "ed25519:<first 16 hex of SHA-256(raw public key)>",
                "public_key": "<32 raw bytes, standard base64>",
                "role": "emitter" | "authorizer" | "processor",
                "subject": "<emitter id, service or processor name; exact match>",
                "not_before": "<RFC 3339>", "not_after": "<RFC 3339>" | null,
-               "revoked_at": "<RFC 3339>" | null, "revocation_reason": "<text>" | null}]}
+               "revoked_at": "<RFC 3339>" | null, "revocation_reason": "<text>" | null,
+               "compromised_at": "<RFC 3339>" | null,          # v2 only
+               "custody": "file" | "pkcs11" | "<plugin>",       # v2 only, default "file"
+               "key_uri": "pkcs11:token=...;object=..." | null}]} # v2 only
+
+Version 1 documents (no ``compromised_at``, ``custody`` or ``key_uri``) still load unchanged;
+a registry is written as v1 while none of its keys needs a v2 field, so older verifiers keep
+reading it.
+
+Signing goes through :class:`Signer`; where the private key lives (a PEM file, a PKCS#11 token
+via ``lineage.pkcs11``, a cloud KMS) is hidden behind an :class:`ExternalEd25519Key`.
 """
 
 from __future__ import annotations
@@ -21,13 +31,14 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -37,7 +48,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from lineage.errors import ConfigError, IntegrityError
 from lineage.ids import KeyId
 
-REGISTRY_FORMAT = "lineage-key-registry/v1"
+if TYPE_CHECKING:
+    from lineage.pkcs11 import TokenConfig
+
+REGISTRY_FORMAT_V1 = "lineage-key-registry/v1"
+REGISTRY_FORMAT_V2 = "lineage-key-registry/v2"
+REGISTRY_FORMAT = REGISTRY_FORMAT_V2
+"""The newest registry format; ``to_json`` still writes v1 when no key needs a v2 field."""
+REGISTRY_FORMATS = (REGISTRY_FORMAT_V1, REGISTRY_FORMAT_V2)
+CUSTODY_FILE = "file"
+CUSTODY_PKCS11 = "pkcs11"
 PUBLIC_KEY_BYTES = 32
 
 _US_PER_DAY = 86_400_000_000
@@ -50,6 +70,8 @@ _RFC3339 = re.compile(
 )
 _REQUIRED_FIELDS = ("key_id", "public_key", "role", "subject", "not_before")
 _OPTIONAL_FIELDS = ("not_after", "revoked_at", "revocation_reason")
+_V2_FIELDS = ("compromised_at", "custody", "key_uri")
+_CUSTODY = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
 class Role(StrEnum):
@@ -110,6 +132,9 @@ class KeyRecord:
     not_after_us: int | None
     revoked_at_us: int | None = None
     revocation_reason: str | None = None
+    compromised_at_us: int | None = None
+    custody: str = CUSTODY_FILE
+    key_uri: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.key_id, str) or not self.key_id:
@@ -121,7 +146,7 @@ class KeyRecord:
             raise ConfigError(f"role must be a Role, found {self.role!r}")
         if not isinstance(self.subject, str) or not self.subject:
             raise ConfigError("subject must be a non-empty string")
-        for name in ("not_before_us", "not_after_us", "revoked_at_us"):
+        for name in ("not_before_us", "not_after_us", "revoked_at_us", "compromised_at_us"):
             value = getattr(self, name)
             if value is None and name != "not_before_us":
                 continue
@@ -137,6 +162,87 @@ class KeyRecord:
                 raise ConfigError("revocation_reason must be a string or null")
             if self.revoked_at_us is None:
                 raise ConfigError("revocation_reason is set but revoked_at is null")
+        if self.compromised_at_us is not None:
+            if self.revoked_at_us is None:
+                raise ConfigError("compromised_at is set but revoked_at is null")
+            if self.compromised_at_us > self.revoked_at_us:
+                raise ConfigError(
+                    f"compromised_at ({format_time_us(self.compromised_at_us)}) is after "
+                    f"revoked_at ({format_time_us(self.revoked_at_us)})"
+                )
+        if not isinstance(self.custody, str) or not _CUSTODY.fullmatch(self.custody):
+            raise ConfigError(
+                f"custody must be 'file', 'pkcs11' or another lowercase backend name, "
+                f"found {self.custody!r}"
+            )
+        if self.key_uri is not None and (not isinstance(self.key_uri, str) or not self.key_uri):
+            raise ConfigError("key_uri must be a non-empty string or null")
+        if self.custody == CUSTODY_PKCS11 and not (self.key_uri or "").startswith("pkcs11:"):
+            raise ConfigError(f"custody 'pkcs11' needs a pkcs11: key_uri, found {self.key_uri!r}")
+        if self.custody == CUSTODY_FILE and self.key_uri is not None:
+            raise ConfigError("custody 'file' takes no key_uri (the file is found by subject)")
+
+    @property
+    def needs_v2(self) -> bool:
+        """Whether the record uses a field that registry format v1 does not have."""
+        return (
+            self.compromised_at_us is not None
+            or self.custody != CUSTODY_FILE
+            or self.key_uri is not None
+        )
+
+    def trust_at(self, at_us: int) -> KeyTrustError | None:
+        """Why a signature this key made at ``at_us`` cannot be trusted, or None if it can.
+
+        Only the key's own life is judged here (revocation, compromise, validity window); the
+        registry's ``check`` adds role and subject. In order:
+
+        * revoked with ``compromised_at`` C: signatures claiming ``at_us >= C`` are untrusted
+          (:class:`KeyCompromisedError`); earlier ones are judged by the window as usual;
+        * revoked without ``compromised_at``: untrusted whatever time is claimed
+          (:class:`RevokedKeyError`);
+        * outside ``not_before <= at_us <= not_after``: :class:`KeyExpiredError`. A retired key
+          (``not_after`` set by a rotation, never revoked) keeps vouching for everything it
+          signed inside its window.
+        """
+        return self.revocation_error(at_us) or self.window_error(at_us)
+
+    def trusted_window(self) -> tuple[int, int]:
+        """The inclusive range of claimed times ``trust_at`` accepts (empty: ``lo > hi``).
+
+        ``[not_before, not_after]``, cut at ``compromised_at - 1`` for a compromised key, empty
+        for a key revoked without ``compromised_at``. Verifiers may cache it per signature.
+        """
+        hi = 2**63 - 1 if self.not_after_us is None else self.not_after_us  # int64 µs times
+        if self.revoked_at_us is not None:
+            if self.compromised_at_us is None:
+                return (1, 0)
+            hi = min(hi, self.compromised_at_us - 1)
+        return (self.not_before_us, hi)
+
+    def revocation_error(self, at_us: int) -> KeyTrustError | None:
+        """The revocation or compromise verdict alone (see ``trust_at``)."""
+        if self.revoked_at_us is None:
+            return None
+        if self.compromised_at_us is None:
+            return RevokedKeyError(self.key_id, self.revoked_at_us, self.revocation_reason)
+        if at_us >= self.compromised_at_us:
+            return KeyCompromisedError(
+                self.key_id,
+                at_us,
+                self.compromised_at_us,
+                self.revoked_at_us,
+                self.revocation_reason,
+            )
+        return None
+
+    def window_error(self, at_us: int) -> KeyTrustError | None:
+        """The validity-window verdict alone (see ``trust_at``)."""
+        if at_us < self.not_before_us or (
+            self.not_after_us is not None and at_us > self.not_after_us
+        ):
+            return KeyExpiredError(self.key_id, at_us, self.not_before_us, self.not_after_us)
+        return None
 
     @property
     def revoked(self) -> bool:
@@ -144,7 +250,9 @@ class KeyRecord:
         return self.revoked_at_us is not None
 
     def status(self, at_us: int) -> str:
-        """``revoked``, ``not yet valid``, ``expired`` or ``active`` at ``at_us``."""
+        """``compromised``, ``revoked``, ``not yet valid``, ``expired`` or ``active``."""
+        if self.compromised_at_us is not None:
+            return "compromised"
         if self.revoked:
             return "revoked"
         if at_us < self.not_before_us:
@@ -181,6 +289,34 @@ class RevokedKeyError(KeyTrustError):
         )
         self.revoked_at_us = revoked_at_us
         self.reason = reason
+
+
+class KeyCompromisedError(RevokedKeyError):
+    """The key was revoked as compromised and the signed item claims a time at or after that.
+
+    A forger holding the key can sign anything; what it signed from ``compromised_at`` on is
+    untrustworthy. Items claiming an earlier time still verify (see ``docs/keys.md`` for why
+    that claim needs anchoring by a checkpoint or witness cosignature made before the
+    compromise).
+    """
+
+    def __init__(
+        self,
+        key_id: str,
+        at_us: int,
+        compromised_at_us: int,
+        revoked_at_us: int,
+        reason: str | None,
+    ) -> None:
+        super().__init__(key_id, revoked_at_us, reason)
+        why = reason if reason else "no reason given"
+        self.args = (
+            f"key {key_id} is compromised since {format_time_us(compromised_at_us)} "
+            f"(revoked at {format_time_us(revoked_at_us)}: {why}); the signed item claims "
+            f"{format_time_us(at_us)}, not before the compromise",
+        )
+        self.at_us = at_us
+        self.compromised_at_us = compromised_at_us
 
 
 class KeyScopeError(KeyTrustError):
@@ -223,8 +359,8 @@ class BadSignatureError(KeyTrustError):
         )
 
 
-def _record_to_json(record: KeyRecord) -> dict[str, Any]:
-    return {
+def _record_to_json(record: KeyRecord, *, v2: bool = True) -> dict[str, Any]:
+    out = {
         "key_id": record.key_id,
         "public_key": base64.b64encode(record.public_key).decode("ascii"),
         "role": record.role.value,
@@ -236,6 +372,13 @@ def _record_to_json(record: KeyRecord) -> dict[str, Any]:
         else format_time_us(record.revoked_at_us),
         "revocation_reason": record.revocation_reason,
     }
+    if v2:
+        out["compromised_at"] = (
+            None if record.compromised_at_us is None else format_time_us(record.compromised_at_us)
+        )
+        out["custody"] = record.custody
+        out["key_uri"] = record.key_uri
+    return out
 
 
 def _str(entry: Mapping[str, Any], name: str) -> str:
@@ -264,12 +407,15 @@ def _opt_time(entry: Mapping[str, Any], name: str) -> int | None:
     return None if text is None else _time(name, text)
 
 
-def _record_from_json(entry: object) -> KeyRecord:
+def _record_from_json(entry: object, *, v2: bool = True) -> KeyRecord:
     if not isinstance(entry, dict):
         raise ConfigError(f"expected an object, found {type(entry).__name__}")
-    unknown = sorted(set(entry) - set(_REQUIRED_FIELDS) - set(_OPTIONAL_FIELDS))
+    known = {*_REQUIRED_FIELDS, *_OPTIONAL_FIELDS, *(_V2_FIELDS if v2 else ())}
+    unknown = sorted(set(entry) - known)
     if unknown:
-        raise ConfigError("unknown field(s) " + ", ".join(repr(u) for u in unknown))
+        later = [u for u in unknown if u in _V2_FIELDS]
+        hint = f" ({', '.join(later)} need format {REGISTRY_FORMAT_V2!r})" if later else ""
+        raise ConfigError("unknown field(s) " + ", ".join(repr(u) for u in unknown) + hint)
     for name in _REQUIRED_FIELDS:
         if name not in entry:
             raise ConfigError(f"missing field {name!r}")
@@ -300,6 +446,9 @@ def _record_from_json(entry: object) -> KeyRecord:
         not_after_us=_opt_time(entry, "not_after"),
         revoked_at_us=_opt_time(entry, "revoked_at"),
         revocation_reason=_opt_str(entry, "revocation_reason"),
+        compromised_at_us=_opt_time(entry, "compromised_at"),
+        custody=_opt_str(entry, "custody") or CUSTODY_FILE,
+        key_uri=_opt_str(entry, "key_uri"),
     )
 
 
@@ -340,8 +489,15 @@ class KeyRegistry:
         self._records[record.key_id] = record
         self._public[record.key_id] = public
 
-    def revoke(self, key_id: str, at_us: int, reason: str) -> KeyRecord:
-        """Mark a key revoked at ``at_us`` for ``reason``; returns the updated record."""
+    def revoke(
+        self, key_id: str, at_us: int, reason: str, *, compromised_at_us: int | None = None
+    ) -> KeyRecord:
+        """Mark a key revoked at ``at_us`` for ``reason``; returns the updated record.
+
+        Without ``compromised_at_us`` the key is trusted for nothing, whatever time an item
+        claims. With it, items claiming a time before ``compromised_at_us`` still verify and
+        later ones fail as compromised; it may not be after ``at_us``.
+        """
         record = self._records.get(key_id)
         if record is None:
             raise UnknownKeyError(key_id)
@@ -352,7 +508,42 @@ class KeyRegistry:
             )
         if not reason.strip():
             raise ConfigError(f"revoking key {key_id} needs a reason")
-        updated = replace(record, revoked_at_us=at_us, revocation_reason=reason)
+        if compromised_at_us is not None and compromised_at_us > at_us:
+            raise ConfigError(
+                f"compromised_at {format_time_us(compromised_at_us)} is in the future "
+                f"(revoking at {format_time_us(at_us)}); a compromise is revoked after it happens"
+            )
+        updated = replace(
+            record,
+            revoked_at_us=at_us,
+            revocation_reason=reason,
+            compromised_at_us=compromised_at_us,
+        )
+        self._records[key_id] = updated
+        return updated
+
+    def retire(self, key_id: str, not_after_us: int) -> KeyRecord:
+        """End a key's validity at ``not_after_us`` (rotation); what it signed stays valid.
+
+        A window can only be shortened: a later ``not_after`` than the current one would make
+        the key vouch for times it was not trusted for when the evidence was made.
+        """
+        record = self._records.get(key_id)
+        if record is None:
+            raise UnknownKeyError(key_id)
+        if record.revoked_at_us is not None:
+            raise ConfigError(f"key {key_id} is revoked; a revoked key cannot be retired")
+        if not_after_us < record.not_before_us:
+            raise ConfigError(
+                f"cannot retire key {key_id} at {format_time_us(not_after_us)}: before its "
+                f"not_before {format_time_us(record.not_before_us)}"
+            )
+        if record.not_after_us is not None and not_after_us > record.not_after_us:
+            raise ConfigError(
+                f"key {key_id} already ends at {format_time_us(record.not_after_us)}; "
+                f"retiring it later, at {format_time_us(not_after_us)}, would extend it"
+            )
+        updated = replace(record, not_after_us=not_after_us)
         self._records[key_id] = updated
         return updated
 
@@ -367,21 +558,22 @@ class KeyRegistry:
     def check(self, key_id: str, *, role: Role, subject: str, at_us: int) -> KeyRecord:
         """The record if the key may sign as ``role`` for ``subject`` at ``at_us``, else raise.
 
-        Checked in this order: known, not revoked (at any time), role, subject, validity window.
+        Checked in this order: known, not revoked (at any time; for a key revoked as compromised,
+        not at or after ``compromised_at``), role, subject, validity window.
         """
         record = self._records.get(key_id)
         if record is None:
             raise UnknownKeyError(key_id)
-        if record.revoked_at_us is not None:
-            raise RevokedKeyError(key_id, record.revoked_at_us, record.revocation_reason)
+        revoked = record.revocation_error(at_us)
+        if revoked is not None:
+            raise revoked
         if record.role != role:
             raise KeyScopeError(key_id, "role", str(role), str(record.role))
         if record.subject != subject:
             raise KeyScopeError(key_id, "subject", subject, record.subject)
-        if at_us < record.not_before_us or (
-            record.not_after_us is not None and at_us > record.not_after_us
-        ):
-            raise KeyExpiredError(key_id, at_us, record.not_before_us, record.not_after_us)
+        expired = record.window_error(at_us)
+        if expired is not None:
+            raise expired
         return record
 
     def verify(
@@ -403,9 +595,10 @@ class KeyRegistry:
 
     def to_json(self) -> dict[str, Any]:
         """The registry as the JSON document described in the module docstring."""
+        v2 = any(r.needs_v2 for r in self._records.values())
         return {
-            "format": REGISTRY_FORMAT,
-            "keys": [_record_to_json(r) for r in self._records.values()],
+            "format": REGISTRY_FORMAT_V2 if v2 else REGISTRY_FORMAT_V1,
+            "keys": [_record_to_json(r, v2=v2) for r in self._records.values()],
         }
 
     @classmethod
@@ -413,10 +606,13 @@ class KeyRegistry:
         """Parse a registry document; errors name ``source``, the entry index and the problem."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object, found {type(data).__name__}")
-        if data.get("format") != REGISTRY_FORMAT:
+        fmt = data.get("format")
+        if fmt not in REGISTRY_FORMATS:
             raise ConfigError(
-                f"{source}: unsupported format {data.get('format')!r}, expected {REGISTRY_FORMAT!r}"
+                f"{source}: unsupported format {fmt!r}, expected "
+                + " or ".join(repr(f) for f in REGISTRY_FORMATS)
             )
+        v2 = fmt == REGISTRY_FORMAT_V2
         unknown = sorted(set(data) - {"format", "keys"})
         if unknown:
             raise ConfigError(
@@ -430,7 +626,7 @@ class KeyRegistry:
         for index, entry in enumerate(entries):
             where = f"{source}: keys[{index}]"
             try:
-                record = _record_from_json(entry)
+                record = _record_from_json(entry, v2=v2)
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
             if record.key_id in first_index:
@@ -490,6 +686,62 @@ class KeyRegistry:
             raise ConfigError(f"cannot write key registry {path}: {_reason(exc)}") from None
 
 
+class WatchedKeyRegistry(KeyRegistry):
+    """A registry that re-reads its file when it changes (checked at most once a second).
+
+    Long-running verifiers (processor workers) use it so that a key registered for a rotation,
+    a retirement or a revocation takes effect without a restart. A file that stops loading
+    (half-edited, invalid) keeps the last good registry in force and is reported in
+    ``last_error``; the next valid version is picked up.
+    """
+
+    RELOAD_S = 1.0
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.last_error: str | None = None
+        self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
+        self._refresh(force=True)
+
+    def _refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self.RELOAD_S:
+            return
+        self._checked = now
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp == self._stamp:
+                return
+            fresh = KeyRegistry.load(self.path)
+        except (OSError, ConfigError) as exc:
+            if force:
+                raise ConfigError(f"cannot load key registry {self.path}: {exc}") from None
+            self.last_error = str(exc)
+            return
+        self._records, self._public = fresh._records, fresh._public
+        self._stamp = stamp
+        self.last_error = None
+
+    def __len__(self) -> int:
+        self._refresh()
+        return super().__len__()
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        self._refresh()
+        return super().get(key_id)
+
+    def records(self) -> list[KeyRecord]:
+        self._refresh()
+        return super().records()
+
+    def check(self, key_id: str, *, role: Role, subject: str, at_us: int) -> KeyRecord:
+        self._refresh()
+        return super().check(key_id, role=role, subject=subject, at_us=at_us)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -498,13 +750,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def private_key_path(keys_dir: Path, subject: str, role: Role) -> Path:
-    """Where ``generate_key`` puts a key: ``keys_dir/private/<subject>.<role>.pem``.
+def private_key_path(keys_dir: Path, subject: str, role: Role, key_id: str | None = None) -> Path:
+    """Where ``generate_key`` puts a key: ``keys_dir/private/<subject>.<role>[.<hex>].pem``.
 
     The subject is percent-encoded in the file name, so ``/`` and the like cannot escape the
-    directory; ordinary subjects (letters, digits, ``-``, ``_``, ``.``) appear unchanged.
+    directory; ordinary subjects (letters, digits, ``-``, ``_``, ``.``) appear unchanged. With
+    ``key_id`` the name carries the key's hex digits, so a rotated key can sit beside the old.
     """
-    return keys_dir / "private" / f"{quote(subject, safe='')}.{role.value}.pem"
+    suffix = "" if key_id is None else "." + key_id.split(":", 1)[-1]
+    return keys_dir / "private" / f"{quote(subject, safe='')}.{role.value}{suffix}.pem"
 
 
 def _write_private_key(path: Path, pem: bytes) -> None:
@@ -538,11 +792,13 @@ def generate_key(
     *,
     valid_days: int | None = None,
     now_us: int | None = None,
+    per_key: bool = False,
 ) -> tuple[KeyRecord, Path]:
     """Create a key pair, write the private key (PKCS#8 PEM, mode 0600) and return its record.
 
     The record is valid from ``now_us`` (default: now) for ``valid_days`` (default: no end);
     the caller adds it to a registry. An existing private key file is never overwritten.
+    ``per_key`` puts the key id in the file name (for a rotation's successor key).
     """
     if not subject:
         raise ConfigError("subject must be a non-empty string")
@@ -551,7 +807,7 @@ def generate_key(
     now = _now_us() if now_us is None else now_us
     key = Ed25519PrivateKey.generate()
     record = _record_for(key, subject, role, now, valid_days)
-    path = private_key_path(keys_dir, subject, role)
+    path = private_key_path(keys_dir, subject, role, record.key_id if per_key else None)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -599,21 +855,112 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-class Signer:
-    """An Ed25519 private key together with the key id, subject and role it signs as."""
+class ExternalEd25519Key(Ed25519PrivateKey):
+    """An Ed25519 private key held elsewhere (PKCS#11 token, cloud KMS): it signs, never exports.
 
-    __slots__ = ("_private_key", "key_id", "role", "subject")
+    A backend implements ``sign`` (64-byte Ed25519 signature, RFC 8032, over the exact bytes)
+    and passes the raw public key and a ``backend`` name; everything that takes an
+    ``Ed25519PrivateKey`` (``Signer``, ``note.sign_note``) then works unchanged. The
+    ``private_bytes`` methods raise: the key material never leaves its custody.
+    """
+
+    backend: str = "external"
+
+    def __init__(self, public_key: bytes, *, backend: str, location: str) -> None:
+        if len(public_key) != PUBLIC_KEY_BYTES:
+            raise ConfigError(
+                f"{location}: public key must be {PUBLIC_KEY_BYTES} bytes, found {len(public_key)}"
+            )
+        self._public_raw = public_key
+        self._public = Ed25519PublicKey.from_public_bytes(public_key)
+        self.backend = backend
+        self.location = location
+
+    def public_key(self) -> Ed25519PublicKey:
+        return self._public
+
+    def sign(self, data: bytes | bytearray | memoryview) -> bytes:
+        raise NotImplementedError(f"{type(self).__name__} must implement sign()")
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        raise ConfigError(f"the private key at {self.location} cannot leave its {self.backend}")
+
+    def private_bytes_raw(self) -> bytes:
+        raise ConfigError(f"the private key at {self.location} cannot leave its {self.backend}")
+
+    def __copy__(self) -> ExternalEd25519Key:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> ExternalEd25519Key:
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+
+class Signer:
+    """Signs as one key id, subject and role: the interface every signing role uses.
+
+    Emitters (seals), the gate (authorizer decisions, through its emitter), the processor
+    (checkpoint notes) and the witness all sign through ``sign``/``key_id``/``public_key``.
+    The private key is any ``Ed25519PrivateKey``: an in-memory key read from a PEM file, or an
+    :class:`ExternalEd25519Key` whose ``sign`` runs inside a token or KMS. ``backend`` says
+    which (``file``, ``memory``, ``pkcs11``, ...).
+    """
 
     def __init__(
-        self, key_id: str, private_key: Ed25519PrivateKey, subject: str, role: Role
+        self,
+        key_id: str,
+        private_key: Ed25519PrivateKey,
+        subject: str,
+        role: Role,
+        *,
+        backend: str | None = None,
     ) -> None:
-        self.key_id = key_id
-        self._private_key = private_key
-        self.subject = subject
-        self.role = role
+        self._key_id = key_id
+        self._key = private_key
+        self._subject = subject
+        self._role = role
+        self._backend: str = backend or str(getattr(private_key, "backend", "memory"))
 
     def __repr__(self) -> str:
         return f"Signer(key_id={self.key_id!r}, subject={self.subject!r}, role={self.role.value!r})"
+
+    @property
+    def key_id(self) -> str:
+        """The registry key id signatures are made under."""
+        return self._key_id
+
+    @key_id.setter
+    def key_id(self, value: str) -> None:  # settable, as before (``SignerLike`` protocols)
+        self._key_id = value
+
+    @property
+    def subject(self) -> str:
+        return self._subject
+
+    @subject.setter
+    def subject(self, value: str) -> None:
+        self._subject = value
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def backend(self) -> str:
+        """Where the private key lives: ``file``, ``memory``, ``pkcs11`` or a plugin name."""
+        return self._backend
+
+    @property
+    def _private_key(self) -> Ed25519PrivateKey:
+        """The key object, for APIs that take an ``Ed25519PrivateKey`` (note signing)."""
+        return self._key
 
     @property
     def public_key(self) -> bytes:
@@ -622,7 +969,7 @@ class Signer:
 
     def sign(self, message: bytes) -> bytes:
         """The 64-byte Ed25519 signature over the exact ``message`` bytes."""
-        return self._private_key.sign(message)
+        return self._key.sign(message)
 
     @classmethod
     def from_file(cls, path: Path, record: KeyRecord) -> Signer:
@@ -631,7 +978,7 @@ class Signer:
         if key.public_key().public_bytes_raw() != record.public_key:
             found = key_id_for(key.public_key().public_bytes_raw())
             raise ConfigError(f"private key {path} is {found}, not registry key {record.key_id}")
-        return cls(record.key_id, key, record.subject, record.role)
+        return cls(record.key_id, key, record.subject, record.role, backend=CUSTODY_FILE)
 
     @classmethod
     def generate_ephemeral(
@@ -645,7 +992,257 @@ class Signer:
         """An in-memory key (for tests) and its record, valid from ``not_before_us`` (default 0)."""
         key = Ed25519PrivateKey.generate()
         record = _record_for(key, subject, role, not_before_us, valid_days)
-        return cls(record.key_id, key, subject, role), record
+        return cls(record.key_id, key, subject, role, backend="memory"), record
+
+
+def open_signer(record: KeyRecord, keys_dir: Path, token: TokenConfig | None = None) -> Signer:
+    """The signer for a registry ``record``, from wherever its custody says the key lives.
+
+    ``file``: ``keys_dir/private/<subject>.<role>.<key hex>.pem``, else the older
+    ``<subject>.<role>.pem``; ``pkcs11``: the token object named by ``key_uri``, with the
+    library and PIN from ``token`` (see ``lineage.pkcs11``). Another
+    custody is refused: plug a KMS in by constructing ``Signer`` with its own key object.
+    """
+    if record.custody == CUSTODY_PKCS11:
+        from lineage.pkcs11 import open_token_key  # optional dependency: imported on use
+
+        assert record.key_uri is not None  # checked by KeyRecord
+        key = open_token_key(record.key_uri, record.public_key, token)
+        return Signer(record.key_id, key, record.subject, record.role, backend=CUSTODY_PKCS11)
+    if record.custody != CUSTODY_FILE:
+        raise ConfigError(
+            f"key {record.key_id} is held by {record.custody!r}; this process has no signer for it"
+        )
+    per_key = private_key_path(keys_dir, record.subject, record.role, record.key_id)
+    path = per_key if per_key.exists() else private_key_path(keys_dir, record.subject, record.role)
+    return Signer.from_file(path, record)
+
+
+class RotatingSigner(Signer):
+    """Every usable key of one subject and role, switching from old to new at a boundary.
+
+    Keys come from the registry file, re-read when it changes (at most once a second), so a
+    key registered while the process runs is picked up without a restart. At any moment the
+    signer uses, among the keys that are valid now, not revoked and openable on this host
+    (another host's key of the same subject is skipped), the one that
+    became valid first; once the next key's window has started, the switch happens at the
+    middle of the overlap ``[new.not_before, old.not_after]``, so a batch opened shortly before
+    the switch and signed after it still lies inside the new key's window (and the old key's
+    last signatures inside its own).
+
+    Seals name the key id in the signed message: reading ``key_id`` pins that key for the
+    calling thread until its next ``sign``, so message and signature always agree. Checkpoint
+    notes take ``_private_key``, one object carrying both public key and signing.
+    """
+
+    RELOAD_S = 1.0
+
+    def __init__(
+        self,
+        subject: str,
+        role: Role,
+        registry_path: Path,
+        keys_dir: Path,
+        *,
+        token: TokenConfig | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self._token = token
+        self._subject = subject
+        self._role = role
+        self._path = registry_path
+        self._keys_dir = keys_dir
+        self._clock = clock or _now_us
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._signers: dict[str, Signer] = {}
+        self._unopenable: dict[str, str] = {}
+        self._ring: list[KeyRecord] = []
+        self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
+        self._reload(force=True)
+        if not self._ring:
+            raise ConfigError(
+                f"no usable {role.value} key for {subject!r} in {registry_path} "
+                "(valid now or later, not revoked)"
+            )
+        self._current()
+
+    def __repr__(self) -> str:
+        keys = ", ".join(r.key_id for r in self._ring)
+        return f"RotatingSigner(subject={self.subject!r}, role={self.role.value!r}, keys=[{keys}])"
+
+    def _reload(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self.RELOAD_S:
+            return
+        self._checked = now
+        try:
+            st = self._path.stat()
+        except OSError as exc:
+            if force:
+                raise ConfigError(
+                    f"cannot read key registry {self._path}: {_reason(exc)}"
+                ) from None
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        try:
+            registry = KeyRegistry.load(self._path)
+        except ConfigError:
+            if force:
+                raise
+            return  # keep signing with the last good registry; verifiers will say if it matters
+        now_us = self._clock()
+        ring = [
+            r
+            for r in registry.records()
+            if r.subject == self._subject
+            and r.role == self._role
+            and r.revoked_at_us is None
+            and (r.not_after_us is None or r.not_after_us >= now_us)
+        ]
+        ring.sort(key=lambda r: r.not_before_us)
+        self._ring = ring
+        self._stamp = stamp
+        self._unopenable.clear()  # a key file may have been deployed with this registry
+
+    def _open(self, record: KeyRecord) -> Signer | None:
+        """The record's signer, or None if this host cannot open it (e.g. another host's key)."""
+        signer = self._signers.get(record.key_id)
+        if signer is None and record.key_id not in self._unopenable:
+            try:
+                signer = open_signer(record, self._keys_dir, self._token)
+            except ConfigError as exc:
+                self._unopenable[record.key_id] = str(exc)
+                return None
+            self._signers[record.key_id] = signer
+        return signer
+
+    def _pick(self, now_us: int) -> KeyRecord:
+        valid = [
+            r
+            for r in self._ring
+            if r.not_before_us <= now_us
+            and (r.not_after_us is None or now_us <= r.not_after_us)
+            and self._open(r) is not None
+        ]
+        if not valid:
+            why = "; ".join(f"{k}: {e}" for k, e in self._unopenable.items())
+            raise ConfigError(
+                f"no {self._role.value} key of {self._subject!r} is valid at "
+                f"{format_time_us(now_us)} and can be opened here" + (f" ({why})" if why else "")
+            )
+        chosen = valid[0]
+        for successor in valid[1:]:
+            if chosen.not_after_us is None:
+                break
+            switch = successor.not_before_us + (chosen.not_after_us - successor.not_before_us) // 2
+            if now_us < switch:
+                break
+            chosen = successor
+        return chosen
+
+    def _current(self) -> Signer:
+        with self._lock:
+            self._reload()
+            record = self._pick(self._clock())
+            return self._signers[record.key_id]
+
+    def _pinned(self) -> Signer:
+        pinned: Signer | None = getattr(self._local, "signer", None)
+        return pinned if pinned is not None else self._current()
+
+    @property
+    def key_id(self) -> str:
+        signer = self._pinned()
+        self._local.signer = signer
+        return signer.key_id
+
+    @key_id.setter
+    def key_id(self, value: str) -> None:
+        raise ConfigError("a RotatingSigner's key id follows the registry; it cannot be set")
+
+    @property
+    def backend(self) -> str:
+        return self._pinned().backend
+
+    @property
+    def _private_key(self) -> Ed25519PrivateKey:
+        return self._current()._private_key
+
+    def sign(self, message: bytes) -> bytes:
+        signer = self._pinned()
+        self._local.signer = None
+        return signer.sign(message)
+
+    def current_key_id(self) -> str:
+        """The key id a signature made now would use (does not pin)."""
+        return self._current().key_id
+
+
+def plan_rotation(
+    registry: KeyRegistry,
+    new: KeyRecord,
+    *,
+    switch_at_us: int,
+    overlap_us: int,
+    now_us: int | None = None,
+) -> list[KeyRecord]:
+    """Register ``new`` as the successor of the current keys of its subject and role.
+
+    The new key becomes valid at ``switch_at_us - overlap_us`` (which must be in the future)
+    and every current unrevoked key of the same subject and role is retired at
+    ``switch_at_us + overlap_us``; a :class:`RotatingSigner` switches at ``switch_at_us``, the
+    middle of the overlap. Returns the retired records. Nothing already signed loses validity.
+    """
+    now = _now_us() if now_us is None else now_us
+    if overlap_us < 1:
+        raise ConfigError(f"overlap must be positive, found {overlap_us} µs")
+    not_before = switch_at_us - overlap_us
+    if not_before <= now:
+        raise ConfigError(
+            f"the new key would be valid from {format_time_us(not_before)}, not in the future "
+            f"(now {format_time_us(now)}); choose a later switch time"
+        )
+    old = [
+        r
+        for r in registry.records()
+        if r.subject == new.subject
+        and r.role == new.role
+        and r.revoked_at_us is None
+        and (r.not_after_us is None or r.not_after_us >= now)
+    ]
+    registry.add(replace(new, not_before_us=not_before))
+    retired = []
+    for record in old:
+        end = switch_at_us + overlap_us
+        if record.not_after_us is None or record.not_after_us > end:
+            retired.append(registry.retire(record.key_id, end))
+    return retired
+
+
+def file_backed_keys(
+    registry: KeyRegistry, *, production: bool, at_us: int | None = None
+) -> list[KeyRecord]:
+    """For the health surface: keys in use whose private key is a file, if ``production``.
+
+    "In use" means not revoked and not past ``not_after`` at ``at_us`` (default now), so a key
+    scheduled for a rotation counts too. Outside production (file keys are fine for
+    development) the list is empty. ``Settings.production`` (``LINEAGE_PRODUCTION``) says
+    whether the deployment claims to be production.
+    """
+    if not production:
+        return []
+    now = _now_us() if at_us is None else at_us
+    return [
+        r
+        for r in registry.records()
+        if r.custody == CUSTODY_FILE
+        and r.revoked_at_us is None
+        and (r.not_after_us is None or r.not_after_us >= now)
+    ]
 
 
 def ensure_demo_keys(

@@ -181,6 +181,61 @@ def verify_consistency(
     return sn == 0 and fr == old_root and sr == new_root
 
 
+class PathMemo:
+    """RFC 9162 inclusion checks against one root, remembering every node already proven.
+
+    A node is identified by its position (index at its level, levels climbed); once a path has
+    led to the root, a later path reaching a known node with the same node hash *and* the same
+    remaining siblings is proven without hashing further. Same answers as
+    ``verify_inclusion_hash``, with about two hashes per leaf instead of log2(size).
+    """
+
+    __slots__ = ("_nodes", "root", "size")
+
+    def __init__(self, size: int, root: bytes) -> None:
+        """Prove paths against the tree of ``size`` leaves whose hash is ``root``."""
+        self.size = size
+        self.root = root
+        self._nodes: dict[int, tuple[bytes, tuple[bytes, ...]]] = {}
+
+    def verify(self, leaf_hash: bytes, index: int, proof: Sequence[bytes]) -> bool:
+        """Whether ``proof`` leads from ``leaf_hash`` at ``index`` to the root; never raises."""
+        if not 0 <= index < self.size or len(leaf_hash) != HASH_SIZE:
+            return False
+        path = proof if type(proof) is tuple else tuple(proof)
+        nodes = self._nodes
+        node = node_hash
+        fn, sn, r, level = index, self.size - 1, leaf_hash, 0
+        climbed: list[tuple[int, bytes, int]] = []
+        ok = False
+        for k, p in enumerate(path, 1):
+            if sn == 0 or len(p) != HASH_SIZE:
+                return False
+            if fn & 1 or fn == sn:
+                r = node(p, r)
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+                    level += 1
+            else:
+                r = node(r, p)
+            fn >>= 1
+            sn >>= 1
+            level += 1
+            position = fn << 7 | level
+            known = nodes.get(position)
+            if known is not None:
+                ok = known[0] == r and known[1] == path[k:]
+                break
+            climbed.append((position, r, k))
+        else:
+            ok = sn == 0 and r == self.root
+        if ok:
+            for position, h, at in climbed:
+                nodes[position] = (h, path[at:])
+        return ok
+
+
 class CompactRange:
     """Incremental Merkle tree appender keeping only the O(log n) frontier of perfect subtrees.
 

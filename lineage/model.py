@@ -57,6 +57,41 @@ class ViolationType(StrEnum):
     CONTAINED_WORKFLOW = "CONTAINED_WORKFLOW"
 
 
+class QuarantineReason(StrEnum):
+    """Why a record was kept out of verified lineage (``QuarantineRecord.reason_code``)."""
+
+    NULL_VALUE = "NULL_VALUE"
+    NULL_KEY = "NULL_KEY"
+    OVERSIZED = "OVERSIZED"
+    OVERSIZED_ATTRIBUTES = "OVERSIZED_ATTRIBUTES"
+    WRONG_RECORD_TYPE = "WRONG_RECORD_TYPE"
+    NOT_SINGLE_OBJECT = "NOT_SINGLE_OBJECT"
+    UNKNOWN_FINGERPRINT = "UNKNOWN_FINGERPRINT"
+    TRUNCATED_AVRO = "TRUNCATED_AVRO"
+    MALFORMED_AVRO = "MALFORMED_AVRO"
+    TRAILING_BYTES = "TRAILING_BYTES"
+    BAD_UTF8 = "BAD_UTF8"
+    MISSING_FIELD = "MISSING_FIELD"
+    WRONG_TOPIC = "WRONG_TOPIC"
+    KEY_MISMATCH = "KEY_MISMATCH"
+    WRONG_PARTITION = "WRONG_PARTITION"
+    DUPLICATE_CONFLICT = "DUPLICATE_CONFLICT"
+    UNSEALED_EVENT = "UNSEALED_EVENT"
+    SEAL_INCOMPLETE = "SEAL_INCOMPLETE"
+    DIGEST_MISMATCH = "DIGEST_MISMATCH"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    UNKNOWN_KEY = "UNKNOWN_KEY"
+    ORPHAN_EVENT = "ORPHAN_EVENT"
+    # A sealed-batch record (schemas/sealed_batch.avsc) refused whole: an unknown format_version,
+    # or framing that is not a seal plus that seal's event bytes.
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
+    MALFORMED_BATCH = "MALFORMED_BATCH"
+    # Refused by the sink (sinks/clickhouse.py): a chain-row record it cannot decode, or rows
+    # ClickHouse refused as data (not an outage).
+    SINK_UNDECODABLE = "SINK_UNDECODABLE"
+    SINK_REJECTED = "SINK_REJECTED"
+
+
 def _require(cond: bool, message: str) -> None:
     if not cond:
         raise SchemaViolation(message)
@@ -336,7 +371,7 @@ class Checkpoint:
 class QuarantineRecord:
     """A record kept out of verified lineage, with its reason (schemas/quarantine.avsc)."""
 
-    reason_code: str
+    reason_code: QuarantineReason
     reason: str
     raw_value: bytes
     source_topic: str
@@ -344,12 +379,23 @@ class QuarantineRecord:
     source_offset: int
     raw_key: bytes | None = None
 
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "reason_code", QuarantineReason(self.reason_code))
+        except ValueError:
+            raise SchemaViolation(
+                f"reason_code: expected one of {', '.join(QuarantineReason)}, "
+                f"found {self.reason_code!r}"
+            ) from None
+
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> QuarantineRecord:
         return cls(**r)
 
     def to_record(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        r = {f.name: getattr(self, f.name) for f in fields(self)}
+        r["reason_code"] = self.reason_code.value
+        return r
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,12 @@ _u64 = struct.Struct(">Q")
 NO_RESOURCE = "none"
 """The Cedar resource id used when a request names no resource."""
 
+REQUEST_ATTRIBUTE = "lineage.request"
+"""The AUTHORIZATION_DECISION attribute holding the canonical request its input digest covers."""
+
+MAX_REQUEST_BYTES = 8 * 1024
+"""A request larger than this is not evaluated: it could not be recorded in the decision event."""
+
 DEFAULT_SEVERITY: Mapping[ViolationType, Severity] = {
     ViolationType.UNAUTHORIZED_EXECUTION: Severity.HIGH,
     ViolationType.DENIED_EXECUTION: Severity.HIGH,
@@ -114,6 +120,14 @@ class PolicySet:
         cedar_path = toml_path.parent / cedar_name
         cedar_bytes = _read(cedar_path, f"Cedar file (policy.cedar in {toml_path})")
         return cls._build(doc, toml_bytes, cedar_bytes, str(toml_path), str(cedar_path))
+
+    @staticmethod
+    def files(path: str | Path) -> tuple[bytes, bytes]:
+        """The exact (TOML, Cedar) bytes of the policy set at ``path``, as the digest covers them."""
+        toml_path = Path(path)
+        toml_bytes = _read(toml_path, "policy file")
+        cedar_name = _get_str(_parse_toml(toml_bytes, str(toml_path)), "policy", "cedar", str(path))
+        return toml_bytes, _read(toml_path.parent / cedar_name, "Cedar file")
 
     @classmethod
     def parse(cls, toml_bytes: bytes, cedar_bytes: bytes, *, source: str = "<memory>") -> PolicySet:
@@ -300,6 +314,8 @@ class GateDecision:
     reasons: tuple[str, ...]
     action: str = ""
     resource: str | None = None
+    request: bytes = b""
+    """The canonical request (``canonical_request``) whose SHA-256 is ``input_digest_hex``."""
 
     @property
     def allowed(self) -> bool:
@@ -448,4 +464,55 @@ def evaluate(
         reasons=explanation,
         action=action,
         resource=resource,
+        request=input_bytes,
     )
+
+
+@dataclass(frozen=True)
+class Request:
+    """A gate request as recorded in a decision event: enough to evaluate it again."""
+
+    principal: str
+    action: str
+    resource: str | None
+    context: dict[str, str | int | bool]
+
+
+def parse_request(text: str) -> Request:
+    """Parse a recorded request; it must be exactly ``canonical_request`` of its own values.
+
+    Raises PolicyEvaluationError naming what is wrong.
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_REQUEST_BYTES:
+        raise PolicyEvaluationError(f"request: expected at most {MAX_REQUEST_BYTES} bytes")
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise PolicyEvaluationError(f"request: expected canonical JSON, found: {e}") from e
+    keys = {"principal", "action", "resource", "context"}
+    if not isinstance(doc, dict) or set(doc) != keys:
+        found = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+        raise PolicyEvaluationError(
+            f"request: expected an object with {sorted(keys)}, found {found}"
+        )
+    principal, action, resource, context = (
+        doc[k] for k in ("principal", "action", "resource", "context")
+    )
+    if not isinstance(principal, str) or not isinstance(action, str):
+        raise PolicyEvaluationError("request: expected string principal and action")
+    if resource is not None and not isinstance(resource, str):
+        raise PolicyEvaluationError("request: expected a string or null resource")
+    if not isinstance(context, dict) or not all(
+        isinstance(v, str | int | bool) and not isinstance(v, float) for v in context.values()
+    ):
+        raise PolicyEvaluationError("request: expected a context of str, int or bool values")
+    request = Request(principal, action, resource, context)
+    try:
+        again = canonical_request(
+            principal=principal, action=action, resource=resource, context=context
+        )
+    except (TypeError, ValueError) as e:
+        raise PolicyEvaluationError(f"request cannot be canonicalised: {e}") from e
+    if again != text.encode("utf-8"):
+        raise PolicyEvaluationError("request: expected canonical JSON (sorted keys, no spaces)")
+    return request

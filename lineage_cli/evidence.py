@@ -12,14 +12,22 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from lineage import note
-from lineage.bundle import BundleError, BundleFormatError, build_bundle, read_bundle, write_bundle
+from lineage import findings, note
+from lineage.bundle import (
+    MAX_BUNDLE_BYTES,
+    BundleError,
+    build_bundle,
+    leaf_record,
+    write_bundle,
+)
 from lineage.config import Settings
 from lineage.errors import ConfigError, LineageError
-from lineage.keys import KeyRegistry, Role, format_time_us
-from lineage.model import ChainEntry, Checkpoint
+from lineage.keys import KeyRegistry, Role
+from lineage.model import ChainEntry, Checkpoint, Violation
+from lineage.policy import PolicySet
 from lineage.verify import (
     EXIT_INTEGRITY,
     EXIT_UNUSABLE,
@@ -27,10 +35,15 @@ from lineage.verify import (
     FailureKind,
     Proven,
     Report,
+    Trust,
+    Verdict,
     checkpoint_vkeys,
-    verify_bundle,
+    verify_bundle_bytes,
     verify_entries,
 )
+from lineage.verify.report import printable, time_text
+from lineage.verify.witnessing import WITNESS_POLICY, WITNESS_REGISTRY
+from lineage_cli import witness as witness_cli
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -223,8 +236,13 @@ def verify_clickhouse(
     registry: KeyRegistry,
     trusted_checkpoint_vkeys: Sequence[str] | None = None,
     workflow_id: str | None = None,
+    registry_source: str = "the registry given by the caller",
+    independent: bool = True,
 ) -> Report:
     """Verify the lineage tables of ``database``, trusting only ``registry`` and the vkeys.
+
+    ``registry_source`` names where the registry came from; ``independent=False`` (the
+    operator's own registry) makes the verdict at best CONSISTENT_BUT_UNTRUSTED.
 
     Every partition log (only those of ``workflow_id`` when given) is rebuilt from recomputed
     entry hashes and compared with every signed checkpoint; all chains are checked; the entries
@@ -234,9 +252,14 @@ def verify_clickhouse(
     partitions = _partitions(client, database, workflow_id)
     if workflow_id is not None and not partitions:
         everything = verify_clickhouse(
-            client, database, registry=registry, trusted_checkpoint_vkeys=trusted_checkpoint_vkeys
+            client,
+            database,
+            registry=registry,
+            trusted_checkpoint_vkeys=trusted_checkpoint_vkeys,
+            registry_source=registry_source,
+            independent=independent,
         )
-        if not everything.ok:
+        if not everything.consistent:
             return everything
         everything.failure = Failure(
             FailureKind.UNUSABLE_INPUT,
@@ -246,14 +269,56 @@ def verify_clickhouse(
         return everything
     sql = _entries_sql(database, workflow_id)
     logs = {p: _stream_partition(client, sql, {"p": p, "wf": workflow_id}) for p in partitions}
-    return verify_entries(
+    checkpoints = _checkpoints(client, database, partitions)
+    report = verify_entries(
         logs,
-        _checkpoints(client, database, partitions),
+        checkpoints,
         registry=registry,
         trusted_checkpoint_vkeys=trusted_checkpoint_vkeys,
         workflow_id=workflow_id,
         check_columns=check_stored_columns,
         source=f"clickhouse {database}",
+        registry_source=registry_source,
+        independent=independent,
+    )
+    if report.consistent:
+        check_stored_findings(report, checkpoints, _violations(client, database, partitions))
+    return report
+
+
+def check_stored_findings(
+    report: Report, checkpoints: Sequence[Checkpoint], violations: Sequence[Violation]
+) -> None:
+    """The violations table against each partition's signed findings log (docs/findings.md).
+
+    Runs after the checkpoints verified: their notes are trusted here.
+    """
+    total = 0
+    for p in sorted({c.partition for c in checkpoints}):
+        notes = [c.note for c in sorted(checkpoints, key=lambda c: c.tree_size) if c.partition == p]
+        try:
+            proven, after = findings.check_stored(p, violations, notes)
+        except findings.FindingsError as exc:
+            report.failure = Failure(
+                FailureKind.FINDINGS_MISMATCH, str(exc), exc.where, exc.expected, exc.found
+            )
+            report.claims.clear()
+            return
+        total += proven
+        if proven == 0 and after:
+            report.warnings.append(
+                f"{findings.NOT_COMMITTED}: partition {p}'s {after} stored violations "
+                "are not covered by a signed findings log"
+            )
+            report.not_proven.append(
+                f"the {after} stored violations of partition {p}: no signed findings log covers them"
+            )
+        elif after:
+            report.warnings.append(
+                f"partition {p}: {after} violations after the newest signed findings log"
+            )
+    report.claims.append(
+        f"the violations table rebuilds every signed findings root ({total} findings proven)"
     )
 
 
@@ -272,10 +337,50 @@ def _export_vkey(registry: KeyRegistry, checkpoints: Sequence[Checkpoint]) -> st
     )
 
 
+def _violations(client: Any, database: str, partitions: Sequence[int]) -> list[Violation]:
+    """Every stored violation of ``partitions``: the findings logs are rebuilt from them."""
+    columns = ", ".join(
+        "toUnixTimestamp64Micro(event_time)" if c == "event_time" else c
+        for c in findings.STORED_COLUMNS
+    )
+    result = client.query(
+        f"SELECT {columns} FROM {_db(database)}.violations FINAL "
+        "WHERE source_partition IN {ps:Array(UInt16)}",
+        parameters={"ps": list(partitions)},
+    )
+    return [findings.violation_from_row(row) for row in result.result_rows]
+
+
+def findings_behind(client: Any, database: str) -> int:
+    """Findings the newest stored checkpoints sign that the violations table does not hold yet.
+
+    The sink writes violations and checkpoints as they arrive; wait for 0 before exporting or
+    verifying right after a run, or verification reports the missing rows.
+    """
+    partitions = _partitions(client, database, None)
+    violations = _violations(client, database, partitions)
+    newest: dict[int, Checkpoint] = {}
+    for c in _checkpoints(client, database, partitions):
+        if c.partition not in newest or c.tree_size > newest[c.partition].tree_size:
+            newest[c.partition] = c
+    behind = 0
+    for p, c in newest.items():
+        behind += max(0, findings.signed_size(c.note) - findings.stored_prefix(p, violations))
+    return behind
+
+
 def export_bundle(
-    client: Any, database: str, workflow_id: str, registry: KeyRegistry
+    client: Any,
+    database: str,
+    workflow_id: str,
+    registry: KeyRegistry,
+    *,
+    policy_sets: Sequence[tuple[bytes, bytes]] = (),
 ) -> dict[str, Any]:
-    """Build the evidence bundle of one workflow from the ClickHouse tables."""
+    """Build the evidence bundle of one workflow from the ClickHouse tables.
+
+    ``policy_sets`` are the (TOML, Cedar) files of the policy sets its decisions were made under.
+    """
     partitions = _partitions(client, database, workflow_id)
     if not partitions:
         raise BundleError(f"no entries for workflow {workflow_id!r} in {database}")
@@ -290,25 +395,55 @@ def export_bundle(
                     f"partition {p}: expected log index {len(records)}, found "
                     f"{e.log_index}; run `lineage verify --clickhouse`"
                 )
-            records.append(
-                e.prev_hash + e.event_digest + e.chain_seq.to_bytes(8, "big") + e.policy_digest
-            )
+            records.append(leaf_record(e))
             if e.workflow_id == workflow_id:
                 entries.append(e)
         leaves[p] = records
-    checkpoints = _checkpoints(client, database, partitions)
+    violations = _violations(client, database, partitions)
+    stored = {p: findings.stored_prefix(p, violations) for p in partitions}
+    checkpoints = [
+        c
+        for c in _checkpoints(client, database, partitions)
+        if findings.within(c.note, stored.get(c.partition, 0))
+    ]
     if not checkpoints:
         raise BundleError(f"no signed checkpoint yet for partitions {partitions}")
+    checkpoints = _witnessed(client, database, partitions, checkpoints, entries)  # witness hook
     return build_bundle(
-        workflow_id, entries, leaves, checkpoints, registry, _export_vkey(registry, checkpoints)
+        workflow_id,
+        entries,
+        leaves,
+        checkpoints,
+        registry,
+        _export_vkey(registry, checkpoints),
+        policy_sets=policy_sets,
+        violations=violations,
     )
+
+
+def _witnessed(
+    client: Any,
+    database: str,
+    partitions: list[int],
+    checkpoints: list[Checkpoint],
+    entries: list[ChainEntry],
+) -> list[Checkpoint]:
+    """Witness hook (docs/witness.md): add stored cosignatures to the checkpoint notes."""
+    from lineage.witnessed import attach_cosignatures
+    from sinks.witness_feeder import load_cosignatures
+
+    needed: dict[int, int] = {}
+    for e in entries:
+        needed[e.source_partition] = max(needed.get(e.source_partition, 0), e.log_index)
+    cosigs = load_cosignatures(client, database, partitions)
+    return attach_cosignatures(checkpoints, cosigs, needed)
 
 
 # -- commands -------------------------------------------------------------------------------
 
 
 def _fail(message: str, code: int = EXIT_UNUSABLE) -> NoReturn:
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}")
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {_t(message, 2000)}")
     raise typer.Exit(code)
 
 
@@ -327,7 +462,7 @@ def _registry(path: Path) -> KeyRegistry:
 
 
 def _client(settings: Settings) -> Any:
-    from sinks.clickhouse import open_client
+    from lineage_cli.remote import open_client  # through a running `lineage up`, if any
 
     try:
         return open_client(settings)
@@ -344,14 +479,28 @@ DataDir = Annotated[
 def export_cmd(
     workflow: Annotated[str, typer.Option("--workflow", help="workflow id to export")],
     out: Annotated[Path, typer.Option("--out", help="where to write the bundle (JSON)")],
+    policy: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--policy",
+            help="policy TOML whose set (with its Cedar file) decisions name; repeatable "
+            "(default: LINEAGE_POLICY_FILE or policies/default.toml)",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Export one workflow's evidence bundle from ClickHouse for offline verification."""
     settings = _settings(data_dir)
     registry = _registry(settings.resolved_keys_file)
+    try:
+        policy_sets = [PolicySet.files(p) for p in policy or [settings.resolved_policy_file]]
+    except ConfigError as exc:
+        _fail(str(exc))
     client = _client(settings)
     try:
-        bundle = export_bundle(client, settings.clickhouse_database, workflow, registry)
+        bundle = export_bundle(
+            client, settings.clickhouse_database, workflow, registry, policy_sets=policy_sets
+        )
         write_bundle(bundle, out)
     except BundleError as exc:
         _fail(f"cannot export {workflow}: {exc}", EXIT_INTEGRITY)
@@ -368,21 +517,60 @@ def export_cmd(
     )
 
 
+def _trust_registry(
+    registry: Path | None, settings: Settings | None
+) -> tuple[KeyRegistry | None, str]:
+    """The registry the auditor named (--registry, else LINEAGE_TRUST_FILE) and how to call it."""
+    if registry is not None:
+        return _load_registry(registry), f"auditor registry {registry}"
+    if settings is not None and settings.trust_file is not None:
+        path = settings.trust_file
+        return _load_registry(path), f"trust file {path} (LINEAGE_TRUST_FILE)"
+    return None, ""
+
+
+class _Unusable(Exception):
+    """Input the verifier cannot use: reported as UNUSABLE_INPUT (exit 2), in JSON too."""
+
+
+def _load_registry(path: Path) -> KeyRegistry:
+    try:
+        return KeyRegistry.load(path)
+    except (ConfigError, ValueError, RecursionError) as exc:
+        raise _Unusable(f"registry {path}: {exc}") from None
+
+
+def _unusable_report(message: str, source: str, workflow: str | None) -> Report:
+    report = Report(
+        source,
+        Trust("none (input unusable)", "none (input unusable)", anchored=False),
+        Failure(FailureKind.UNUSABLE_INPUT, message, {}),
+        Proven(),
+        expected_workflow=workflow,
+    )
+    return report
+
+
 def verify_cmd(
     file: Annotated[Path | None, typer.Argument(help="evidence bundle to verify")] = None,
     clickhouse: Annotated[
         bool, typer.Option("--clickhouse", help="verify the ClickHouse tables instead of a file")
     ] = False,
     workflow: Annotated[
-        str | None, typer.Option("--workflow", help="only this workflow (and its partition logs)")
+        str | None,
+        typer.Option(
+            "--workflow",
+            help="the workflow you expect: a bundle of another one fails (UNEXPECTED_WORKFLOW); "
+            "with --clickhouse, only this workflow (and its partition logs)",
+        ),
     ] = None,
     registry: Annotated[
         Path | None,
         typer.Option(
             "--registry",
-            help="key registry you trust (default for --clickhouse: "
-            "LINEAGE_KEYS_FILE or <data dir>/keys/registry.json; for a bundle: its own "
-            "keys, reported as self-asserted)",
+            help="key registry you trust (default: LINEAGE_TRUST_FILE). Without one, a bundle "
+            "is checked with its own keys and a store with the operator's registry: "
+            "at best CONSISTENT_BUT_UNTRUSTED, exit 3",
         ),
     ] = None,
     checkpoint_key: Annotated[
@@ -390,56 +578,110 @@ def verify_cmd(
         typer.Option(
             "--checkpoint-key",
             help="trusted processor verifier key "
-            "<name>+<key id>+<base64>; repeatable (default: the registry's processor keys)",
+            "<name>+<key id>+<base64>; repeatable (default: the trusted registry's processor keys)",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     data_dir: DataDir = None,
+    # -- witness options (docs/witness.md) --
+    witness_key: Annotated[
+        list[str] | None,
+        typer.Option("--witness-key", help="trusted witness verifier key; repeatable"),
+    ] = None,
+    witnesses_required: Annotated[
+        int | None,
+        typer.Option("--witnesses-required", help="cosignatures needed (default 1)"),
+    ] = None,
+    trusted_checkpoints: Annotated[
+        Path | None,
+        typer.Option("--trusted-checkpoints", help="with --clickhouse: checkpoints you trust"),
+    ] = None,
+    witness_url: Annotated[
+        str | None,
+        typer.Option("--witness-url", help="with --clickhouse: fetch trusted checkpoints"),
+    ] = None,
 ) -> None:
-    """Verify an evidence bundle, or the ClickHouse tables, trusting only key material.
+    """Verify an evidence bundle, or the ClickHouse tables, trusting only keys you name.
 
-    Exit code 0: verified; 1: an integrity check failed; 2: unusable input.
+    Exit code 0: verified with keys you named; 1: an integrity check failed; 2: unusable input;
+    3: consistent, but signed by keys you did not name (the bundle's own, or the operator's).
     """
-    if (file is None) == (not clickhouse):
-        _fail("give either a bundle FILE or --clickhouse")
+    title = f"evidence bundle {file}" if file is not None else "ClickHouse"
+    source = f"bundle {file}" if file is not None else "clickhouse"
     vkeys = list(checkpoint_key) if checkpoint_key else None
-    keys_file = registry
-    if file is not None:
-        keys = _registry(registry) if registry is not None else None
+    try:
+        if (file is None) == (not clickhouse):
+            raise _Unusable("give either a bundle FILE or --clickhouse")
         try:
-            doc = read_bundle(file)
-        except BundleFormatError as exc:
-            report = Report(
-                "bundle",
-                "",
-                Failure(FailureKind.UNUSABLE_INPUT, str(exc), {"file": str(file)}),
-                Proven(),
+            policy = witness_cli.policy_for(
+                witness_key, witnesses_required, clickhouse, trusted_checkpoints, witness_url
             )
+        except witness_cli.OptionError as exc:
+            raise _Unusable(str(exc)) from None
+        try:
+            settings: Settings | None = (
+                Settings() if data_dir is None else Settings(data_dir=data_dir)
+            )
+        except ValidationError as exc:
+            if clickhouse:
+                raise _Unusable(f"invalid LINEAGE_ settings: {exc.errors()[0]['msg']}") from None
+            settings = None
+        keys, keys_source = _trust_registry(registry, settings)
+        if file is not None:
+            try:
+                with file.open("rb") as f:
+                    raw = f.read(MAX_BUNDLE_BYTES + 1)
+            except OSError as exc:
+                raise _Unusable(f"{file}: cannot read: {exc.strerror or exc}") from None
+            options: dict[str, Any] = {
+                "registry": keys,
+                "trusted_checkpoint_vkeys": vkeys,
+                "workflow_id": workflow,
+            }
+            if keys_source:
+                options["registry_source"] = keys_source
+            if policy is not None:
+                options["options"] = {WITNESS_POLICY: policy, WITNESS_REGISTRY: keys}
+            report = verify_bundle_bytes(raw, **options)
+            report.source = source
         else:
-            report = verify_bundle(
-                doc, registry=keys, trusted_checkpoint_vkeys=vkeys, workflow_id=workflow
-            )
-        title = f"evidence bundle {file}"
-    else:
-        settings = _settings(data_dir)
-        keys_file = registry or settings.resolved_keys_file
-        keys = _registry(keys_file)
-        client = _client(settings)
-        try:
-            report = verify_clickhouse(
-                client,
-                settings.clickhouse_database,
-                registry=keys,
-                trusted_checkpoint_vkeys=vkeys,
-                workflow_id=workflow,
-            )
-        except LineageError as exc:
-            _fail(str(exc))
-        except Exception as exc:
-            _fail(f"ClickHouse query failed: {exc}")
-        title = f"ClickHouse database {settings.clickhouse_database}"
-    if keys_file is not None and report.trust:
-        report.trust += f" (registry {keys_file})"
+            assert settings is not None
+            independent = keys is not None
+            if keys is None:
+                path = settings.resolved_keys_file
+                keys = _load_registry(path)
+                keys_source = f"operator's own registry (not independent) {path}"
+            client = _client(settings)
+            title = f"ClickHouse database {settings.clickhouse_database}"
+            try:
+                report = verify_clickhouse(
+                    client,
+                    settings.clickhouse_database,
+                    registry=keys,
+                    trusted_checkpoint_vkeys=vkeys,
+                    workflow_id=workflow,
+                    registry_source=keys_source,
+                    independent=independent,
+                )
+            except LineageError as exc:
+                raise _Unusable(str(exc)) from None
+            except Exception as exc:
+                raise _Unusable(f"ClickHouse query failed: {exc}") from None
+            try:
+                witness_cli.store_findings(
+                    report,
+                    client,
+                    settings.clickhouse_database,
+                    trusted_file=trusted_checkpoints,
+                    witness_url=witness_url,
+                    policy=policy,
+                    registry=keys,
+                    vkeys=vkeys,
+                )
+            except witness_cli.OptionError as exc:
+                raise _Unusable(str(exc)) from None
+    except _Unusable as exc:
+        report = _unusable_report(str(exc), source, workflow)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -447,62 +689,150 @@ def verify_cmd(
     raise typer.Exit(report.exit_code)
 
 
+def _t(value: object, limit: int = 400) -> str:
+    """Evidence-derived text made safe for the terminal and for rich markup."""
+    return escape(printable(value, limit))
+
+
 def _span(proven: Proven) -> str:
     if proven.first_event_us is None or proven.last_event_us is None:
         return "-"
-    return f"{format_time_us(proven.first_event_us)} … {format_time_us(proven.last_event_us)}"
+    return f"{time_text(proven.first_event_us)} … {time_text(proven.last_event_us)}"
 
 
 def _listing(values: set[str] | list[str], limit: int = 6) -> str:
     items = sorted(values) if isinstance(values, set) else list(values)
-    shown = ", ".join(items[:limit])
-    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "") or "-"
+    shown = ", ".join(printable(i, 200) for i in items[:limit])
+    return escape(shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "") or "-")
+
+
+_VERDICT_STYLE = {
+    Verdict.VERIFIED: "[bold green]VERIFIED[/]",
+    Verdict.UNTRUSTED: "[bold yellow]CONSISTENT BUT UNTRUSTED[/]",
+    Verdict.FAILED: "[bold red]FAILED[/]",
+    Verdict.UNUSABLE: "[bold red]UNUSABLE INPUT[/]",
+}
+
+
+def _print_failure(f: Failure, console: Console) -> None:
+    console.print(f"[bold red]{f.kind.value}[/]: {_t(f.message, 1000)}")
+    if f.where:
+        console.print(
+            "  where:    " + ", ".join(f"{_t(k, 80)}={_t(v, 200)}" for k, v in f.where.items())
+        )
+    if f.expected or f.found:
+        console.print(f"  expected: {_t(f.expected, 1000)}")
+        console.print(f"  found:    {_t(f.found, 1000)}")
+
+
+def _findings(p: Proven) -> str:
+    """The workflow's findings, one per line, and what contained it."""
+    if not p.findings:
+        return "none"
+    lines = [
+        f"{_t(f['severity'])} {_t(f['type'])} at {_t(f['event_id'] or '-')}: "
+        f"{_t(f['explanation'], 80)}"
+        for f in p.findings[:12]
+    ]
+    if len(p.findings) > 12:
+        lines.append(f"(+{len(p.findings) - 12} more)")
+    if p.contained_by:
+        lines.append(f"contained by {_t(p.contained_by)}")
+    return "\n".join(lines)
+
+
+def _witness_lines(w: Mapping[str, Any] | None) -> list[str]:
+    """The witness section of a report (``Report.witness``), escaped for the terminal."""
+    if w is None:
+        return []
+    names = ", ".join(printable(n, 200) for n in w["witnesses"]) or "-"
+    out = [escape(f"witnesses: {names} ({w['required']} required)")]
+    for log in w["logs"]:
+        cos = ", ".join(
+            f"{printable(c['witness'], 200)} at {c['time']}" for c in log["cosignatures"]
+        )
+        out.append(
+            escape(
+                f"  {printable(log['origin'], 200)} size {log['size']}: {cos or 'no cosignature'}"
+            )
+        )
+    n = w.get("newest_cosigned")
+    if n is not None:
+        out.append(
+            escape(
+                f"newest cosigned checkpoint: {printable(n['origin'], 200)} size {n['size']}, "
+                f"cosigned {n['time']} by {printable(n['witness'], 200)} "
+                f"({w['newest_age_s']} s before verification)"
+            )
+        )
+    return out
 
 
 def print_report(report: Report, title: str, console: Console) -> None:
-    """Human report: verdict, what was proven, and on failure the first failing item."""
+    """Human report: verdict, what was proven and not, and on failure the first failing item.
+
+    Every string that comes from evidence is escaped (``printable`` then rich markup escaping),
+    so no field can move the cursor, recolour the screen or break the printer.
+    """
     p = report.proven
-    if report.ok:
-        console.print(f"[bold green]VERIFIED[/] {title}")
-    else:
+    head = f"{_VERDICT_STYLE[report.verdict]} {_t(title)}"
+    if report.failure is not None:
+        head += f": [bold]{report.failure.kind.value}[/]"
+    console.print(head)
+    console.print(f"exit code {report.exit_code}; trust: {_t(report.trust.describe())}")
+    if report.verdict is Verdict.UNUSABLE:
         assert report.failure is not None
-        console.print(f"[bold red]FAILED[/] {title}: [bold]{report.failure.kind.value}[/]")
-    if report.trust:
-        console.print(f"trust: {report.trust}")
+        _print_failure(report.failure, console)
+        return
     table = Table(
-        title="what was proven" if report.ok else "verified before the failure",
+        title="what was proven"
+        if report.ok
+        else "checked (nothing here is proven unless VERIFIED)",
         show_header=False,
         title_justify="left",
     )
     table.add_column(style="bold")
     table.add_column()
-    detail = " (exact bytes, sealed, chained, in the signed log)" if report.ok else ""
+    table.add_row(
+        "workflows", _listing(p.workflows, 8) + f" ({len(p.completed_workflows)} completed)"
+    )
+    if report.expected_workflow is not None:
+        table.add_row("expected workflow", _t(report.expected_workflow))
+    detail = " (exact bytes, sealed, chained, in the signed log)" if report.consistent else ""
     table.add_row("events", f"{p.events}{detail}")
-    table.add_row("workflows", f"{len(p.workflows)} ({len(p.completed_workflows)} completed)")
-    table.add_row("time span", _span(p))
+    table.add_row("time span", _t(_span(p)))
     table.add_row("principals", _listing(p.principals))
     table.add_row("agents", _listing(p.agents))
     table.add_row("emitters", _listing(p.emitters))
     table.add_row("keys", _listing(p.keys))
     table.add_row("policy digests", _listing(p.policy_digests, 3))
+    logs = [f"{o} size {s}" for o, (s, _) in sorted(p.logs.items())]
+    table.add_row("logs", _listing(logs, 8))
     table.add_row("checkpoints", f"{len(p.checkpoints)} signed and consistent")
+    table.add_row(
+        "witnesses", _listing(report.trust.witnesses) if report.trust.witnesses else "none checked"
+    )
     if p.log_entries:
         table.add_row(
             "log entries", f"{p.log_entries} recomputed ({p.unanchored} not yet checkpointed)"
         )
     table.add_row("complete as of", _listing(p.complete_as_of, 8))
+    table.add_row("findings", _findings(p))
+    table.add_row("decisions re-run", f"{p.decisions_rerun} (same outcome under their policy set)")
+    if report.size_bytes is not None:
+        table.add_row("input", f"{report.size_bytes:,} bytes")
     table.add_row("speed", f"{report.entries_per_s:,.0f} entries/s ({report.elapsed_s:.3f} s)")
     console.print(table)
     if report.failure is not None:
-        f = report.failure
-        console.print(f"[bold red]{f.kind.value}[/]: {f.message}")
-        if f.where:
-            console.print("  where:    " + ", ".join(f"{k}={v}" for k, v in f.where.items()))
-        if f.expected or f.found:
-            console.print(f"  expected: {f.expected}")
-            console.print(f"  found:    {f.found}")
+        _print_failure(report.failure, console)
+    for line in _witness_lines(report.witness):
+        console.print(line)
+    for claim in report.claims:
+        console.print(f"[green]proven:[/] {_t(claim, 1000)}")
+    for gap in report.not_proven:
+        console.print(f"[yellow]not proven:[/] {_t(gap, 1000)}")
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {_t(warning, 1000)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,8 +16,11 @@ from rich.table import Table
 
 from bench.cli import register as register_bench
 from lineage.config import Settings
+from lineage_cli.console import register as register_console
 from lineage_cli.evidence import register as register_evidence
 from lineage_cli.keys import keys_app
+from lineage_cli.openlineage import register as register_openlineage
+from lineage_cli.witness import witness_app
 
 app = typer.Typer(
     help="Evidence-grade execution lineage for AI agents.",
@@ -25,8 +28,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(witness_app, name="witness")
 register_evidence(app)
 register_bench(app)
+register_console(app)
+register_openlineage(app)
 console = Console()
 err = Console(stderr=True)
 
@@ -59,12 +65,30 @@ def demo(
     timeout: Annotated[
         float, typer.Option(help="seconds to wait for the pipeline to drain")
     ] = 240.0,
+    keys: Annotated[
+        str,
+        typer.Option(
+            help="where the demo's signing keys live: 'file' (PEM under the data dir) or "
+            "'pkcs11' (a token; LINEAGE_PKCS11_MODULE, LINEAGE_PKCS11_PIN_FILE, docs/keys.md)"
+        ),
+    ] = "file",
+    token: Annotated[
+        str, typer.Option(help="label of the PKCS#11 token for --keys pkcs11")
+    ] = "lineage-demo",
 ) -> None:
     """Start the embedded stack, run the multi-agent scenario, and show what was proven."""
     from infra.demo import run_demo
 
+    if keys not in ("file", "pkcs11"):
+        fail(f"--keys: expected 'file' or 'pkcs11', found {keys!r}")
     code = run_demo(
-        settings_for(data_dir), events=events, workflows=workflows, timeout=timeout, console=console
+        settings_for(data_dir),
+        events=events,
+        workflows=workflows,
+        timeout=timeout,
+        console=console,
+        keys=keys,
+        token=token,
     )
     raise typer.Exit(code)
 
@@ -152,7 +176,7 @@ def query(
     data_dir: DataDir = None,
 ) -> None:
     """Run SQL (or a named query from a pack) against the configured ClickHouse."""
-    from sinks.clickhouse import open_client
+    from lineage_cli.remote import open_client
 
     if fmt not in ("table", "csv", "json"):
         fail(f"--format: expected table, csv or json, found {fmt!r}")

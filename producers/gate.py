@@ -9,13 +9,32 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lineage.model import Containment, Decision, EventKind, ExecutionEvent, Runtime
-from lineage.policy import GateDecision, PolicyEvaluationError, PolicySet, evaluate
+from lineage.policy import (
+    MAX_REQUEST_BYTES,
+    REQUEST_ATTRIBUTE,
+    GateDecision,
+    PolicyEvaluationError,
+    PolicySet,
+    evaluate,
+)
 from producers.emitter import Emitter
 from producers.errors import EmitterError
 
 
 class ContainmentCheck(Protocol):
     def is_contained(self, workflow_id: str) -> Containment | None: ...
+
+
+class GateContext(Protocol):
+    """Where the gate takes trace and causality from (e.g. the current OpenTelemetry span).
+
+    ``current()`` describes the ambient scope or returns None; ``record(event)`` is told every
+    event the gate emitted in that scope (to set span attributes, say).
+    """
+
+    def current(self) -> TraceScope | None: ...
+
+    def record(self, event: ExecutionEvent) -> None: ...
 
 
 class GateError(EmitterError):
@@ -63,6 +82,21 @@ class TraceContext:
 
 
 @dataclass(frozen=True)
+class TraceScope:
+    """The ambient context a GateContext supplies; unset fields fall back to the gate's defaults.
+
+    ``execution_ids`` (started, finished), when given, are the event ids ``execution()`` uses, so
+    that the owner of the context (the OpenTelemetry bridge) can name them before they exist.
+    """
+
+    trace: TraceContext
+    workflow_id: str | None = None
+    parent_event_id: str | None = None
+    parent_workflow_id: str | None = None
+    execution_ids: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Grant:
     """An ALLOW decision that has been recorded."""
 
@@ -95,8 +129,10 @@ class Gate:
         ttl_s: float = 300.0,
         confirm_timeout_s: float | None = 10.0,
         containment: ContainmentCheck | None = None,
+        context: GateContext | None = None,
     ) -> None:
         self.emitter = emitter
+        self.context = context
         self.containment = containment
         self.policy = policy
         self.ttl_us = int(ttl_s * 1_000_000)
@@ -105,7 +141,7 @@ class Gate:
     def authorize(
         self,
         *,
-        workflow_id: str,
+        workflow_id: str | None = None,
         principal: str,
         action: str,
         resource: str | None = None,
@@ -118,7 +154,16 @@ class Gate:
         """Evaluate, record the decision (waiting for the broker when confirming), raise on DENY.
 
         A workflow contained by the processor (critical violation) is refused before evaluation.
+        With a ``context``, the workflow, parent and trace not given come from its current scope.
         """
+        scope = self.context.current() if self.context is not None else None
+        if scope is not None:
+            workflow_id = workflow_id or scope.workflow_id
+            parent_event_id = parent_event_id or scope.parent_event_id
+            parent_workflow_id = parent_workflow_id or scope.parent_workflow_id
+            trace = trace or scope.trace
+        if not workflow_id:
+            raise GateError("workflow_id: expected an id (or a context that gives one), found none")
         if self.containment is not None:
             held = self.containment.is_contained(workflow_id)
             if held is not None:
@@ -136,6 +181,11 @@ class Gate:
             )
         except PolicyEvaluationError as exc:
             raise GateError(f"policy could not be evaluated, action not run: {exc}") from exc
+        if len(decision.request) > MAX_REQUEST_BYTES:
+            raise GateError(
+                f"request is {len(decision.request)} bytes, at most {MAX_REQUEST_BYTES} can be "
+                "recorded with the decision; action not run"
+            )
         trace = trace or TraceContext.new()
         now = self.emitter.clock()
         expires_at = now + self.ttl_us
@@ -150,6 +200,8 @@ class Gate:
                 parent_event_id=parent_event_id,
                 parent_workflow_id=parent_workflow_id,
                 authorization=decision.to_authorization(expires_at=expires_at),
+                # The exact request the input digest covers: an auditor re-runs the decision.
+                attributes={REQUEST_ATTRIBUTE: decision.request.decode("utf-8")},
                 trace_id=trace.trace_id,
                 span_id=trace.span_id,
                 event_time=now,
@@ -166,6 +218,8 @@ class Gate:
             if isinstance(exc, GateError):
                 raise
             raise GateError(f"decision could not be recorded, action not run: {exc}") from exc
+        if self.context is not None:
+            self.context.record(event)
         if decision.decision is Decision.DENY:
             raise AuthorizationDenied(decision, event)
         return Grant(event, decision, expires_at, trace)
@@ -186,8 +240,11 @@ class Gate:
         if self.emitter.clock() > grant.expires_at:
             raise GateError("the authorization has expired; ask again")
         ev = grant.event
-        trace = grant.trace.child()
+        scope = self.context.current() if self.context is not None else None
+        trace = scope.trace if scope is not None else grant.trace.child()
+        ids = scope.execution_ids if scope is not None else None
         started = self.emitter.emit(
+            event_id=ids[0] if ids else None,
             workflow_id=ev.workflow_id,
             kind=EventKind.EXECUTION_STARTED,
             principal=principal,
@@ -201,10 +258,13 @@ class Gate:
             span_id=trace.span_id,
             attributes=attributes,
         )
+        if self.context is not None:
+            self.context.record(started)
         handle = Execution(started, trace)
 
         def finish(kind: EventKind, attrs: Mapping[str, str] | None = None) -> None:
-            self.emitter.emit(
+            done = self.emitter.emit(
+                event_id=ids[1] if ids else None,
                 workflow_id=ev.workflow_id,
                 kind=kind,
                 principal=principal,
@@ -218,6 +278,8 @@ class Gate:
                 span_id=trace.span_id,
                 attributes=attrs,
             )
+            if self.context is not None:
+                self.context.record(done)
 
         try:
             yield handle

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from lineage import codec
 from lineage.config import Settings
 from lineage.errors import DecodeError, IntegrityError
-from lineage.model import ChainEntry, Checkpoint, QuarantineRecord, Violation
+from lineage.model import ChainEntry, Checkpoint, QuarantineReason, QuarantineRecord, Violation
 from sinks import rows, schema
 from sinks.errors import ClickHouseUnavailable, RejectedData
 from stream_processors import chain_rows
@@ -26,8 +26,8 @@ OUTAGE_CODES = frozenset(
     {3, 23, 32, 159, 164, 202, 203, 209, 210, 236, 241, 242, 252, 319, 335, 394, 425, 439, 999}
 )
 _CODE = re.compile(r"Code: (\d+)")
-UNDECODABLE = "SINK_UNDECODABLE"
-REJECTED = "SINK_REJECTED"
+UNDECODABLE = QuarantineReason.SINK_UNDECODABLE
+REJECTED = QuarantineReason.SINK_REJECTED
 
 log = logging.getLogger("lineage.sink")
 
@@ -154,7 +154,7 @@ class Inserter:
         return refused
 
 
-def quarantine_for(msg: Any, code: str, reason: str) -> QuarantineRecord:
+def quarantine_for(msg: Any, code: QuarantineReason, reason: str) -> QuarantineRecord:
     """A quarantine record keeping a sink input record's exact bytes and position."""
     return QuarantineRecord(
         reason_code=code,

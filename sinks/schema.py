@@ -269,7 +269,32 @@ _QUARANTINE_PER_EVENT = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_BASE_TABLES, _VIEWS, _QUARANTINE_PER_EVENT)
+# Version 4: 3 is the per-event quarantine key above. Versions are applied by set membership, so
+# a database that took 4 before 3 existed still gets 3.
+# Cosignature lines a witness returned for a processor checkpoint (sinks/witness_feeder.py).
+# Not trusted by any verifier: export copies them into the bundle, where they are checked.
+_WITNESS = Migration(
+    4,
+    "witness_cosignatures: witness cosignature lines per checkpoint (docs/witness.md)",
+    (
+        """
+        CREATE TABLE IF NOT EXISTS {db}.witness_cosignatures
+        (
+            origin LowCardinality(String),
+            partition UInt16,
+            tree_size UInt64,
+            root_hash FixedString(32),
+            witness LowCardinality(String),
+            cosigned_at UInt64,
+            line String
+        )
+        ENGINE = ReplacingMergeTree
+        ORDER BY (partition, tree_size, witness, cosigned_at)
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_BASE_TABLES, _VIEWS, _QUARANTINE_PER_EVENT, _WITNESS)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """

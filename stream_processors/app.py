@@ -24,7 +24,7 @@ from stream_processors import transport
 from stream_processors.decode import Limits
 from stream_processors.order import OrderLimits
 from stream_processors.pipeline import PartitionPipeline, PipelineConfig
-from stream_processors.publisher import ChangelogWriter, Publisher
+from stream_processors.publisher import Publisher
 from stream_processors.records import Outputs, RawRecord
 from stream_processors.state import TableStore
 
@@ -51,6 +51,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         window_offsets=settings.window_offsets,
         checkpoint_every_s=settings.checkpoint_every_s,
         max_unsealed_per_emitter=settings.max_unsealed_per_emitter,
+        partitions=settings.partitions,
     )
 
 
@@ -116,12 +117,9 @@ class StateWriter:
     and replays re-emit identical records (DESIGN.md "Ordering").
     """
 
-    def __init__(
-        self, partitions: Partitions, flush_s: float, changelog: ChangelogWriter | None = None
-    ) -> None:
+    def __init__(self, partitions: Partitions, flush_s: float) -> None:
         self.partitions = partitions
         self.flush_s = flush_s
-        self.changelog = changelog
         self.held: dict[int, list[Any]] = {}
         self.flushed_at: dict[int, float] = {}
         partitions.on_drop.append(self.forget)
@@ -145,8 +143,6 @@ class StateWriter:
                 pl.dirty_state()
                 self.flushed_at[partition] = now
                 written.append(partition)
-        if written and self.changelog is not None:
-            self.changelog.flush()  # the state is in the changelog before its input is acked
         for partition in written:
             for ev in self.held.pop(partition, ()):
                 ev.ack()
@@ -343,13 +339,12 @@ def build_app(
     config = pipeline_config(settings)
 
     publisher = Publisher(bootstrap, settings)
-    changelog = ChangelogWriter(publisher.producer, table.changelog_topic.get_topic_name())
 
     def new_pipeline(partition: int) -> PartitionPipeline:
         return PartitionPipeline(
             topic=topics.events,
             partition=partition,
-            store=TableStore(table, partition, changelog.send),
+            store=TableStore(table, partition),
             registry=registry,
             policy=policy,
             checkpoint_signer=signer,
@@ -357,7 +352,7 @@ def build_app(
         )
 
     partitions = Partitions(topics.events, new_pipeline)
-    state = StateWriter(partitions, settings.state_flush_s, changelog)
+    state = StateWriter(partitions, settings.state_flush_s)
     catch_up = CatchUp(app, topics.events, partitions)
     checkpointer = Checkpointer(partitions, publisher, state)
     processor = BatchProcessor(partitions, publisher, state, catch_up, checkpointer)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lineage import merkle, note
 from lineage.keys import Signer
 from lineage.model import Checkpoint
@@ -31,11 +33,21 @@ class PartitionLog:
         return bytes(self.range.to_bytes())
 
     def sign(
-        self, origin: str, signer: Signer, key_name: str, partition: int, source_offset: int
+        self,
+        origin: str,
+        signer: Signer,
+        key_name: str,
+        partition: int,
+        source_offset: int,
+        extensions: Sequence[str] = (),
     ) -> Checkpoint:
-        """A signed checkpoint of the current log; deterministic for a given size (Ed25519)."""
+        """A signed checkpoint of the current log; deterministic for a given size (Ed25519).
+
+        ``extensions`` are C2SP checkpoint extension lines signed with the body, such as the
+        partition binding (``lineage.binding.partitions_line``).
+        """
         root = self.range.root()
-        body = note.checkpoint_body(origin, self.size, root)
+        body = note.checkpoint_body(origin, self.size, root, extensions)
         text = note.sign_note(body, key_name, signer._private_key)
         return Checkpoint(
             origin=origin,

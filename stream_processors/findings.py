@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from lineage.model import QuarantineRecord, Severity, Violation, ViolationType
+from lineage.model import QuarantineReason, QuarantineRecord, Severity, Violation, ViolationType
 from stream_processors.records import PendingEvent
 
 INTEGRITY_SEVERITY = Severity.CRITICAL
@@ -58,10 +58,11 @@ def integrity_violation(
 
 
 def quarantine_event(
-    p: PendingEvent, topic: str, partition: int, code: str, reason: str
+    p: PendingEvent, topic: str, partition: int, code: QuarantineReason | str, reason: str
 ) -> QuarantineRecord:
+    """The quarantine record of an event refused after decoding; ``code`` must be a reason."""
     return QuarantineRecord(
-        reason_code=code,
+        reason_code=QuarantineReason(code),
         reason=reason,
         raw_value=p.data,
         source_topic=topic,

@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from lineage import codec
+from lineage import binding, codec
 from lineage.errors import DecodeError
 from lineage.keys import KeyRegistry, Signer
 from lineage.model import (
@@ -15,17 +15,20 @@ from lineage.model import (
     Containment,
     EventKind,
     ExecutionEvent,
+    QuarantineReason,
     QuarantineRecord,
     Severity,
     Violation,
     ViolationType,
 )
 from lineage.policy import PolicySet
-from stream_processors import chain, chain_rows, order
+from stream_processors import chain, chain_rows, order, placement
 from stream_processors.authenticate import Authenticator, AuthResult
 from stream_processors.checkpoint import PartitionLog, origin_for
 from stream_processors.decode import Decoder, Limits
 from stream_processors.findings import integrity_violation, quarantine_event, violation_id
+from stream_processors.findings_log import STATE_KEY as FINDINGS_KEY
+from stream_processors.findings_log import FindingsLog
 from stream_processors.order import OrderLimits
 from stream_processors.policy_stage import PolicyStage, WorkflowPolicyState
 from stream_processors.records import DecodedBatch, DecodedSeal, Outputs, PendingEvent, RawRecord
@@ -48,6 +51,9 @@ class PipelineConfig:
     # A completed workflow keeps only its chain head (and policy state) once this many input
     # offsets passed its WORKFLOW_COMPLETED: state then tracks open workflows, not history.
     completed_grace_offsets: int = 1_000
+    partitions: int | None = None
+    """The input topic's partition count: events outside their workflow's partition are refused,
+    and every checkpoint signs the count (lineage.binding). None: neither (older behaviour)."""
 
 
 def _decode_event(data: bytes) -> ExecutionEvent:
@@ -90,6 +96,7 @@ class PartitionPipeline:
             else PartitionMeta(next_offset=start_offset)
         )
         self.log = PartitionLog(self.meta.log)
+        self.findings_log = FindingsLog(store.get(self._prefix + FINDINGS_KEY) or b"")
         self.emitters: dict[str, EmitterState] = {}
         self.workflows: OrderedDict[str, WorkflowState] = OrderedDict()
         self.policy_states: dict[str, WorkflowPolicyState] = {}
@@ -108,13 +115,7 @@ class PartitionPipeline:
         if st is None:
             key = f"{self._prefix}e|{emitter_id}"
             raw = self.store.get(key)
-            st = (
-                EmitterState.from_bytes(
-                    raw, _decode_event, lambda first: self.store.get(f"{key}|r|{first}")
-                )
-                if raw
-                else EmitterState()
-            )
+            st = EmitterState.from_bytes(raw, _decode_event) if raw else EmitterState()
             self.emitters[emitter_id] = st
         self.dirty_emitters.add(emitter_id)
         return st
@@ -146,8 +147,16 @@ class PartitionPipeline:
         """Process records of this partition in offset order.
 
         Returns the outputs and, when an offset was skipped by the consumer, the offset to seek
-        back to (the rest of the batch is left unprocessed so nothing is passed over).
+        back to (the rest of the batch is left unprocessed so nothing is passed over). Every
+        violation is appended to the partition's findings log; its id names its position.
         """
+        out, seek = self._process(records)
+        out.violations, out.containments = self.findings_log.record(
+            out.violations, out.containments
+        )
+        return out, seek
+
+    def _process(self, records: list[RawRecord]) -> tuple[Outputs, int | None]:
         out = Outputs()
         for raw in records:
             if raw.offset < self.meta.next_offset:
@@ -170,7 +179,7 @@ class PartitionPipeline:
             self._count("quarantined")
             out.quarantine.append(
                 QuarantineRecord(
-                    reason_code=exc.code,
+                    reason_code=QuarantineReason(exc.code),
                     reason=str(exc),
                     raw_value=raw.value or b"",
                     source_topic=raw.topic,
@@ -186,7 +195,7 @@ class PartitionPipeline:
                 self._count("quarantined")
                 out.quarantine.append(
                     QuarantineRecord(
-                        reason_code=code,
+                        reason_code=QuarantineReason(code),
                         reason=reason,
                         raw_value=data,
                         source_topic=raw.topic,
@@ -273,6 +282,10 @@ class PartitionPipeline:
             self._count("duplicates", res.duplicates)
 
     def _admit(self, p: PendingEvent, out: Outputs) -> None:
+        misplaced = placement.misplaced(p.event, self.partition, self.config.partitions)
+        if misplaced is not None:
+            self._reject(p, placement.VIOLATION, placement.REASON, placement.RULE, misplaced, out)
+            return
         wf = self._workflow(p.event.workflow_id)
         before = len(wf.waiting)
         before_bytes = sum(w.size for w in wf.waiting)
@@ -478,21 +491,22 @@ class PartitionPipeline:
             self.config.checkpoint_key_name,
             self.partition,
             self.meta.next_offset,
+            self._checkpoint_extensions(),
         )
+
+    def _checkpoint_extensions(self) -> tuple[str, ...]:
+        """Extension lines every checkpoint signs: the partition binding (when configured) and
+        the findings log's size and root."""
+        findings = (self.findings_log.checkpoint_line(),)
+        if self.config.partitions is None:
+            return findings
+        return (binding.partitions_line(self.config.partitions), *findings)
 
     def dirty_state(self) -> list[tuple[str, bytes]]:
         """Serialized state changed since the last call (write to the changelog after the outputs)."""
         items: list[tuple[str, bytes]] = []
-        deleted: list[str] = []
         for emitter_id in sorted(self.dirty_emitters):
-            st = self.emitters[emitter_id]
-            key = f"{self._prefix}e|{emitter_id}"
-            chunk = st.take_chunk()
-            if chunk is not None:
-                items.append((f"{key}|r|{chunk[0]}", chunk[1]))
-            deleted += [f"{key}|r|{cid}" for cid in st.dropped_chunks]
-            st.dropped_chunks = []
-            items.append((key, st.to_bytes()))
+            items.append((f"{self._prefix}e|{emitter_id}", self.emitters[emitter_id].to_bytes()))
         for wid in sorted(self.dirty_workflows):
             wf = self.workflows[wid]
             ps = self.policy_states.get(wid)
@@ -500,13 +514,12 @@ class PartitionPipeline:
                 wf.policy = ps.to_bytes()
             items.append((f"{self._prefix}w|{wid}", wf.to_bytes()))
         self.meta.log = self.log.to_bytes()
+        items.append((self._prefix + FINDINGS_KEY, self.findings_log.to_bytes()))
         items.append((self._prefix + "meta", self.meta.to_bytes()))
         self.dirty_emitters.clear()
         self.dirty_workflows.clear()
         for key, value in items:
             self.store.put(key, value)
-        for key in deleted:  # after the commit: the committed head no longer lists them
-            self.store.delete(key)
         self._evict()
         return items
 

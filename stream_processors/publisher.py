@@ -107,39 +107,3 @@ class Publisher:
             raise RuntimeError(
                 f"{self.failed} outputs were not delivered; stopping before state advances"
             )
-
-
-class ChangelogWriter:
-    """Writes state records straight to the table's changelog topic with confluent-kafka.
-
-    faust's own path queues each record in its producer buffer and sends them one by one from
-    the event loop, pausing the stream whenever more than 100 are queued; a state write of one
-    batch is often more. Written here, the records go out in one flush, awaited before the
-    input is acknowledged (``flush``), and faust's table recovery reads them back unchanged.
-    """
-
-    def __init__(self, producer: Producer, topic: str) -> None:
-        self.producer = producer
-        self.topic = topic
-        self.failed = 0
-
-    def _cb(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.failed += 1
-
-    def send(self, partition: int, key: bytes, value: bytes | None) -> None:
-        while True:
-            try:
-                self.producer.produce(
-                    self.topic, value, key=key, partition=partition, on_delivery=self._cb
-                )
-                return
-            except BufferError:
-                self.producer.poll(0.05)
-
-    def flush(self) -> None:
-        """Block until every state record is acknowledged; a failure stops the worker."""
-        while self.producer.flush(10.0):
-            log.warning("state records not yet acknowledged by the broker; waiting")
-        if self.failed:
-            raise RuntimeError(f"{self.failed} state records were not written; stopping")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+from lineage.merkle import EMPTY_ROOT, leaf_hash, node_hash
 
 
 def _split(n: int) -> int:
@@ -10,10 +10,6 @@ def _split(n: int) -> int:
     while k * 2 < n:
         k *= 2
     return k
-
-
-def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
 
 
 def _build(hashes: list[bytes], paths: list[list[bytes]], lo: int, hi: int) -> bytes:
@@ -26,13 +22,13 @@ def _build(hashes: list[bytes], paths: list[list[bytes]], lo: int, hi: int) -> b
         paths[i].append(right)
     for i in range(lo + k, hi):
         paths[i].append(left)
-    return _node(left, right)
+    return node_hash(left, right)
 
 
 def root_and_paths(leaves: list[bytes]) -> tuple[bytes, list[list[bytes]]]:
     """Merkle root over raw leaf data and every leaf's inclusion path (leaf to root order)."""
     if not leaves:
-        return hashlib.sha256(b"").digest(), []
-    hashes = [hashlib.sha256(b"\x00" + leaf).digest() for leaf in leaves]
+        return EMPTY_ROOT, []
+    hashes = [leaf_hash(leaf) for leaf in leaves]
     paths: list[list[bytes]] = [[] for _ in leaves]
     return _build(hashes, paths, 0, len(hashes)), paths

@@ -6,7 +6,6 @@ import base64
 import json
 import logging
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,8 +23,6 @@ class StateStore(Protocol):
 
     def put(self, key: str, value: bytes) -> None: ...
 
-    def delete(self, key: str) -> None: ...
-
 
 class DictStore:
     """In-memory StateStore for tests and benchmarks."""
@@ -38,9 +35,6 @@ class DictStore:
 
     def put(self, key: str, value: bytes) -> None:
         self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 class TableStore:
@@ -57,17 +51,9 @@ class TableStore:
     _HEAD = struct.Struct(">BQBI")  # format, batch, has_prev | has_value << 1, len(prev)
     _FORMAT = 0  # an old plain value starts with "{", never with this byte
 
-    def __init__(
-        self,
-        table: Any,
-        partition: int,
-        send: Callable[[int, bytes, bytes | None], None] | None = None,
-    ) -> None:
-        """``send(partition, key, value)`` writes a changelog record (default: faust's
-        ``table.send_changelog``, which queues it in faust's producer buffer)."""
+    def __init__(self, table: Any, partition: int) -> None:
         self.table = table
         self.partition = partition
-        self.send = send or table.send_changelog
         self.prefix = f"{partition}|".encode()
         self.meta_key = self.prefix + b"meta"
         meta = self._record(self.meta_key)
@@ -92,7 +78,10 @@ class TableStore:
         head = self._HEAD.pack(self._FORMAT, batch, flags, len(prev or b""))
         data = head + (prev or b"") + (value or b"")
         self.table.data[raw] = data
-        self.send(self.partition, raw, data)
+        # faust's own changelog path (as before issue 12): writing these records with a separate
+        # producer was backed out after a crash run restored an inconsistent state
+        # (docs/performance.md, "State writes").
+        self.table.send_changelog(self.partition, raw, data)
 
     def _roll_back(self) -> None:
         undone = 0
@@ -124,17 +113,6 @@ class TableStore:
         self._write(raw, self.batch, None, value)  # the pipeline writes its meta last: the commit
         self.committed = self.batch
         self.batch += 1
-
-    def delete(self, key: str) -> None:
-        """Remove a key that no committed state refers to any more: a plain tombstone.
-
-        The pipeline deletes only after the meta record committed the state that stopped
-        referring to the key, so no undo is needed; a crash before the tombstone leaves an
-        unreferenced record behind, nothing worse.
-        """
-        raw = key.encode()
-        if self.table.data.pop(raw, None) is not None:
-            self.send(self.partition, raw, None)
 
 
 def _b(data: bytes) -> str:
@@ -184,10 +162,8 @@ class EmitterState:
     """What the authenticator knows about one emitter in one partition.
 
     ``recent`` holds the digests of the last ``window`` released events, oldest first, to tell a
-    redelivery from equivocation. It is stored as deltas: each state write adds one chunk record
-    with the digests released since the previous write, and a chunk is deleted once all its
-    digests left the window. The head lists the chunks and how many digests ``recent`` holds, so
-    a restore rebuilds exactly the same window whatever the write timing was.
+    redelivery from equivocation. It is written whole with the rest of the record: the delta
+    format (one chunk record per write) was backed out, see docs/performance.md.
     """
 
     expected_seq: int = 0
@@ -195,86 +171,35 @@ class EmitterState:
     pending: dict[int, PendingEvent] = field(default_factory=dict)
     recent: dict[int, bytes] = field(default_factory=dict)
     seen: bool = False
-    chunks: list[tuple[int, int]] = field(default_factory=list)  # (chunk id, entries), oldest first
-    fresh: list[int] = field(default_factory=list)  # seqs released since the last write
-    dropped_chunks: list[int] = field(default_factory=list)  # chunk ids to delete
 
     def remember(self, seq: int, digest: bytes, window: int) -> None:
         """A released event's digest; the oldest leaves once ``window`` are held."""
         self.recent[seq] = digest
-        self.fresh.append(seq)
         while len(self.recent) > window:
             del self.recent[next(iter(self.recent))]
 
-    def take_chunk(self) -> tuple[int, bytes] | None:
-        """The chunk to write now (id, ``seq ‖ digest`` entries), and which chunks to delete."""
-        fresh = [q for q in self.fresh if q in self.recent]
-        self.fresh = []
-        chunk: tuple[int, bytes] | None = None
-        if fresh:
-            cid = (self.chunks[-1][0] + 1) if self.chunks else 0
-            self.chunks.append((cid, len(fresh)))
-            chunk = (cid, b"".join(_RECENT.pack(q) + self.recent[q] for q in fresh))
-        # A chunk goes once the chunks after it hold the whole window.
-        newer = 0
-        keep = len(self.chunks)
-        for i in range(len(self.chunks) - 1, -1, -1):
-            if newer >= len(self.recent):
-                keep = len(self.chunks) - 1 - i
-                break
-            newer += self.chunks[i][1]
-        else:
-            keep = len(self.chunks)
-        gone = self.chunks[: len(self.chunks) - keep]
-        self.chunks = self.chunks[len(self.chunks) - keep :]
-        self.dropped_chunks += [cid for cid, _ in gone]
-        return chunk
-
     def to_bytes(self) -> bytes:
-        """The head record: everything but the digests (those are in the chunk records)."""
         return json.dumps(
             {
                 "x": self.expected_seq,
                 "h": _b(self.prev_seal_hash),
                 "p": {str(k): pending_to_json(v) for k, v in self.pending.items()},
-                "c": self.chunks,
-                "n": len(self.recent),
+                "r": _b(b"".join(_RECENT.pack(k) + v for k, v in self.recent.items())),
                 "s": self.seen,
             },
             separators=(",", ":"),
         ).encode()
 
     @classmethod
-    def from_bytes(
-        cls,
-        data: bytes,
-        decode_event: Any,
-        load_chunk: Callable[[int], bytes | None] = lambda cid: None,
-    ) -> EmitterState:
+    def from_bytes(cls, data: bytes, decode_event: Any) -> EmitterState:
         d = json.loads(data)
-        st = cls(
+        return cls(
             expected_seq=d["x"],
             prev_seal_hash=_ub(d["h"]),
             pending={int(k): pending_from_json(v, decode_event) for k, v in d["p"].items()},
+            recent=_unpack_recent(_ub(d["r"])),
             seen=d["s"],
         )
-        if "r" in d:  # the earlier format kept the whole window in the head: rewritten as a chunk
-            st.recent = _unpack_recent(_ub(d["r"]))
-            st.fresh = list(st.recent)
-            return st
-        entries: dict[int, bytes] = {}
-        for cid, n in d["c"]:
-            blob = load_chunk(cid)
-            if blob is None or len(blob) != 40 * n:
-                raise ValueError(
-                    f"emitter state chunk {cid}: expected {40 * n} bytes, "
-                    f"found {None if blob is None else len(blob)}"
-                )
-            entries.update(_unpack_recent(blob))
-            st.chunks.append((cid, n))
-        held = d["n"]
-        st.recent = dict(list(entries.items())[len(entries) - held :]) if held else {}
-        return st
 
 
 @dataclass

@@ -104,3 +104,23 @@ def test_pack_answers_known_scenario_facts(demo_dir: Path) -> None:
     )
     touched = json.dumps(systems)
     assert "web:search" in touched or "api:" in touched, systems
+
+
+def test_demo_verifies_with_named_keys_and_the_store_alone_is_not_trust(demo_dir: Path) -> None:
+    """Issue 11 class 1: the demo's own verification names its keys; without them it is exit 3."""
+    out = " ".join((demo_dir / "demo-output.txt").read_text().split())
+    assert out.count("VERIFIED") >= 2, out[-3000:]
+    assert "named by the demo as the auditor's" in out, out[-3000:]
+    bundle = next((demo_dir / "evidence").glob("*.json"))
+    registry = demo_dir / "keys" / "registry.json"
+    trusted = lineage(demo_dir, "verify", str(bundle), "--registry", str(registry), "--json")
+    assert trusted.returncode == 0, trusted.stdout[-2000:]
+    assert json.loads(trusted.stdout)["workflows"] == [bundle.stem]
+    untrusted = lineage(demo_dir, "verify", str(bundle), "--json")
+    assert untrusted.returncode == 3, untrusted.stdout[-2000:]
+    store = lineage(demo_dir, "verify", "--clickhouse", "--json", timeout=300)
+    assert store.returncode == 3, store.stdout[-2000:]
+    assert (
+        "operator's own registry (not independent)"
+        in json.loads(store.stdout)["trust"]["seal_keys"]
+    )

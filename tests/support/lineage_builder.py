@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from lineage import codec, hashing, merkle, note
 from lineage.bundle import build_bundle, leaf_record
-from lineage.keys import KeyRegistry, Role, Signer
+from lineage.keys import KeyRecord, KeyRegistry, Role, Signer, key_id_for
 from lineage.model import (
-    Authorization,
     ChainEntry,
     Checkpoint,
-    Decision,
     EventKind,
     ExecutionEvent,
     Runtime,
     Seal,
+    Violation,
 )
-from lineage.policy import PolicySet
+from lineage.policy import REQUEST_ATTRIBUTE, PolicySet, evaluate
 from producers.partitioner import partition_for
-from stream_processors.pipeline import PartitionPipeline
+from stream_processors.pipeline import PartitionPipeline, PipelineConfig
 from stream_processors.records import RawRecord
 from stream_processors.state import DictStore
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_FILE = REPO / "policies" / "default.toml"
+CRITICAL_FORBIDDEN_POLICY = Path(__file__).resolve().parent / "policies" / "critical_forbidden.toml"
+"""The demo's policy set with FORBIDDEN_RESOURCE raised to CRITICAL (contains the workflow)."""
 TOPIC = "lineage.events"
 T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in µs
 RUNTIME_SUBJECT = "agent-runtime"
@@ -108,6 +112,8 @@ class Dataset:
     entries: list[ChainEntry]
     checkpoints: list[Checkpoint]
     violations: int = 0
+    violation_records: list[Violation] = field(default_factory=list)
+    policy_file: Path = POLICY_FILE
 
     @property
     def checkpoint_vkey(self) -> str:
@@ -145,13 +151,26 @@ class Dataset:
             self.checkpoints,
             self.registry,
             self.checkpoint_vkey,
+            policy_sets=[self.policy_files],
+            violations=self.violation_records,
         )
+
+    @property
+    def policy_files(self) -> tuple[bytes, bytes]:
+        """The (TOML, Cedar) bytes of the dataset's policy set."""
+        return PolicySet.files(self.policy_file)
 
 
 def _workflow_events(
-    w: int, workflow_id: str, steps: int, policy_hex: str, clock: list[int]
+    w: int,
+    workflow_id: str,
+    steps: int,
+    policy: PolicySet,
+    clock: list[int],
+    shape: WorkflowShape | None = None,
 ) -> list[tuple[str, ExecutionEvent]]:
     """(emitter id, event) pairs of one workflow; emitter seqs and partition are filled in later."""
+    shape = shape or WorkflowShape()
     n = 0
     out: list[tuple[str, ExecutionEvent]] = []
 
@@ -199,24 +218,30 @@ def _workflow_events(
     for step in range(steps):
         resource = ("crm:accounts", "search:web", "docs:handbook")[step % 3]
         action = ("tool.call:crm.read", "tool.call:search", "tool.call:docs.read")[step % 3]
+        if step == 0 and shape.denied:
+            action = "tool.call:delete_records"  # the default Cedar set denies it
+        if step == 0 and shape.resource is not None:
+            resource = shape.resource
         decision_time = clock[0] + 1_000
+        decided = evaluate(
+            policy,
+            principal=f"user:{('alice', 'bob', 'carol')[w % 3]}",
+            action=action,
+            resource=resource,
+            context={"step": step},
+        )
         auth = add(
-            GATE_ID,
+            RUNTIME_ID if step == 0 and shape.runtime_decides else GATE_ID,
             EventKind.AUTHORIZATION_DECISION,
             root,
             action=action,
             resource=resource,
-            authorization=Authorization(
-                decision=Decision.ALLOW,
-                policy_id="lineage-demo",
-                policy_digest=policy_hex,
-                determining_policies=("allow-tools",),
-                input_digest="sha256:" + f"{w:08x}{step:08x}" * 4,
-                expires_at=decision_time + 60_000_000,
-                authorized_action=action,
-                authorized_resource=resource,
-            ),
+            authorization=decided.to_authorization(expires_at=decision_time + 60_000_000),
+            attributes={REQUEST_ATTRIBUTE: decided.request.decode()},
         )
+        if step == 0 and shape.tamper is not None:
+            emitter, event = out[-1]
+            out[-1] = (emitter, shape.tamper(event))
         run = add(
             RUNTIME_ID,
             EventKind.EXECUTION_STARTED,
@@ -251,6 +276,39 @@ def _workflow_events(
     return out
 
 
+def seeded_signer(subject: str, role: Role, seed: bytes) -> tuple[Signer, KeyRecord]:
+    """A deterministic key for ``subject`` and ``role`` derived from ``seed`` (fixtures only)."""
+    private = Ed25519PrivateKey.from_private_bytes(
+        hashlib.sha256(seed + b"/" + subject.encode() + b"/" + role.value.encode()).digest()
+    )
+    public = private.public_key().public_bytes_raw()
+    record = KeyRecord(key_id_for(public), public, role, subject, 0, None)
+    return Signer(record.key_id, private, subject, role), record
+
+
+def _signer(subject: str, role: Role, seed: bytes | None) -> tuple[Signer, KeyRecord]:
+    if seed is None:
+        return Signer.generate_ephemeral(subject, role)
+    return seeded_signer(subject, role, seed)
+
+
+@dataclass(frozen=True)
+class WorkflowShape:
+    """How one workflow of a dataset departs from the clean shape (for findings and replays).
+
+    ``denied``: its first step asks for an action Cedar denies (the gate records the DENY, the
+    runtime runs it anyway); ``runtime_decides``: its first decision is sealed by the runtime's
+    emitter key (CRITICAL: untrusted authorizer, contains the workflow); ``tamper``: rewrites its
+    first decision event before it is sealed (a lying gate with a genuine key); ``resource``:
+    its first step touches this resource (e.g. a forbidden one).
+    """
+
+    denied: bool = False
+    runtime_decides: bool = False
+    tamper: Callable[[ExecutionEvent], ExecutionEvent] | None = None
+    resource: str | None = None
+
+
 def _interleave(
     streams: list[list[tuple[str, ExecutionEvent]]],
 ) -> Iterable[tuple[str, ExecutionEvent]]:
@@ -269,19 +327,27 @@ def build_dataset(
     seal_every: int = 4,
     checkpoint_every: int = 12,
     long_workflow_steps: int = 0,
+    seed: bytes | None = None,
+    bind_partitions: bool = True,
+    shapes: Mapping[int, WorkflowShape] | None = None,
+    policy_file: Path = POLICY_FILE,
 ) -> Dataset:
     """Run a real PartitionPipeline over sealed events from a runtime and a gate emitter.
 
     Workflows are interleaved round-robin, so each spans several checkpoints; a checkpoint is
     forced after every ``checkpoint_every`` input records and once at the end of each partition.
     ``long_workflow_steps`` adds one workflow with that many authorize/execute steps.
+    ``seed`` makes the keys (hence every byte of the output) deterministic.
+    ``bind_partitions`` signs the partition count into checkpoints (False: the older format).
+    ``shapes`` changes workflows by index (``WorkflowShape``); ``policy_file`` is the policy set
+    the gate and the processor apply.
     """
-    runtime, runtime_rec = Signer.generate_ephemeral(RUNTIME_SUBJECT, Role.EMITTER)
-    gate, gate_rec = Signer.generate_ephemeral(GATE_SUBJECT, Role.AUTHORIZER)
-    processor, processor_rec = Signer.generate_ephemeral(PROCESSOR_SUBJECT, Role.PROCESSOR)
+    runtime, runtime_rec = _signer(RUNTIME_SUBJECT, Role.EMITTER, seed)
+    gate, gate_rec = _signer(GATE_SUBJECT, Role.AUTHORIZER, seed)
+    processor, processor_rec = _signer(PROCESSOR_SUBJECT, Role.PROCESSOR, seed)
     registry = KeyRegistry([runtime_rec, gate_rec, processor_rec])
     signers = {RUNTIME_ID: runtime, GATE_ID: gate}
-    policy = PolicySet.load(POLICY_FILE)
+    policy = PolicySet.load(policy_file)
 
     names = [f"wf-{w:04d}" for w in range(workflows)]
     plans = [(w, names[w], steps) for w in range(workflows)]
@@ -289,7 +355,9 @@ def build_dataset(
         names.append(f"wf-long-{workflows:04d}")
         plans.append((workflows, names[-1], long_workflow_steps))
     clock = [T0]
-    streams = [_workflow_events(w, name, s, policy.digest_hex, clock) for w, name, s in plans]
+    streams = [
+        _workflow_events(w, name, s, policy, clock, (shapes or {}).get(w)) for w, name, s in plans
+    ]
 
     records: dict[int, list[RawRecord]] = {p: [] for p in range(partitions)}
     emitters: dict[tuple[str, int], _EmitterStream] = {}
@@ -322,6 +390,7 @@ def build_dataset(
     entries: list[ChainEntry] = []
     checkpoints: list[Checkpoint] = []
     violations = 0
+    violation_records: list[Violation] = []
     for p in range(partitions):
         pipe = PartitionPipeline(
             topic=TOPIC,
@@ -330,6 +399,7 @@ def build_dataset(
             registry=registry,
             policy=policy,
             checkpoint_signer=processor,
+            config=PipelineConfig(partitions=partitions if bind_partitions else None),
         )
         batch = records[p]
         for start in range(0, len(batch), checkpoint_every):
@@ -338,6 +408,7 @@ def build_dataset(
                 raise AssertionError(f"partition {p}: unexpected seek {seek} or {out.quarantine}")
             entries += out.entries
             violations += len(out.violations)
+            violation_records += out.violations
             cp = pipe.maybe_checkpoint(force=True)
             if cp is not None:
                 checkpoints.append(cp)
@@ -345,7 +416,17 @@ def build_dataset(
         if cp is not None:
             checkpoints.append(cp)
     return Dataset(
-        registry, signers, processor, policy, partitions, names, entries, checkpoints, violations
+        registry,
+        signers,
+        processor,
+        policy,
+        partitions,
+        names,
+        entries,
+        checkpoints,
+        violations,
+        violation_records,
+        policy_file,
     )
 
 

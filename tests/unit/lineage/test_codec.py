@@ -220,3 +220,31 @@ def test_execution_events_round_trip_byte_for_byte(event: ExecutionEvent) -> Non
     decoded = ExecutionEvent.from_record(schema.decode_body(data))
     assert decoded == event
     assert schema.encode(decoded.to_record()) == data
+
+
+def _genuine_event_bytes() -> bytes:
+    schema = codec.load("execution_event")
+    return next(m.value for m in SimEmitter("svc-a").event("wf-1") if m.value[:10] == schema.header)
+
+
+def test_a_non_canonical_spelling_of_a_genuine_event_is_refused() -> None:
+    """fastavro reads these spellings; a second verifier might not: only one spelling is an event."""
+    schema = codec.load("execution_event")
+    data = _genuine_event_bytes()
+    body = data[codec.HEADER_LEN :]
+    event_id_len = body[0]  # zigzag varint of the event_id length, one byte for a UUID
+    assert event_id_len < 0x80
+    overlong = data[: codec.HEADER_LEN] + bytes([event_id_len | 0x80, 0x00]) + body[1:]
+    end_ids = 1 + (event_id_len >> 1)
+    wf_len = body[end_ids]
+    end_wf = end_ids + 1 + (wf_len >> 1)
+    child = schema.encode({**schema.decode_body(data), "parent_event_id": "parent-1"})
+    assert child[codec.HEADER_LEN + end_wf] == 0x02  # parent_event_id: union branch 1 (string)
+    at = codec.HEADER_LEN + end_wf
+    negative_branch = child[:at] + b"\x01" + child[at + 1 :]  # branch -1: fastavro reads "last"
+    assert schema.decode_body(data)["event_id"]  # the genuine spelling decodes
+    for spelling, what in ((overlong, "over-long varint"), (negative_branch, "union index -1")):
+        with pytest.raises(DecodeError) as exc:
+            schema.decode_body(spelling)
+        assert exc.value.code == "MALFORMED_AVRO", what
+        assert "canonical" in str(exc.value), what

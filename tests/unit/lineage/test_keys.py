@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from lineage.errors import ConfigError, IntegrityError
 from lineage.keys import (
-    REGISTRY_FORMAT,
+    REGISTRY_FORMAT_V1,
     BadSignatureError,
     KeyExpiredError,
     KeyRecord,
@@ -128,7 +128,7 @@ def test_registry_file_round_trip_and_exact_format(tmp_path: Path) -> None:
     registry.save(path)
 
     document = json.loads(path.read_text())
-    assert document["format"] == REGISTRY_FORMAT
+    assert document["format"] == REGISTRY_FORMAT_V1
     assert document["keys"][0] == rfc_entry()
     assert document["keys"][1]["not_before"] == "2024-01-01T00:00:00.000007Z"
     assert document["keys"][1]["revoked_at"] == "2024-01-02T00:00:00Z"
@@ -153,7 +153,7 @@ def test_optional_fields_may_be_absent() -> None:
     entry = rfc_entry()
     for name in ("not_after", "revoked_at", "revocation_reason"):
         del entry[name]
-    registry = KeyRegistry.from_json({"format": REGISTRY_FORMAT, "keys": [entry]})
+    registry = KeyRegistry.from_json({"format": REGISTRY_FORMAT_V1, "keys": [entry]})
     assert registry.records() == [rfc_record(not_after_us=None)]
 
 
@@ -211,7 +211,7 @@ def _write(path: Path, document: object) -> Path:
 def test_malformed_entries_name_file_and_index(
     tmp_path: Path, entries: list[Any], message: str
 ) -> None:
-    path = _write(tmp_path / "registry.json", {"format": REGISTRY_FORMAT, "keys": entries})
+    path = _write(tmp_path / "registry.json", {"format": REGISTRY_FORMAT_V1, "keys": entries})
     with pytest.raises(ConfigError) as info:
         KeyRegistry.load(path)
     assert str(info.value) == f"{path}: {message}"
@@ -227,10 +227,20 @@ def test_malformed_entries_name_file_and_index(
         (b"\xff", "not valid UTF-8"),
         (b"[]", "expected a JSON object, found list"),
         (
-            b'{"format": "lineage-key-registry/v2", "keys": []}',
-            "unsupported format 'lineage-key-registry/v2', expected 'lineage-key-registry/v1'",
+            b'{"format": "lineage-key-registry/v3", "keys": []}',
+            "unsupported format 'lineage-key-registry/v3', expected "
+            "'lineage-key-registry/v1' or 'lineage-key-registry/v2'",
         ),
-        (b'{"keys": []}', "unsupported format None, expected 'lineage-key-registry/v1'"),
+        (
+            b'{"keys": []}',
+            "unsupported format None, expected "
+            "'lineage-key-registry/v1' or 'lineage-key-registry/v2'",
+        ),
+        (
+            b'{"format": "lineage-key-registry/v1", "keys": [{"compromised_at": null}]}',
+            "keys[0]: unknown field(s) 'compromised_at' "
+            "(compromised_at need format 'lineage-key-registry/v2')",
+        ),
         (
             b'{"format": "lineage-key-registry/v1", "keys": [], "note": 1}',
             "unknown top-level field(s) 'note'",
@@ -254,7 +264,7 @@ def test_duplicate_member_inside_an_entry_cannot_unrevoke(tmp_path: Path) -> Non
     entry = json.dumps(rfc_entry(revoked_at="2024-01-02T00:00:00Z"))
     sneaky = entry[:-1] + ', "revoked_at": null}'
     path = tmp_path / "registry.json"
-    path.write_text(f'{{"format": "{REGISTRY_FORMAT}", "keys": [{sneaky}]}}')
+    path.write_text(f'{{"format": "{REGISTRY_FORMAT_V1}", "keys": [{sneaky}]}}')
     with pytest.raises(ConfigError, match="duplicate JSON member 'revoked_at'"):
         KeyRegistry.load(path)
 
@@ -620,3 +630,100 @@ def test_ensure_demo_keys_rejects_repeated_subjects(tmp_path: Path) -> None:
         ensure_demo_keys(
             tmp_path, tmp_path / "registry.json", [("x", Role.EMITTER), ("x", Role.PROCESSOR)]
         )
+
+
+# -- rotation ---------------------------------------------------------------
+
+
+def test_rotating_signer_switches_in_the_middle_of_the_overlap(tmp_path: Path) -> None:
+    from lineage.keys import RotatingSigner, plan_rotation
+
+    keys_dir = tmp_path / "keys"
+    path = keys_dir / "registry.json"
+    old, _ = generate_key("svc", Role.EMITTER, keys_dir, now_us=T0)
+    registry = KeyRegistry([old])
+    registry.save(path)
+    clock = [T0 + DAY]
+    signer = RotatingSigner("svc", Role.EMITTER, path, keys_dir, clock=lambda: clock[0])
+    assert signer.key_id == old.key_id
+    signer.sign(b"consumes the pin")
+    new, new_path = generate_key("svc", Role.EMITTER, keys_dir, now_us=T0, per_key=True)
+    assert new_path.name == f"svc.emitter.{new.key_id.split(':')[1]}.pem"
+    switch = T0 + 2 * DAY
+    with pytest.raises(ConfigError, match="not in the future"):
+        plan_rotation(registry, new, switch_at_us=switch, overlap_us=DAY + 1, now_us=clock[0])
+    retired = plan_rotation(
+        registry, new, switch_at_us=switch, overlap_us=60_000_000, now_us=clock[0]
+    )
+    assert [r.key_id for r in retired] == [old.key_id]
+    registry.save(path)
+    stored = KeyRegistry.load(path)
+    assert stored.get(old.key_id).not_after_us == switch + 60_000_000  # type: ignore[union-attr]
+    assert stored.get(new.key_id).not_before_us == switch - 60_000_000  # type: ignore[union-attr]
+    signer._checked = 0.0  # the next use re-reads the registry (normally after a second)
+    for now, expected in (
+        (switch - 60_000_000, old.key_id),  # both valid: the old key keeps signing
+        (switch - 1, old.key_id),
+        (switch, new.key_id),  # middle of the overlap
+        (switch + 60_000_001, new.key_id),  # old key expired
+    ):
+        clock[0] = now
+        assert signer.current_key_id() == expected, now
+    # key_id pins the key for this thread until sign(): message and signature always agree
+    clock[0] = switch - 1
+    pinned = signer.key_id
+    clock[0] = switch
+    assert signer.key_id == pinned == old.key_id
+    signature = signer.sign(b"m")
+    stored.verify(old.key_id, b"m", signature, role=Role.EMITTER, subject="svc", at_us=switch - 1)
+    assert signer.key_id == new.key_id
+
+
+def test_rotating_signer_needs_a_usable_key(tmp_path: Path) -> None:
+    from lineage.keys import RotatingSigner
+
+    path = tmp_path / "registry.json"
+    KeyRegistry([]).save(path)
+    with pytest.raises(ConfigError, match="no usable emitter key for 'svc'"):
+        RotatingSigner("svc", Role.EMITTER, path, tmp_path)
+
+
+def test_watched_registry_picks_up_changes_and_keeps_the_last_good(tmp_path: Path) -> None:
+    from lineage.keys import WatchedKeyRegistry
+
+    path = tmp_path / "registry.json"
+    signer, record = Signer.generate_ephemeral("svc", Role.EMITTER)
+    KeyRegistry([record]).save(path)
+    watched = WatchedKeyRegistry(path)
+    signature = signer.sign(b"m")
+    watched.verify(record.key_id, b"m", signature, role=Role.EMITTER, subject="svc", at_us=5)
+    later, later_record = Signer.generate_ephemeral("svc", Role.EMITTER)
+    updated = KeyRegistry([record, later_record])
+    updated.revoke(record.key_id, 10, "rotated out")
+    updated.save(path)
+    watched._checked = 0.0  # normally re-checked after a second
+    assert watched.get(later_record.key_id) == later_record
+    with pytest.raises(RevokedKeyError):
+        watched.check(record.key_id, role=Role.EMITTER, subject="svc", at_us=5)
+    path.write_text("{ half written")
+    watched._checked = 0.0
+    assert len(watched) == 2 and watched.last_error is not None
+    assert "not valid JSON" in watched.last_error
+    watched.verify(
+        later_record.key_id, b"x", later.sign(b"x"), role=Role.EMITTER, subject="svc", at_us=5
+    )
+
+
+def test_rotating_signer_skips_keys_this_host_cannot_open(tmp_path: Path) -> None:
+    from lineage.keys import RotatingSigner
+
+    keys_dir = tmp_path / "keys"
+    path = keys_dir / "registry.json"
+    _, elsewhere = Signer.generate_ephemeral("proc", Role.PROCESSOR, not_before_us=T0)
+    mine, _ = generate_key("proc", Role.PROCESSOR, keys_dir, now_us=T0 + 1)
+    KeyRegistry([elsewhere, mine]).save(path)
+    signer = RotatingSigner("proc", Role.PROCESSOR, path, keys_dir, clock=lambda: T0 + DAY)
+    assert signer.current_key_id() == mine.key_id
+    KeyRegistry([elsewhere]).save(path)
+    with pytest.raises(ConfigError, match=r"and can be opened here .*does not exist"):
+        RotatingSigner("proc", Role.PROCESSOR, path, tmp_path / "empty", clock=lambda: T0 + DAY)

@@ -128,7 +128,12 @@ def test_clean_bundle_verifies(data: Dataset, wf: str, doc: Doc) -> None:
     assert p.policy_digests == {data.policy.digest.hex()}
     assert len(p.checkpoints) == len(doc["logs"][0]["checkpoints"])
     assert p.complete_as_of == [f"{doc['logs'][0]['origin']} size {doc['tail']['tree_size']}"]
-    assert report.trust == "seal keys: auditor registry; checkpoint keys: auditor registry"
+    assert report.trust.anchored
+    assert report.trust.describe() == (
+        "seal keys: the registry given by the caller; "
+        "checkpoint keys: processor keys of the registry given by the caller"
+    )
+    assert report.verdict.value == "VERIFIED"
     assert report.warnings == []
 
 
@@ -138,14 +143,36 @@ def test_every_workflow_verifies(data: Dataset) -> None:
         assert report.ok, report.failure
 
 
-def test_bundle_keys_are_reported_as_self_asserted(data: Dataset, doc: Doc) -> None:
+def test_bundle_keys_are_information_never_trust(data: Dataset, doc: Doc) -> None:
+    """Class 1: without keys named by the caller a consistent bundle is exit 3, never 0."""
     report = verify_bundle(doc)
-    assert report.ok
-    assert report.trust == (
-        "seal keys: keys inside the bundle (self-asserted); "
-        "checkpoint keys: keys inside the bundle (self-asserted)"
+    assert report.consistent and not report.ok
+    assert (report.verdict.value, report.exit_code) == ("CONSISTENT_BUT_UNTRUSTED", 3)
+    assert report.trust.describe() == (
+        "seal keys: keys inside the bundle (information, not trust); "
+        "checkpoint keys: keys inside the bundle (information, not trust)"
     )
-    assert len(report.warnings) == 2
+    assert any(g.startswith("who signed:") for g in report.not_proven)
+
+
+def test_a_bundle_forged_end_to_end_with_its_own_keys_is_not_verified(
+    data: Dataset, doc: Doc
+) -> None:
+    """Class 1, the attack: every event re-sealed and every checkpoint re-signed by a forger."""
+    forged = build_dataset(workflows=2, steps=1, seed=b"forger")
+    bundle = forged.bundle(forged.workflows[0])
+    assert verify_bundle(bundle).exit_code == 3
+    vkey = forged.checkpoint_vkey
+    assert verify_bundle(bundle, trusted_checkpoint_vkeys=[vkey]).exit_code == 3
+    against_auditor = verify_bundle(bundle, registry=data.registry)
+    assert against_auditor.exit_code == 1
+    assert against_auditor.failure is not None
+    assert against_auditor.failure.kind is FailureKind.CHECKPOINT_SIGNATURE
+    # The forger's registry only checks consistency; the auditor's processor key still decides.
+    mixed = verify_bundle(
+        bundle, registry=forged.registry, trusted_checkpoint_vkeys=[data.checkpoint_vkey]
+    )
+    assert mixed.exit_code == 1
 
 
 def test_flipped_byte_in_any_event_is_caught_where_it_is(data: Dataset, doc: Doc) -> None:
@@ -470,10 +497,13 @@ def test_entry_from_another_workflow(data: Dataset, wf: str, doc: Doc) -> None:
 
 
 def test_expected_workflow(data: Dataset, wf: str, doc: Doc) -> None:
-    f = _verify(data, doc, workflow_id="something-else").failure
-    assert f is not None
-    assert f.kind is FailureKind.WORKFLOW_MISMATCH
+    report = _verify(data, doc, workflow_id="something-else")
+    f = report.failure
+    assert f is not None and report.exit_code == 1
+    assert f.kind is FailureKind.UNEXPECTED_WORKFLOW
     assert (f.expected, f.found) == ("something-else", wf)
+    assert report.to_json()["workflows"] == [wf]
+    assert report.to_json()["expected_workflow"] == "something-else"
 
 
 @pytest.mark.parametrize(
@@ -546,11 +576,13 @@ def test_cli_reports_the_first_failure(data: Dataset, doc: Doc, tmp_path: Path) 
 
 def test_cli_json_report(data: Dataset, doc: Doc, tmp_path: Path) -> None:
     result = CliRunner().invoke(_app(), ["verify", str(_write(tmp_path, doc)), "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     out = json.loads(result.output)
-    assert out["ok"] is True
+    assert (out["ok"], out["verdict"], out["exit_code"]) == (False, "CONSISTENT_BUT_UNTRUSTED", 3)
     assert out["proven"]["events"] == doc["entry_count"]
-    assert "self-asserted" in out["trust"]
+    assert out["workflows"] == [doc["workflow_id"]]
+    assert out["trust"]["anchored"] is False
+    assert "information, not trust" in out["trust"]["seal_keys"]
 
 
 @pytest.mark.parametrize("text", ["not json at all", '{"format": "something/v9"}'])
@@ -563,6 +595,9 @@ def test_cli_unusable_input(tmp_path: Path, text: str) -> None:
 def test_cli_needs_a_file_or_clickhouse(tmp_path: Path) -> None:
     result = CliRunner().invoke(_app(), ["verify"])
     assert result.exit_code == 2
+    result = CliRunner().invoke(_app(), ["verify", "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.output)["verdict"] == "UNUSABLE_INPUT"
 
 
 def test_published_vectors_in_integrity_doc() -> None:
@@ -578,3 +613,148 @@ def test_published_vectors_in_integrity_doc() -> None:
     assert message == bytes.fromhex(
         "1300057376632331000a656432353531393a30300001740000000300000000000000000000000000000001"
     ) + bytes(64)
+
+
+# -- issue 11: trust sources, reports that name what they verified, roles ----------------------
+
+
+def test_cli_trust_file_names_the_keys(
+    data: Dataset, doc: Doc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Class 1: LINEAGE_TRUST_FILE is a registry the auditor names in settings."""
+    trust = tmp_path / "trusted.json"
+    data.registry.save(trust)
+    bundle = _write(tmp_path, doc)
+    monkeypatch.delenv("LINEAGE_TRUST_FILE", raising=False)
+    assert CliRunner().invoke(_app(), ["verify", str(bundle)]).exit_code == 3
+    monkeypatch.setenv("LINEAGE_TRUST_FILE", str(trust))
+    result = CliRunner().invoke(_app(), ["verify", str(bundle), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["trust"]["seal_keys"] == f"trust file {trust} (LINEAGE_TRUST_FILE)"
+    assert out["trust"]["anchored"] is True
+
+
+def test_cli_report_names_the_workflow_it_verified(data: Dataset, wf: str, tmp_path: Path) -> None:
+    """Class 4: workflow B's bundle saved under A's name shows B, and --workflow A rejects it."""
+    a, b = wf, next(x for x in data.workflows if x != wf)
+    path = _write(tmp_path, data.bundle(b), name=f"{a}.json")
+    registry = tmp_path / "registry.json"
+    data.registry.save(registry)
+    result = CliRunner().invoke(_app(), ["verify", str(path), "--registry", str(registry)])
+    assert result.exit_code == 0, result.output
+    assert b in result.output
+    assert f"{b} (1 completed)" in result.output
+    result = CliRunner().invoke(
+        _app(), ["verify", str(path), "--registry", str(registry), "--json"]
+    )
+    out = json.loads(result.output)
+    assert out["workflows"] == out["proven"]["workflow_ids"] == [b]
+    assert out["trust"]["seal_keys"] == f"auditor registry {registry}"
+    assert out["proven"]["logs"][0]["tree_size"] == data.bundle(b)["tail"]["tree_size"]
+    assert out["size_bytes"] == path.stat().st_size
+    assert any("complete chain of" in c for c in out["claims"])
+    assert any("witness" in g for g in out["not_proven"])
+    result = CliRunner().invoke(
+        _app(), ["verify", str(path), "--registry", str(registry), "--workflow", a, "--json"]
+    )
+    assert result.exit_code == 1
+    out = json.loads(result.output)
+    assert out["failure"]["kind"] == "UNEXPECTED_WORKFLOW"
+    assert (out["failure"]["expected"], out["failure"]["found"]) == (a, b)
+
+
+def test_cli_unreadable_registry_is_json_exit_2(doc: Doc, tmp_path: Path) -> None:
+    """Class 4: even a registry that cannot be read gives a JSON report."""
+    result = CliRunner().invoke(
+        _app(),
+        ["verify", str(_write(tmp_path, doc)), "--registry", str(tmp_path / "no.json"), "--json"],
+    )
+    assert result.exit_code == 2
+    out = json.loads(result.output)
+    assert (out["verdict"], out["failure"]["kind"]) == ("UNUSABLE_INPUT", "UNUSABLE_INPUT")
+    assert "does not exist" in out["failure"]["message"]
+
+
+def test_decision_sealed_by_the_runtime_key_is_not_an_authorization(
+    data: Dataset, doc: Doc
+) -> None:
+    """Class 7: the runtime's emitter key seals an AUTHORIZATION_DECISION it claims to emit."""
+    k = next(k for k, e in enumerate(doc["entries"]) if b"policy-gate" in _event(doc, k))
+    event = decode_event(_event(doc, k))
+    assert event.kind.value == "AUTHORIZATION_DECISION"
+    runtime = data.signers["agent-runtime#i1"]
+    record = event.to_record()
+    record["emitter_id"] = "agent-runtime#i1"
+    forged = codec.load("execution_event").encode(record)
+    digest = hashing.event_digest(forged)
+    seal = make_seal(
+        runtime, "agent-runtime#i1", event.partition, event.emitter_seq, [digest], bytes(32)
+    )
+    doc["entries"][k].update(
+        event=_b64(forged),
+        event_digest=digest.hex(),
+        seal={"record": _b64(seal), "index": 0, "path": []},
+    )
+    _rechain(doc, k)
+    report = _verify(data, doc)
+    f = report.failure
+    assert f is not None and report.exit_code == 1
+    assert f.kind is FailureKind.AUTHORIZER_ROLE
+    assert f.where == _at(doc, k)
+    assert (f.expected, f.found) == (
+        "a seal by an authorizer key",
+        f"{runtime.key_id} (role emitter)",
+    )
+
+
+def test_decision_by_a_key_registered_as_emitter_fails(data: Dataset, doc: Doc) -> None:
+    """Class 7: the genuine gate key, registered with role emitter, cannot authorize."""
+    registry_doc = data.registry.to_json()
+    gate = data.signers["policy-gate#g1"].key_id
+    for key in registry_doc["keys"]:
+        if key["key_id"] == gate:
+            key["role"] = "emitter"
+    report = verify_bundle(doc, registry=KeyRegistry.from_json(registry_doc))
+    assert report.failure is not None
+    assert report.failure.kind is FailureKind.AUTHORIZER_ROLE
+
+
+def test_printable_escapes_every_control_and_format_character() -> None:
+    """Class 5: what the printer sees cannot move the cursor, recolour or reorder the text."""
+    from lineage.verify.report import printable
+
+    assert printable("\x1b[2J\x1b[HVERIFIED") == "\\x1b[2J\\x1b[HVERIFIED"
+    assert printable("a\u202eb\u2066c\x85d\x7f\ud800") == "a\\u202eb\\u2066c\\x85d\\x7f\\ud800"
+    assert printable("back\\slash") == "back\\\\slash"
+    assert printable("été 日本 [/x]") == "été 日本 [/x]"
+    assert printable("x" * 50, limit=10) == "x" * 10 + "… (+40 characters)"
+
+
+def test_a_check_stage_plugs_in_with_one_function(
+    data: Dataset, doc: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Class 9: an added check is one function in STAGES; its failure and claims reach the report."""
+    from lineage.verify import bundle as stages
+    from lineage.verify.checks import fail
+
+    def check_extra(run: stages.BundleRun) -> None:
+        if run.options.get("refuse"):
+            raise fail(FailureKind.CHAIN_TRUNCATED, "extra check refused", {"stage": "extra"})
+        run.report.claims.append(f"extra check saw {len(run.bundle.entries)} entries")
+
+    monkeypatch.setattr(stages, "STAGES", [*stages.STAGES, check_extra])
+    report = _verify(data, doc)
+    assert report.ok
+    assert f"extra check saw {len(doc['entries'])} entries" in report.claims
+    report = _verify(data, doc, options={"refuse": True})
+    assert report.failure is not None and report.failure.where == {"stage": "extra"}
+
+
+def test_every_failure_kind_is_in_the_spec_table() -> None:
+    """docs/evidence-bundle.md lists every kind the verifier can report, so the spec stays whole."""
+    from pathlib import Path
+
+    spec = (Path(__file__).resolve().parents[3] / "docs" / "evidence-bundle.md").read_text()
+    missing = [k.value for k in FailureKind if f"| `{k.value}` |" not in spec]
+    assert missing == []

@@ -93,7 +93,7 @@ def test_export_from_clickhouse_is_the_same_bundle(
     chdb_client: Any, db: str, data: Dataset
 ) -> None:
     wf = data.workflows[3]
-    bundle = export_bundle(chdb_client, db, wf, data.registry)
+    bundle = export_bundle(chdb_client, db, wf, data.registry, policy_sets=[data.policy_files])
     assert bundle == data.bundle(wf)
     assert verify_bundle(bundle, registry=data.registry).ok
 
@@ -300,3 +300,67 @@ def test_unknown_workflow_is_unusable_input(chdb_client: Any, db: str, data: Dat
     assert report.failure is not None
     assert report.failure.kind is FailureKind.UNUSABLE_INPUT
     assert report.exit_code == 2
+
+
+def test_operator_registry_is_not_independent(chdb_client: Any, db: str, data: Dataset) -> None:
+    """Class 1: the store's own registry gives CONSISTENT_BUT_UNTRUSTED, never VERIFIED."""
+    report = verify_clickhouse(
+        chdb_client,
+        db,
+        registry=data.registry,
+        registry_source="operator's own registry (not independent) keys/registry.json",
+        independent=False,
+    )
+    assert report.consistent and not report.ok
+    assert (report.verdict.value, report.exit_code) == ("CONSISTENT_BUT_UNTRUSTED", 3)
+    assert report.trust.seal_keys.startswith("operator's own registry (not independent)")
+    assert any("operator controls" in g for g in report.not_proven)
+
+
+def test_cli_clickhouse_says_where_its_keys_came_from(
+    chdb_client: Any, db: str, data: Dataset, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from lineage_cli import evidence
+    from lineage_cli.main import app
+
+    data.registry.save(tmp_path / "keys" / "registry.json")
+    auditor = tmp_path / "auditor.json"
+    data.registry.save(auditor)
+    for name in ("LINEAGE_TRUST_FILE", "LINEAGE_KEYS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LINEAGE_CLICKHOUSE_DATABASE", db)
+    monkeypatch.setattr(evidence, "_client", lambda settings: chdb_client)
+    base = ["verify", "--clickhouse", "--data-dir", str(tmp_path), "--json"]
+    result = CliRunner().invoke(app, base)
+    assert result.exit_code == 3, result.output
+    out = json.loads(result.output)
+    assert out["trust"]["seal_keys"] == (
+        f"operator's own registry (not independent) {tmp_path / 'keys' / 'registry.json'}"
+    )
+    result = CliRunner().invoke(app, [*base, "--registry", str(auditor)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["trust"]["seal_keys"] == f"auditor registry {auditor}"
+    monkeypatch.setenv("LINEAGE_TRUST_FILE", str(auditor))
+    result = CliRunner().invoke(app, base)
+    assert result.exit_code == 0, result.output
+
+
+def test_stored_decision_by_a_non_authorizer_is_listed_not_proven(
+    chdb_client: Any, db: str, data: Dataset
+) -> None:
+    """Class 7 in the store: the log stays intact, the decisions are named as not authorizations."""
+    from lineage.keys import KeyRegistry
+
+    registry_doc = data.registry.to_json()
+    gate = data.signers["policy-gate#g1"].key_id
+    for key in registry_doc["keys"]:
+        if key["key_id"] == gate:
+            key["role"] = "emitter"
+    report = verify_clickhouse(chdb_client, db, registry=KeyRegistry.from_json(registry_doc))
+    assert report.failure is None
+    listed = [g for g in report.not_proven if "not an authorizer" in g]
+    assert len(listed) == len(data.workflows) * 2

@@ -162,12 +162,18 @@ def test_migrate_twice_is_a_no_op_and_records_versions(chdb_client: Any, ch_data
         chdb_client.command(f"DROP DATABASE IF EXISTS {name}")
 
 
+def test_migration_versions_are_unique_and_ascending() -> None:
+    versions = [m.version for m in schema.MIGRATIONS]
+    assert versions == sorted(set(versions)), versions
+    assert max(versions) == schema.LATEST_VERSION
+
+
 def test_migrate_applies_only_pending_versions(chdb_client: Any, ch_database: str) -> None:
     schema.migrate(chdb_client, ch_database)
-    latest = schema.LATEST_VERSION
-    chdb_client.command(f"DELETE FROM {ch_database}.schema_version WHERE version = {latest}")
-    assert schema.current_version(chdb_client, ch_database) == latest - 1
-    assert schema.migrate(chdb_client, ch_database) == 1  # each statement can run again
+    chdb_client.command(f"DELETE FROM {ch_database}.schema_version WHERE version >= 2")
+    assert schema.current_version(chdb_client, ch_database) == 1
+    pending = len(schema.MIGRATIONS) - 1
+    assert schema.migrate(chdb_client, ch_database) == pending  # statements are IF NOT EXISTS
     assert schema.current_version(chdb_client, ch_database) == schema.LATEST_VERSION
 
 

@@ -1,4 +1,5 @@
-"""State is written as deltas: a batch writes the emitter head and the new seal's digests only."""
+"""Processor state records: the emitter record is written whole (the delta format was backed
+out); a completed workflow shrinks to its chain head."""
 
 from __future__ import annotations
 
@@ -14,30 +15,16 @@ def _digest(i: int) -> bytes:
     return i.to_bytes(32, "big")
 
 
-def test_the_window_is_exactly_the_last_digests_whatever_the_write_timing() -> None:
+def test_the_window_is_exactly_the_last_digests_and_survives_a_restore() -> None:
     st = EmitterState()
-    chunks: dict[int, bytes] = {}
     for q in range(1000):
         st.remember(q, _digest(q), 256)
-        if q % 37 == 0:  # writes at arbitrary moments
-            c = st.take_chunk()
-            if c is not None:
-                chunks[c[0]] = c[1]
-            for cid in st.dropped_chunks:
-                del chunks[cid]
-            st.dropped_chunks = []
-    c = st.take_chunk()
-    if c is not None:
-        chunks[c[0]] = c[1]
-    for cid in st.dropped_chunks:
-        del chunks[cid]
     assert list(st.recent) == list(range(1000 - 256, 1000))
-    assert len(chunks) <= 256 // 37 + 3, "chunks that left the window are deleted"
-    back = EmitterState.from_bytes(st.to_bytes(), lambda data: None, chunks.get)
+    back = EmitterState.from_bytes(st.to_bytes(), lambda data: None)
     assert back.recent == st.recent and list(back.recent) == list(st.recent)
 
 
-def test_a_batch_writes_the_head_and_one_chunk_and_deletes_what_left_the_window() -> None:
+def test_a_batch_writes_the_emitter_record_whole_and_restores_the_same_window() -> None:
     em = SimEmitter(seal_every=100)
     store = DictStore()
     pl = make_pipeline(registry_for(em), store)
@@ -48,19 +35,14 @@ def test_a_batch_writes_the_head_and_one_chunk_and_deletes_what_left_the_window(
         run(pl, [r], persist=False)
         writes.append([k for k, _ in pl.dirty_state()])
     key = f"0|e|{em.emitter_id}"
-    assert [w for w in writes[3] if w.startswith(key)] == [f"{key}|r|3", key]
-    assert f"{key}|r|0" not in store.data, "the oldest chunk left the window: deleted"
-    assert {k for k in store.data if k.startswith(key + "|r|")} == {
-        f"{key}|r|{c}" for c in (1, 2, 3)
-    }
-    head = store.data[key]
-    assert len(head) < 300, f"the head stays small, found {len(head)} bytes"
+    assert [w for w in writes[3] if w.startswith(key)] == [key], "one record per emitter"
+    assert not [k for k in store.data if k.startswith(key + "|")], "no chunk records"
     restored = make_pipeline(registry_for(em), store)._emitter(em.emitter_id)
     assert list(restored.recent.items()) == list(pl.emitters[em.emitter_id].recent.items())
-    assert restored.chunks == pl.emitters[em.emitter_id].chunks
+    assert len(restored.recent) == RECENT_DIGESTS
 
 
-def test_the_earlier_whole_window_format_still_loads_and_is_rewritten_as_a_chunk() -> None:
+def test_the_whole_window_format_round_trips_byte_for_byte() -> None:
     recent = b"".join(q.to_bytes(8, "big") + _digest(q) for q in range(10, 10 + RECENT_DIGESTS))
     old = json.dumps(
         {
@@ -69,12 +51,12 @@ def test_the_earlier_whole_window_format_still_loads_and_is_rewritten_as_a_chunk
             "p": {},
             "r": base64.b64encode(recent).decode(),
             "s": True,
-        }
+        },
+        separators=(",", ":"),
     ).encode()
     st = EmitterState.from_bytes(old, lambda data: None)
     assert st.recent == {q: _digest(q) for q in range(10, 10 + RECENT_DIGESTS)}
-    chunk = st.take_chunk()
-    assert chunk == (0, recent) and st.chunks == [(0, RECENT_DIGESTS)]
+    assert st.to_bytes() == old
 
 
 def test_a_completed_workflow_shrinks_to_its_chain_head_after_the_grace_offsets() -> None:
