@@ -9,7 +9,14 @@ from pathlib import Path
 from lineage import codec
 from lineage.keys import KeyRecord, KeyRegistry, Role, Signer
 from lineage.policy import PolicySet
-from producers.emitter import Emitter, FlushReport, SignerLike, now_us
+from producers.emitter import (
+    BATCH_KEY_PREFIX,
+    SEAL_KEY_PREFIX,
+    Emitter,
+    FlushReport,
+    SignerLike,
+    now_us,
+)
 from producers.gate import Gate
 from producers.scenario import Emitters, Scenario
 from stream_processors.records import RawRecord
@@ -72,6 +79,7 @@ class OfflineEmitter(Emitter):
         seal_every: int = 100,
         instance: str | None = None,
         clock: Callable[[], int] = now_us,
+        batch_records: bool = True,
     ) -> None:
         # Emitter.__init__ is skipped on purpose: it opens a producer and reads topic metadata.
         self.topic = log.topic
@@ -79,13 +87,19 @@ class OfflineEmitter(Emitter):
         self.emitter_id = f"{signer.subject}#{instance or 'bench'}"
         self.seal_every = seal_every
         self.seal_ms = 10**9
+        self.batch_records = batch_records
+        self.max_batch_bytes = 900_000
         self.block_timeout_s = 0.0
         self.clock = clock
         self._event_schema = codec.load("execution_event")
         self._seal_schema = codec.load("seal")
+        self._batch_schema = codec.load("sealed_batch")
+        self._batch_key = f"{BATCH_KEY_PREFIX}{self.emitter_id}".encode()
+        self._seal_key = f"{SEAL_KEY_PREFIX}{self.emitter_id}".encode()
         self._lock = threading.RLock()
         self._closed = False
         self.delivered = 0
+        self.delivered_events = 0
         self.emitted = 0
         self.failed = 0
         self.errors = []
@@ -95,9 +109,10 @@ class OfflineEmitter(Emitter):
         self._state = {}
         self._log = log
 
-    def _produce(self, key: bytes, value: bytes, partition: int) -> None:
+    def _produce(self, key: bytes, value: bytes, partition: int, events: int) -> None:
         self._log.append(partition, key, value)
         self.delivered += 1
+        self.delivered_events += events
 
     def close(self, timeout: float = 0.0) -> FlushReport:
         report = self.flush(timeout)
@@ -114,6 +129,7 @@ class OfflineWorld:
         seal_every: int = 100,
         partitions: int = 1,
         topic: str = "bench.events",
+        batch_records: bool = True,
         policy_file: str | Path = DEFAULT_POLICY,
     ) -> None:
         self.log = OfflineLog(topic, partitions)
@@ -128,7 +144,13 @@ class OfflineWorld:
         self.rogue, _ = Signer.generate_ephemeral("tool-runner", Role.EMITTER)
 
         def em(signer: Signer, name: str) -> OfflineEmitter:
-            return OfflineEmitter(log=self.log, signer=signer, seal_every=seal_every, instance=name)
+            return OfflineEmitter(
+                log=self.log,
+                signer=signer,
+                seal_every=seal_every,
+                instance=name,
+                batch_records=batch_records,
+            )
 
         self.emitters = Emitters(
             em(self.signers["orchestrator"], "o"),

@@ -160,9 +160,17 @@ def print_report(r: dict[str, Any], console: Console) -> None:
     console.print(p)
     console.print(
         "  sink = this process: sink thread "
-        f"({main['sink_thread_cpu_s']:.1f} s CPU) + chDB engine threads + bench bookkeeping; "
+        f"({main['sink_thread_cpu_s']:.1f} s CPU) + chDB engine threads + bench bookkeeping "
+        f"({main.get('bench_bookkeeping_cpu_s', 0):.1f} s decoding rows for latencies); "
         "observer = measurement only"
     )
+    mem = main.get("processor_memory", {})
+    if mem.get("samples", 0) >= 4:
+        console.print(
+            f"  processor memory over the phase: {mem['first_mb']:.0f} → {mem['mid_mb']:.0f} → "
+            f"{mem['last_mb']:.0f} MB, second half {mem['second_half_growth_mb_per_min']:+.1f} "
+            f"MB/min ({'flat' if mem['flat'] else '[red]growing[/]'}; soak: --duration 300)"
+        )
     ph = Table(title="phases")
     for col in (
         "phase",

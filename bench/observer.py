@@ -22,6 +22,7 @@ import fastavro
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from lineage import codec
+from stream_processors import chain_rows
 
 OFFSET_BEGINNING = -2
 
@@ -88,7 +89,13 @@ def main(argv: list[str] | None = None) -> None:
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     print(f"observer: {err}", file=sys.stderr)
                 continue
-            if m.topic() == args.chain_topic:
+            if m.topic() == args.chain_topic and chain_rows.is_rows(value):
+                for row in chain_rows.decode(value):
+                    seen["chain"] += 1
+                    if seen["chain"] % args.sample == 0:
+                        t = int(row["event_time"])
+                        chain.append((t, (now_us - t) / 1000))
+            elif m.topic() == args.chain_topic:
                 seen["chain"] += 1
                 if seen["chain"] % args.sample:
                     continue

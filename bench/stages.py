@@ -33,7 +33,7 @@ from stream_processors.checkpoint import PartitionLog
 from stream_processors.decode import Decoder, Limits
 from stream_processors.pipeline import PartitionPipeline
 from stream_processors.policy_stage import PolicyStage, WorkflowPolicyState
-from stream_processors.records import DecodedSeal, PendingEvent, RawRecord
+from stream_processors.records import DecodedBatch, DecodedSeal, PendingEvent, RawRecord
 from stream_processors.state import DictStore, EmitterState, WorkflowState
 
 SEAL_SIZES = (1, 10, 100)
@@ -80,7 +80,7 @@ class Streams:
         self.worlds: dict[int, OfflineWorld] = {}
         self.records: dict[int, list[RawRecord]] = {}
         for n in SEAL_SIZES:
-            w = OfflineWorld(seal_every=n)
+            w = OfflineWorld(seal_every=n, batch_records=False)
             self.worlds[n] = w
             self.records[n] = w.workflows(events)
 
@@ -90,8 +90,14 @@ def _same(x: Any) -> Any:
 
 
 def _decoded(records: list[RawRecord]) -> list[PendingEvent | DecodedSeal]:
+    """Per-stage inputs use one record per event and per seal (framing 0), stage by stage."""
     d = Decoder(Limits())
-    return [d.decode(r) for r in records]
+    out: list[PendingEvent | DecodedSeal] = []
+    for r in records:
+        x = d.decode(r)
+        assert not isinstance(x, DecodedBatch), "stage inputs are built with batch_records=False"
+        out.append(x)
+    return out
 
 
 def _authenticate(

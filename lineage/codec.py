@@ -134,6 +134,7 @@ def load(name: str) -> Schema:
 SCHEMA_NAMES = (
     "execution_event",
     "seal",
+    "sealed_batch",
     "chain_entry",
     "violation",
     "checkpoint",

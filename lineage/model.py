@@ -82,6 +82,14 @@ class QuarantineReason(StrEnum):
     BAD_SIGNATURE = "BAD_SIGNATURE"
     UNKNOWN_KEY = "UNKNOWN_KEY"
     ORPHAN_EVENT = "ORPHAN_EVENT"
+    # A sealed-batch record (schemas/sealed_batch.avsc) refused whole: an unknown format_version,
+    # or framing that is not a seal plus that seal's event bytes.
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
+    MALFORMED_BATCH = "MALFORMED_BATCH"
+    # Refused by the sink (sinks/clickhouse.py): a chain-row record it cannot decode, or rows
+    # ClickHouse refused as data (not an outage).
+    SINK_UNDECODABLE = "SINK_UNDECODABLE"
+    SINK_REJECTED = "SINK_REJECTED"
 
 
 def _require(cond: bool, message: str) -> None:
@@ -239,6 +247,37 @@ class Seal:
 
     def to_record(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+SEALED_BATCH_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBatch:
+    """One record per seal: the seal's exact bytes and its events' exact bytes, in seq order
+    (schemas/sealed_batch.avsc). The bytes are what hashes and signatures cover."""
+
+    format_version: int
+    seal: bytes
+    events: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _require(
+            self.format_version == SEALED_BATCH_VERSION,
+            f"format_version: expected {SEALED_BATCH_VERSION}, found {self.format_version}",
+        )
+        _require(len(self.events) > 0, "events: expected at least one event, found none")
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> SealedBatch:
+        return cls(r["format_version"], r["seal"], tuple(r["events"]))
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "seal": self.seal,
+            "events": list(self.events),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,9 @@
-"""Emitter: publishes execution events with confluent-kafka and seals them in signed batches."""
+"""Emitter: publishes execution events with confluent-kafka and seals them in signed batches.
+
+By default one Kafka record carries one seal and the exact bytes of the events it covers
+(``schemas/sealed_batch.avsc``): the broker and the processor pay their per-record cost once per
+batch. ``batch_records=False`` sends each event and each seal as a record of its own (format 0).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -44,10 +49,17 @@ class FlushReport:
         )
 
 
+BATCH_FORMAT_VERSION = 1
+BATCH_KEY_PREFIX = "batch:"
+SEAL_KEY_PREFIX = "seal:"
+
+
 @dataclass
 class _SealBatch:
     first_seq: int = -1
     digests: list[bytes] = field(default_factory=list)
+    events: list[bytes] = field(default_factory=list)  # exact bytes, held until sealed (batch mode)
+    size: int = 0
     opened_at: float = 0.0
 
 
@@ -56,6 +68,27 @@ class _PartitionState:
     next_seq: int = 0
     prev_seal_hash: bytes = hashing.ZERO_HASH
     batch: _SealBatch = field(default_factory=_SealBatch)
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(ExecutionEvent))
+_AUTH_FIELDS = tuple(f.name for f in fields(Authorization))
+_RUNTIME_FIELDS = tuple(f.name for f in fields(Runtime))
+
+
+def event_record(event: ExecutionEvent) -> dict[str, Any]:
+    """``event.to_record()`` without ``dataclasses.asdict``'s deep copies (the SDK's hot path)."""
+    r = {name: getattr(event, name) for name in _EVENT_FIELDS}
+    r["kind"] = event.kind.value
+    auth = event.authorization
+    if auth is not None:
+        a = {name: getattr(auth, name) for name in _AUTH_FIELDS}
+        a["decision"] = auth.decision.value
+        a["determining_policies"] = list(auth.determining_policies)
+        r["authorization"] = a
+    rt = event.runtime
+    if rt is not None:
+        r["runtime"] = {name: getattr(rt, name) for name in _RUNTIME_FIELDS}
+    return r
 
 
 def now_us() -> int:
@@ -81,7 +114,14 @@ class Emitter:
         block_timeout_s: float = 30.0,
         producer_config: Mapping[str, Any] | None = None,
         clock: Callable[[], int] = now_us,
+        batch_records: bool = True,
+        max_batch_bytes: int = 900_000,
     ) -> None:
+        """``batch_records``: one record per seal holding its events (default), else one per event.
+
+        ``max_batch_bytes`` seals a batch early so its record stays under the broker's message
+        size limit (Kafka's default is 1 MB).
+        """
         if seal_every < 1:
             raise EmitterError(f"seal_every: expected >= 1, found {seal_every}")
         self.topic = topic
@@ -89,13 +129,19 @@ class Emitter:
         self.emitter_id = f"{signer.subject}#{instance or uuid7()[-12:]}"
         self.seal_every = seal_every
         self.seal_ms = seal_ms
+        self.batch_records = batch_records
+        self.max_batch_bytes = max_batch_bytes
         self.block_timeout_s = block_timeout_s
         self.clock = clock
         self._event_schema = codec.load("execution_event")
         self._seal_schema = codec.load("seal")
+        self._batch_schema = codec.load("sealed_batch")
+        self._batch_key = f"{BATCH_KEY_PREFIX}{self.emitter_id}".encode()
+        self._seal_key = f"{SEAL_KEY_PREFIX}{self.emitter_id}".encode()
         self._lock = threading.RLock()
         self._closed = False
-        self.delivered = 0
+        self.delivered = 0  # records acknowledged by the broker (batches, or events and seals)
+        self.delivered_events = 0
         self.emitted = 0
         self.fatal: str | None = None
         self.failed = 0
@@ -152,8 +198,13 @@ class Emitter:
         attributes: Mapping[str, str] | None = None,
         event_id: str | None = None,
         event_time: int | None = None,
+        seal: bool = False,
     ) -> ExecutionEvent:
-        """Validate, encode, number and send one event; raise before sending if it is invalid."""
+        """Validate, encode, number and send one event; raise before sending if it is invalid.
+
+        ``seal``: seal the event's batch at once (the gate does, so a decision reaches the broker
+        without waiting for the batch to fill); the event is on its way when this returns.
+        """
         key = workflow_id.encode()
         partition = partition_for(key, self.partitions)
         with self._lock:
@@ -186,16 +237,23 @@ class Emitter:
                 output_digest=output_digest,
                 attributes=dict(attributes or {}),
             )
-            data = self._event_schema.encode(event.to_record())
-            self._produce(key, data, partition)
+            data = self._event_schema.encode(event_record(event))
+            batch = state.batch
+            if self.batch_records:
+                if batch.digests and batch.size + len(data) > self.max_batch_bytes:
+                    self._seal(partition, state)
+                    batch = state.batch
+                batch.events.append(data)
+                batch.size += len(data)
+            else:
+                self._produce(key, data, partition, 1)
             state.next_seq += 1
             self.emitted += 1
-            batch = state.batch
             if not batch.digests:
                 batch.first_seq = event.emitter_seq
                 batch.opened_at = time.monotonic()
             batch.digests.append(hashing.event_digest(data))
-            if len(batch.digests) >= self.seal_every:
+            if seal or len(batch.digests) >= self.seal_every:
                 self._seal(partition, state)
         self._producer.poll(0)
         return event
@@ -230,7 +288,12 @@ class Emitter:
             signature=self.signer.sign(message),
         )
         data = self._seal_schema.encode(seal.to_record(), check=False)
-        self._produce(f"seal:{self.emitter_id}".encode(), data, partition)
+        if self.batch_records:
+            record = {"format_version": BATCH_FORMAT_VERSION, "seal": data, "events": batch.events}
+            value = self._batch_schema.encode(record, check=False)
+            self._produce(self._batch_key, value, partition, len(batch.events))
+        else:
+            self._produce(self._seal_key, data, partition, 0)
         state.prev_seal_hash = hashing.seal_hash(data)
         state.batch = _SealBatch()
 
@@ -259,16 +322,21 @@ class Emitter:
         if err.fatal():
             self.fatal = f"fatal producer error: {err}"
 
-    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is None:
-            self.delivered += 1
-        else:
-            self.failed += 1
-            if len(self.errors) < 100:
-                self.errors.append(str(err))
+    def _delivery_cb(self, events: int) -> Callable[[KafkaError | None, Any], None]:
+        def on_delivery(err: KafkaError | None, msg: Any) -> None:
+            if err is None:
+                self.delivered += 1
+                self.delivered_events += events
+            else:
+                self.failed += 1
+                if len(self.errors) < 100:
+                    self.errors.append(str(err))
 
-    def _produce(self, key: bytes, value: bytes, partition: int) -> None:
+        return on_delivery
+
+    def _produce(self, key: bytes, value: bytes, partition: int, events: int) -> None:
         deadline = time.monotonic() + self.block_timeout_s
+        on_delivery = self._delivery_cb(events)
         while True:
             try:
                 self._producer.produce(
@@ -276,7 +344,7 @@ class Emitter:
                     value=value,
                     key=key,
                     partition=partition,
-                    on_delivery=self._on_delivery,
+                    on_delivery=on_delivery,
                 )
                 return
             except BufferError:

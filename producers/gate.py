@@ -205,6 +205,7 @@ class Gate:
                 trace_id=trace.trace_id,
                 span_id=trace.span_id,
                 event_time=now,
+                seal=self.confirm_timeout_s is not None,  # durable before the action: seal now
             )
             if self.confirm_timeout_s is not None:
                 report = self.emitter.flush(self.confirm_timeout_s, seal=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -14,11 +15,20 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from lineage import codec
 from lineage.config import Settings
-from lineage.errors import DecodeError
-from lineage.model import ChainEntry, Checkpoint, QuarantineRecord, Violation
+from lineage.errors import DecodeError, IntegrityError
+from lineage.model import ChainEntry, Checkpoint, QuarantineReason, QuarantineRecord, Violation
 from sinks import metrics as sink_metrics
 from sinks import rows, schema
-from sinks.errors import ClickHouseUnavailable
+from sinks.errors import ClickHouseUnavailable, RejectedData
+from stream_processors import chain_rows
+
+# ClickHouse error codes that mean "not now" rather than "never": retried like a lost connection.
+OUTAGE_CODES = frozenset(
+    {3, 23, 32, 159, 164, 202, 203, 209, 210, 236, 241, 242, 252, 319, 335, 394, 425, 439, 999}
+)
+_CODE = re.compile(r"Code: (\d+)")
+UNDECODABLE = QuarantineReason.SINK_UNDECODABLE
+REJECTED = QuarantineReason.SINK_REJECTED
 
 log = logging.getLogger("lineage.sink")
 
@@ -36,6 +46,128 @@ def open_client(settings: Settings) -> Any:
     return clickhouse_connect.get_client(dsn=settings.clickhouse_dsn)
 
 
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says ClickHouse is unavailable (retry), False when it refused the data.
+
+    Connection and timeout errors are outages, and so are the server's "try again" codes
+    (``OUTAGE_CODES``) and any database error without a code; a coded server error (parse
+    failures, type mismatches, oversized values) and errors building the rows are bad data.
+    """
+    from clickhouse_connect.driver import exceptions as chx
+
+    if isinstance(exc, (OSError, ClickHouseUnavailable, chx.OperationalError)):
+        return True
+    if isinstance(exc, chx.DatabaseError):
+        code = _CODE.search(str(exc))
+        return code is None or int(code.group(1)) in OUTAGE_CODES
+    return False
+
+
+@dataclass
+class Part:
+    """What one Kafka record contributes to an insert: row containers, or rows of one table."""
+
+    msg: Any
+    table: str
+    container: bytes = b""
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+_COLUMNS = {
+    "lineage_entries": rows.ENTRY_COLUMNS,
+    "violations": rows.VIOLATION_COLUMNS,
+    "checkpoints": rows.CHECKPOINT_COLUMNS,
+    "quarantine": rows.QUARANTINE_COLUMNS,
+}
+
+
+class Inserter:
+    """Inserts a batch's parts: containers forwarded as bytes (``FORMAT Avro``), rows otherwise.
+
+    An outage raises ClickHouseUnavailable (the caller retries the whole batch; replays collapse
+    in the ReplacingMergeTree tables). When ClickHouse refuses the data, each record's part is
+    inserted alone and the refused ones come back as quarantine records with the reason, so one
+    bad record never blocks its partition.
+    """
+
+    def __init__(self, client: Any, database: str, lock: threading.Lock) -> None:
+        self.client = client
+        self.database = database
+        self.lock = lock
+
+    def _raw(self, container: bytes) -> None:
+        with self.lock:
+            self.client.raw_insert(
+                f"`{self.database}`.lineage_entries",
+                list(chain_rows.COLUMNS),
+                container,
+                fmt="Avro",
+            )
+
+    def _rows(self, table: str, data: list[tuple[Any, ...]]) -> None:
+        with self.lock:
+            self.client.insert(
+                table, data, column_names=list(_COLUMNS[table]), database=self.database
+            )
+
+    def _insert_parts(self, parts: list[Part]) -> None:
+        containers = [p.container for p in parts if p.container]
+        same = [c for c in containers if c.startswith(chain_rows.HEADER)]
+        if same:
+            self._raw(chain_rows.merge(same))
+        for c in containers:
+            if not c.startswith(chain_rows.HEADER):
+                self._raw(c)  # another container version: ClickHouse reads its own schema
+        by_table: dict[str, list[tuple[Any, ...]]] = {}
+        for p in parts:
+            if p.rows:
+                by_table.setdefault(p.table, []).extend(p.rows)
+        for table, data in by_table.items():
+            self._rows(table, data)
+
+    def _attempt(self, parts: list[Part]) -> None:
+        try:
+            self._insert_parts(parts)
+        except Exception as exc:
+            if is_outage(exc):
+                raise ClickHouseUnavailable(f"insert into {self.database} failed: {exc}") from exc
+            raise RejectedData(str(exc)) from exc
+
+    def insert(self, parts: list[Part]) -> list[QuarantineRecord]:
+        """Insert ``parts``; returns quarantine records for the refused ones (already inserted)."""
+        if not parts:
+            return []
+        try:
+            self._attempt(parts)
+            return []
+        except RejectedData as whole:
+            log.error("ClickHouse refused a batch (%s); inserting record by record", whole)
+        refused: list[QuarantineRecord] = []
+        for part in parts:
+            try:
+                self._attempt([part])
+            except RejectedData as exc:
+                refused.append(quarantine_for(part.msg, REJECTED, f"ClickHouse refused it: {exc}"))
+        if refused:
+            self._attempt(
+                [Part(None, "quarantine", rows=[rows.quarantine_row(q) for q in refused])]
+            )
+        return refused
+
+
+def quarantine_for(msg: Any, code: QuarantineReason, reason: str) -> QuarantineRecord:
+    """A quarantine record keeping a sink input record's exact bytes and position."""
+    return QuarantineRecord(
+        reason_code=code,
+        reason=reason[:4000],
+        raw_value=msg.value() or b"",
+        source_topic=str(msg.topic()),
+        source_partition=int(msg.partition() or 0),
+        source_offset=int(msg.offset() or 0),
+        raw_key=msg.key(),
+    )
+
+
 @dataclass
 class SinkStats:
     rows: dict[str, int] = field(
@@ -43,6 +175,7 @@ class SinkStats:
     )
     batches: int = 0
     retries: int = 0
+    refused: int = 0  # records ClickHouse refused, quarantined with the reason
     outage_s: float = 0.0
     lag: int = 0
     last_error: str = ""
@@ -68,12 +201,33 @@ class ClickHouseSink:
         self.stats = SinkStats()
         self.on_outage = on_outage or (lambda msg: log.warning("%s", msg))
         t = settings.topics
-        self._decoders: dict[str, tuple[Any, Callable[[dict[str, Any]], Any], str]] = {
-            t.chain: (codec.load("chain_entry"), ChainEntry.from_record, "entries"),
-            t.violations: (codec.load("violation"), Violation.from_record, "violations"),
-            t.checkpoints: (codec.load("checkpoint"), Checkpoint.from_record, "checkpoints"),
-            t.quarantine: (codec.load("quarantine"), QuarantineRecord.from_record, "quarantine"),
+        self._decoders: dict[str, tuple[Any, Callable[[Any], tuple[Any, ...]], str, str]] = {
+            t.chain: (
+                codec.load("chain_entry"),
+                lambda r: rows.entry_row(ChainEntry.from_record(r)),
+                "lineage_entries",
+                "entries",
+            ),
+            t.violations: (
+                codec.load("violation"),
+                lambda r: rows.violation_row(Violation.from_record(r)),
+                "violations",
+                "violations",
+            ),
+            t.checkpoints: (
+                codec.load("checkpoint"),
+                lambda r: rows.checkpoint_row(Checkpoint.from_record(r)),
+                "checkpoints",
+                "checkpoints",
+            ),
+            t.quarantine: (
+                codec.load("quarantine"),
+                lambda r: rows.quarantine_row(QuarantineRecord.from_record(r)),
+                "quarantine",
+                "quarantine",
+            ),
         }
+        self.inserter = Inserter(client, self.database, self.lock)
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -101,21 +255,37 @@ class ClickHouseSink:
 
     # -- one batch -------------------------------------------------------
 
-    def _collect(self) -> tuple[dict[str, list[Any]], list[Any]]:
+    def _part(self, m: Any) -> tuple[Part, int]:
+        """A record's share of the insert and its row count; undecodable ones become quarantine."""
+        topic, value = str(m.topic()), m.value() or b""
+        sch, to_row, table, _ = self._decoders[topic]
+        if topic == self.settings.topics.chain and chain_rows.is_rows(value):
+            return Part(m, table, container=value), chain_rows.row_count(value)
+        try:
+            return Part(m, table, rows=[to_row(sch.decode_body(value))]), 1
+        except (DecodeError, IntegrityError, ValueError, TypeError, KeyError) as exc:
+            log.error(
+                "undecodable record on %s[%d]@%d, quarantined: %s",
+                topic,
+                m.partition(),
+                m.offset(),
+                exc,
+            )
+            q = quarantine_for(m, UNDECODABLE, f"{topic}: {exc}")
+            return Part(m, "quarantine", rows=[rows.quarantine_row(q)]), 0
+
+    def _collect(self) -> tuple[list[Part], list[Any], dict[str, int]]:
         deadline = time.monotonic() + self.settings.sink_batch_ms / 1000
-        batch: dict[str, list[Any]] = {
-            "entries": [],
-            "violations": [],
-            "checkpoints": [],
-            "quarantine": [],
-        }
+        parts: list[Part] = []
+        counts = {"entries": 0, "violations": 0, "checkpoints": 0, "quarantine": 0}
         msgs: list[Any] = []
         limit = self.settings.sink_batch_rows
-        while len(msgs) < limit:
+        rows_in = 0
+        while rows_in < limit:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            for m in self.consumer.consume(min(limit - len(msgs), 5000), left):
+            for m in self.consumer.consume(min(limit - rows_in, 5000), left):
                 error = m.error()
                 if error is not None:
                     if error.code() != KafkaError._PARTITION_EOF:
@@ -123,39 +293,11 @@ class ClickHouseSink:
                     continue
                 msgs.append(m)
                 self._fetched[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0) + 1
-                sch, build, table = self._decoders[str(m.topic())]
-                try:
-                    batch[table].append(build(sch.decode_body(m.value() or b"")))
-                except (DecodeError, ValueError, TypeError, KeyError) as exc:
-                    log.error(
-                        "undecodable record on %s[%d]@%d: %s",
-                        m.topic(),
-                        m.partition(),
-                        m.offset(),
-                        exc,
-                    )
-        return batch, msgs
-
-    def _insert(self, batch: dict[str, list[Any]]) -> None:
-        plan: list[tuple[str, tuple[str, ...], Callable[[Any], tuple[Any, ...]], list[Any]]] = [
-            ("lineage_entries", rows.ENTRY_COLUMNS, rows.entry_row, batch["entries"]),
-            ("violations", rows.VIOLATION_COLUMNS, rows.violation_row, batch["violations"]),
-            ("checkpoints", rows.CHECKPOINT_COLUMNS, rows.checkpoint_row, batch["checkpoints"]),
-            ("quarantine", rows.QUARANTINE_COLUMNS, rows.quarantine_row, batch["quarantine"]),
-        ]
-        for table, columns, to_row, items in plan:
-            if not items:
-                continue
-            data = [to_row(x) for x in items]
-            try:
-                with self.lock:
-                    self.client.insert(
-                        table, data, column_names=list(columns), database=self.database
-                    )
-            except Exception as exc:
-                raise ClickHouseUnavailable(
-                    f"insert into {self.database}.{table} failed: {exc}"
-                ) from exc
+                part, n = self._part(m)
+                parts.append(part)
+                counts[self._decoders[str(m.topic())][3] if n else "quarantine"] += max(n, 1)
+                rows_in += max(n, 1)
+        return parts, msgs, counts
 
     def _commit(self, msgs: list[Any]) -> None:
         last: dict[tuple[str, int], int] = {}
@@ -165,19 +307,21 @@ class ClickHouseSink:
         self.consumer.commit(offsets=offsets, asynchronous=False)
 
     def step(self, stop: threading.Event | None = None) -> int:
-        """Collect one batch, insert it (retrying with backoff until acked), commit; returns rows.
+        """Collect one batch, insert it (retrying with backoff until acked), commit; returns records.
 
-        If ``stop`` is set during an outage the batch is left uncommitted: it is redelivered to
-        the next sink, and the tables' deduplication absorbs any part that did land.
+        Only an outage is retried; data ClickHouse refuses goes to the quarantine table with the
+        reason and its offset is committed with the rest. If ``stop`` is set during an outage the
+        batch is left uncommitted: it is redelivered to the next sink, and the tables'
+        deduplication absorbs any part that did land.
         """
-        batch, msgs = self._collect()
+        parts, msgs, counts = self._collect()
         if not msgs:
             return 0
         delay = 0.1
         outage_started: float | None = None
         while True:
             try:
-                sink_metrics.insert(self, batch)
+                refused = sink_metrics.insert(self, parts, counts)
                 break
             except ClickHouseUnavailable as exc:
                 if outage_started is None:
@@ -198,8 +342,10 @@ class ClickHouseSink:
             )
         self._commit(msgs)
         self.stats.batches += 1
-        for name, items in batch.items():
-            self.stats.rows[name] += len(items)
+        for name, n in counts.items():
+            self.stats.rows[name] += n
+        self.stats.rows["quarantine"] += len(refused)
+        self.stats.refused += len(refused)
         return len(msgs)
 
     def lag(self) -> int:

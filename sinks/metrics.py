@@ -1,8 +1,9 @@
 """The sink's Prometheus figures: rows inserted per table, retries, quarantine by reason, insert time.
 
 The process that runs a sink calls ``install(LineageMetrics(...))``; ``ClickHouseSink.step`` calls
-``insert(self, batch)`` in place of ``self._insert(batch)``. With nothing installed ``insert`` is
-exactly ``sink._insert``.
+``insert(self, parts, counts)`` in place of ``self.inserter.insert(parts)``. With nothing installed
+``insert`` is exactly ``sink.inserter.insert``. Quarantine counted here is what the sink itself
+refused (``SINK_REJECTED``, ``SINK_UNDECODABLE``); the processor counts its own.
 """
 
 from __future__ import annotations
@@ -31,24 +32,29 @@ class SinkMetrics:
         self.metrics = metrics
         self._retries_seen: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
-    def insert(self, sink: Any, batch: dict[str, list[Any]]) -> None:
-        """Insert ``batch`` with ``sink._insert``; count it only once ClickHouse acknowledged it.
+    def insert(self, sink: Any, parts: list[Any], counts: dict[str, int]) -> list[Any]:
+        """Insert ``parts`` with ``sink.inserter``; count them only once ClickHouse acknowledged.
 
-        Retries are read from ``sink.stats.retries`` (the sink counts them before calling again),
-        so an outage shows as retries first and rows once the batch lands.
+        ``counts`` are the batch's rows per table key (``entries``, ``violations``, …). Retries are
+        read from ``sink.stats.retries`` (the sink counts them before calling again), so an outage
+        shows as retries first and rows once the batch lands. Returns the refused records
+        (quarantine records, counted by reason).
         """
         start = time.perf_counter()
-        sink._insert(batch)
-        self.observe(sink, batch, time.perf_counter() - start)
+        refused: list[Any] = sink.inserter.insert(parts)
+        self.observe(sink, counts, refused, time.perf_counter() - start)
+        return refused
 
-    def observe(self, sink: Any, batch: dict[str, list[Any]], seconds: float) -> None:
+    def observe(
+        self, sink: Any, counts: dict[str, int], refused: list[Any], seconds: float
+    ) -> None:
         m = self.metrics
         rows = 0
-        for key, items in batch.items():
-            if items:
-                m.sink_rows.labels(TABLES.get(key, key)).inc(len(items))
-                rows += len(items)
-        for q in batch.get("quarantine", ()):
+        for key, n in counts.items():
+            if n:
+                m.sink_rows.labels(TABLES.get(key, key)).inc(n)
+                rows += n
+        for q in refused:
             m.quarantined.labels(q.reason_code.value).inc()
         retries = int(sink.stats.retries)
         seen = self._retries_seen.get(sink, 0)
@@ -69,13 +75,13 @@ def install(metrics: LineageMetrics | None) -> SinkMetrics | None:
     return _installed
 
 
-def insert(sink: Any, batch: dict[str, list[Any]]) -> None:
-    """The sink's hook: ``sink._insert(batch)``, observed when metrics are installed."""
+def insert(sink: Any, parts: list[Any], counts: dict[str, int]) -> list[Any]:
+    """The sink's hook: ``sink.inserter.insert(parts)``, observed when metrics are installed."""
     obs = _installed
     if obs is None:
-        sink._insert(batch)
-        return
-    obs.insert(sink, batch)
+        result: list[Any] = sink.inserter.insert(parts)
+        return result
+    return obs.insert(sink, parts, counts)
 
 
 def start(settings: Any) -> Any | None:

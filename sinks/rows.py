@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from typing import Any
 
@@ -93,6 +94,7 @@ QUARANTINE_COLUMNS: tuple[str, ...] = (
     "source_topic",
     "source_partition",
     "source_offset",
+    "raw_digest",
 )
 
 _EVENT_SCHEMA = codec.load("execution_event")
@@ -240,4 +242,11 @@ def quarantine_row(record: QuarantineRecord) -> Row:
         record.source_topic,
         record.source_partition,
         record.source_offset,
+        quarantine_digest(record.raw_value),
     )
+
+
+def quarantine_digest(raw_value: bytes) -> int:
+    """First 8 bytes of SHA-256 of the raw value, big-endian: tells apart the events one
+    sealed-batch record quarantined at a single offset."""
+    return int.from_bytes(hashlib.sha256(raw_value).digest()[:8], "big")

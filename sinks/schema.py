@@ -254,8 +254,23 @@ _VIEWS = Migration(
     ),
 )
 
-# Version 4, not 3: 3 is taken by branch b's per-event quarantine migration, still in progress;
-# versions are applied by set membership, so 3 may land after 4.
+# A sealed-batch record (schemas/sealed_batch.avsc) carries many events at one Kafka offset, so
+# several events quarantined from one record share (topic, partition, offset): the row's own
+# digest joins the key, and a replayed row (identical bytes) still collapses.
+_QUARANTINE_PER_EVENT = Migration(
+    3,
+    "quarantine: raw_digest joins the key (several events of one sealed-batch record)",
+    (
+        """
+        ALTER TABLE {db}.quarantine
+            ADD COLUMN IF NOT EXISTS raw_digest UInt64,
+            MODIFY ORDER BY (source_topic, source_partition, source_offset, raw_digest)
+        """,
+    ),
+)
+
+# Version 4: 3 is the per-event quarantine key above. Versions are applied by set membership, so
+# a database that took 4 before 3 existed still gets 3.
 # Cosignature lines a witness returned for a processor checkpoint (sinks/witness_feeder.py).
 # Not trusted by any verifier: export copies them into the bundle, where they are checked.
 _WITNESS = Migration(
@@ -279,7 +294,7 @@ _WITNESS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_BASE_TABLES, _VIEWS, _WITNESS)
+MIGRATIONS: tuple[Migration, ...] = (_BASE_TABLES, _VIEWS, _QUARANTINE_PER_EVENT, _WITNESS)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """

@@ -218,9 +218,7 @@ class Authenticator:
             p.seal_index = i
             p.seal_path = tuple(paths[i])
             p.authorizer = authorizer
-            st.recent[p.event.emitter_seq] = p.digest
-        while len(st.recent) > RECENT_DIGESTS:
-            del st.recent[next(iter(st.recent))]
+            st.remember(p.event.emitter_seq, p.digest, RECENT_DIGESTS)
         out.released = present
         return out
 
@@ -311,7 +309,7 @@ class Authenticator:
             del st.pending[p.event.emitter_seq]
         self._reject(
             out,
-            sorted(stale, key=lambda p: p.offset),
+            sorted(stale, key=lambda p: (p.offset, p.event.emitter_seq)),
             ViolationType.UNSEALED_EVENT,
             "UNSEALED_EVENT",
             "seal-window",

@@ -13,6 +13,7 @@ from lineage.model import (
     ChainEntry,
     Checkpoint,
     Containment,
+    EventKind,
     ExecutionEvent,
     QuarantineReason,
     QuarantineRecord,
@@ -21,7 +22,7 @@ from lineage.model import (
     ViolationType,
 )
 from lineage.policy import PolicySet
-from stream_processors import chain, order, placement
+from stream_processors import chain, chain_rows, order, placement
 from stream_processors.authenticate import Authenticator, AuthResult
 from stream_processors.checkpoint import PartitionLog, origin_for
 from stream_processors.decode import Decoder, Limits
@@ -30,7 +31,7 @@ from stream_processors.findings_log import STATE_KEY as FINDINGS_KEY
 from stream_processors.findings_log import FindingsLog
 from stream_processors.order import OrderLimits
 from stream_processors.policy_stage import PolicyStage, WorkflowPolicyState
-from stream_processors.records import DecodedSeal, Outputs, PendingEvent, RawRecord
+from stream_processors.records import DecodedBatch, DecodedSeal, Outputs, PendingEvent, RawRecord
 from stream_processors.state import EmitterState, PartitionMeta, StateStore, WorkflowState
 
 EXPIRY_EVERY = 64
@@ -47,6 +48,9 @@ class PipelineConfig:
     checkpoint_key_name: str = "lineage-processor"
     max_unsealed_per_emitter: int = 10_000
     cache_workflows: int = 10_000
+    # A completed workflow keeps only its chain head (and policy state) once this many input
+    # offsets passed its WORKFLOW_COMPLETED: state then tracks open workflows, not history.
+    completed_grace_offsets: int = 1_000
     partitions: int | None = None
     """The input topic's partition count: events outside their workflow's partition are refused,
     and every checkpoint signs the count (lineage.binding). None: neither (older behaviour)."""
@@ -109,7 +113,8 @@ class PartitionPipeline:
     def _emitter(self, emitter_id: str) -> EmitterState:
         st = self.emitters.get(emitter_id)
         if st is None:
-            raw = self.store.get(f"{self._prefix}e|{emitter_id}")
+            key = f"{self._prefix}e|{emitter_id}"
+            raw = self.store.get(key)
             st = EmitterState.from_bytes(raw, _decode_event) if raw else EmitterState()
             self.emitters[emitter_id] = st
         self.dirty_emitters.add(emitter_id)
@@ -184,13 +189,27 @@ class PartitionPipeline:
                 )
             )
             return
-        if isinstance(decoded, DecodedSeal):
-            self._count("seals")
-            res = self.auth.on_seal(decoded)
-            self._take(res, out)
-            self._note_pending(decoded.seal.emitter_id)
-            for p in res.released:
-                self._admit(p, out)
+        if isinstance(decoded, DecodedBatch):
+            self._count("batches")
+            for data, code, reason in decoded.rejected:
+                self._count("quarantined")
+                out.quarantine.append(
+                    QuarantineRecord(
+                        reason_code=QuarantineReason(code),
+                        reason=reason,
+                        raw_value=data,
+                        source_topic=raw.topic,
+                        source_partition=raw.partition,
+                        source_offset=raw.offset,
+                        raw_key=raw.key,
+                    )
+                )
+            for p in decoded.events:
+                self._count("events")
+                self._take(self.auth.on_event(p), out)
+            self._on_seal(decoded.seal, out)
+        elif isinstance(decoded, DecodedSeal):
+            self._on_seal(decoded, out)
         else:
             self._count("events")
             res = self.auth.on_event(decoded)
@@ -200,6 +219,14 @@ class PartitionPipeline:
                 oldest = min(p.offset for p in st.pending.values())
                 self._take(self.auth.expire(st, oldest + 1), out)
             self._note_pending(decoded.event.emitter_id)
+
+    def _on_seal(self, decoded: DecodedSeal, out: Outputs) -> None:
+        self._count("seals")
+        res = self.auth.on_seal(decoded)
+        self._take(res, out)
+        self._note_pending(decoded.seal.emitter_id)
+        for p in res.released:
+            self._admit(p, out)
 
     def _note_pending(self, emitter_id: str) -> None:
         st = self.emitters[emitter_id]
@@ -309,25 +336,27 @@ class PartitionPipeline:
         contained_before = ps.contained
         findings = self.policy_stage.check(p.event, ps, authorizer_trusted=p.authorizer)
         log_index = self.log.append(entry_hash)
-        out.entries.append(
-            ChainEntry(
-                workflow_id=wf.workflow_id,
-                chain_seq=seq,
-                event_id=p.event.event_id,
-                event_digest=p.digest,
-                prev_hash=prev,
-                entry_hash=entry_hash,
-                policy_digest=self.policy_digest,
-                event_bytes=p.data,
-                source_partition=self.partition,
-                source_offset=p.offset,
-                log_index=log_index,
-                seal_bytes=p.seal_bytes,
-                seal_index=p.seal_index,
-                seal_path=p.seal_path,
-                flags=(CONTAINED,) if contained_before else (),
-            )
+        entry = ChainEntry(
+            workflow_id=wf.workflow_id,
+            chain_seq=seq,
+            event_id=p.event.event_id,
+            event_digest=p.digest,
+            prev_hash=prev,
+            entry_hash=entry_hash,
+            policy_digest=self.policy_digest,
+            event_bytes=p.data,
+            source_partition=self.partition,
+            source_offset=p.offset,
+            log_index=log_index,
+            seal_bytes=p.seal_bytes,
+            seal_index=p.seal_index,
+            seal_path=p.seal_path,
+            flags=(CONTAINED,) if contained_before else (),
         )
+        out.entries.append(entry)
+        out.rows.append(chain_rows.entry_record(entry, p.event))
+        if p.event.kind is EventKind.WORKFLOW_COMPLETED:
+            self.meta.completed.append((p.offset, wf.workflow_id))
         self._count("chained")
         for f in findings:
             out.violations.append(
@@ -383,12 +412,16 @@ class PartitionPipeline:
             self._orphan(oldest[0], oldest[1], "the partition's reorder buffer is full", out)
 
     def _oldest_waiting(self) -> tuple[WorkflowState, PendingEvent] | None:
+        # Events of one sealed batch share an offset: (emitter, seq) breaks the tie, so the choice
+        # never depends on the order of waiting_workflows in memory (a restart reads it sorted).
         best: tuple[WorkflowState, PendingEvent] | None = None
+        best_key: tuple[int, str, int] | None = None
         for wid in self.meta.waiting_workflows:
             wf = self._workflow(wid)
             for p in wf.waiting:
-                if best is None or p.offset < best[1].offset:
-                    best = (wf, p)
+                key = (p.offset, p.event.emitter_id, p.event.emitter_seq)
+                if best_key is None or key < best_key:
+                    best, best_key = (wf, p), key
         return best
 
     def _orphan(self, wf: WorkflowState, p: PendingEvent, why: str, out: Outputs) -> None:
@@ -405,7 +438,25 @@ class PartitionPipeline:
         )
         self._note_waiting(wf)
 
+    def _shrink_completed(self, offset: int) -> None:
+        """Drop the causal bookkeeping of workflows completed long enough ago.
+
+        What stays is the chain head and sequence (a late event can never restart a chain) and
+        the policy state; an event arriving later finds no parent and is orphaned.
+        """
+        done = self.meta.completed
+        cut = 0
+        while cut < len(done) and done[cut][0] < offset - self.config.completed_grace_offsets:
+            cut += 1
+        for _, wid in done[:cut]:
+            wf = self._workflow(wid)
+            if wf.chained and not wf.waiting:
+                wf.chained = {}
+                self._count("workflows_shrunk")
+        del done[:cut]
+
     def _expire(self, offset: int, out: Outputs) -> None:
+        self._shrink_completed(offset)
         horizon = offset - self.config.window_offsets
         if horizon <= 0:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from lineage.model import (
     ChainEntry,
@@ -52,11 +53,25 @@ class DecodedSeal:
     seal: Seal
 
 
+@dataclass(slots=True)
+class DecodedBatch:
+    """A sealed-batch record: its seal and the events it carries (decoded, with exact bytes).
+
+    ``rejected`` holds the events that did not decode: (exact bytes, reason code, reason).
+    """
+
+    offset: int
+    seal: DecodedSeal
+    events: list[PendingEvent]
+    rejected: list[tuple[bytes, str, str]] = field(default_factory=list)
+
+
 @dataclass
 class Outputs:
     """Everything one batch produced, in the order it must be published."""
 
     entries: list[ChainEntry] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # entries as lineage_entries rows
     violations: list[Violation] = field(default_factory=list)
     quarantine: list[QuarantineRecord] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
@@ -65,6 +80,7 @@ class Outputs:
     def extend(self, other: Outputs) -> None:
         self.containments += other.containments
         self.entries += other.entries
+        self.rows += other.rows
         self.violations += other.violations
         self.quarantine += other.quarantine
         self.checkpoints += other.checkpoints

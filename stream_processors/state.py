@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -11,6 +12,8 @@ from typing import Any, Protocol
 from lineage import hashing
 from lineage.model import ExecutionEvent
 from stream_processors.records import PendingEvent
+
+log = logging.getLogger("lineage.processor")
 
 
 class StateStore(Protocol):
@@ -32,6 +35,84 @@ class DictStore:
 
     def put(self, key: str, value: bytes) -> None:
         self.data[key] = value
+
+
+class TableStore:
+    """StateStore over a faust table, writing each change to the source partition's changelog.
+
+    The pipeline writes one batch of keys and then the partition's meta key; a crash can leave
+    any prefix of those writes in the changelog, and a restore from a half-written batch mixes
+    two states (an emitter already past events whose workflows never saw them: those events are
+    then dropped as duplicates and never chained). So the meta record commits the batch: every
+    record carries its batch number and the value it replaces, and on restore the records of a
+    batch the meta never committed are rolled back to that value (an undo log, one record per key).
+    """
+
+    _HEAD = struct.Struct(">BQBI")  # format, batch, has_prev | has_value << 1, len(prev)
+    _FORMAT = 0  # an old plain value starts with "{", never with this byte
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self.table = table
+        self.partition = partition
+        self.prefix = f"{partition}|".encode()
+        self.meta_key = self.prefix + b"meta"
+        meta = self._record(self.meta_key)
+        self.committed = meta[0] if meta else 0
+        self.batch = self.committed + 1
+        self._roll_back()
+
+    def _record(self, raw: bytes) -> tuple[int, bytes | None, bytes | None] | None:
+        """(batch, replaced value, value) of a key, or None when there is no record."""
+        stored = self.table.data.get(raw)
+        if stored is None:
+            return None
+        data = bytes(stored)
+        if not data or data[0] != self._FORMAT:
+            return 0, None, data
+        _, batch, flags, n = self._HEAD.unpack_from(data)
+        body = data[self._HEAD.size :]
+        return batch, body[:n] if flags & 1 else None, body[n:] if flags & 2 else None
+
+    def _write(self, raw: bytes, batch: int, prev: bytes | None, value: bytes | None) -> None:
+        flags = int(prev is not None) | int(value is not None) << 1
+        head = self._HEAD.pack(self._FORMAT, batch, flags, len(prev or b""))
+        data = head + (prev or b"") + (value or b"")
+        self.table.data[raw] = data
+        # faust's own changelog path (as before issue 12): writing these records with a separate
+        # producer was backed out after a crash run restored an inconsistent state
+        # (docs/performance.md, "State writes").
+        self.table.send_changelog(self.partition, raw, data)
+
+    def _roll_back(self) -> None:
+        undone = 0
+        for raw in [k for k in list(self.table.data.keys()) if bytes(k).startswith(self.prefix)]:
+            rec = self._record(bytes(raw))
+            if rec is not None and rec[0] > self.committed:
+                self._write(bytes(raw), self.committed, None, rec[1])
+                undone += 1
+        if undone:
+            log.warning(
+                "partition %d: rolled back %d state records of a batch that was never committed "
+                "(the previous owner stopped while writing it)",
+                self.partition,
+                undone,
+            )
+
+    def get(self, key: str) -> bytes | None:
+        rec = self._record(key.encode())
+        if rec is None:
+            return None
+        batch, prev, value = rec
+        return value if batch <= self.committed else prev
+
+    def put(self, key: str, value: bytes) -> None:
+        raw = key.encode()
+        if raw != self.meta_key:
+            self._write(raw, self.batch, self.get(key), value)
+            return
+        self._write(raw, self.batch, None, value)  # the pipeline writes its meta last: the commit
+        self.committed = self.batch
+        self.batch += 1
 
 
 def _b(data: bytes) -> str:
@@ -78,13 +159,24 @@ def _unpack_recent(blob: bytes) -> dict[int, bytes]:
 
 @dataclass
 class EmitterState:
-    """What the authenticator knows about one emitter in one partition."""
+    """What the authenticator knows about one emitter in one partition.
+
+    ``recent`` holds the digests of the last ``window`` released events, oldest first, to tell a
+    redelivery from equivocation. It is written whole with the rest of the record: the delta
+    format (one chunk record per write) was backed out, see docs/performance.md.
+    """
 
     expected_seq: int = 0
     prev_seal_hash: bytes = hashing.ZERO_HASH
     pending: dict[int, PendingEvent] = field(default_factory=dict)
     recent: dict[int, bytes] = field(default_factory=dict)
     seen: bool = False
+
+    def remember(self, seq: int, digest: bytes, window: int) -> None:
+        """A released event's digest; the oldest leaves once ``window`` are held."""
+        self.recent[seq] = digest
+        while len(self.recent) > window:
+            del self.recent[next(iter(self.recent))]
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -161,6 +253,7 @@ class PartitionMeta:
     pending_emitters: list[str] = field(default_factory=list)
     waiting_workflows: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    completed: list[tuple[int, str]] = field(default_factory=list)  # (offset, workflow) to shrink
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -171,6 +264,7 @@ class PartitionMeta:
                 "e": sorted(self.pending_emitters),
                 "w": sorted(self.waiting_workflows),
                 "k": self.counters,
+                "d": self.completed,
             },
             separators=(",", ":"),
         ).encode()
@@ -178,4 +272,5 @@ class PartitionMeta:
     @classmethod
     def from_bytes(cls, data: bytes) -> PartitionMeta:
         d = json.loads(data)
-        return cls(d["o"], _ub(d["l"]), d["c"], d["e"], d["w"], d["k"])
+        completed = [(int(o), str(w)) for o, w in d.get("d", [])]
+        return cls(d["o"], _ub(d["l"]), d["c"], d["e"], d["w"], d["k"], completed)

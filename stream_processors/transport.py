@@ -1,23 +1,42 @@
-"""faust's aiokafka transport with a configurable consumer fetch wait (faust hard-codes 1500 ms)."""
+"""faust's aiokafka transport with the processor's consumer options (faust hard-codes a 1500 ms
+fetch wait) and a resume hook; the options travel on the app, not in module globals."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 SCHEME = "lineagekafka"
-FETCH_WAIT_MS = {"value": 50}
-RESUME_HOOK: dict[str, Callable[[Any], int | None]] = {}
+
+
+@dataclass
+class Options:
+    """What the transport needs from the processor.
+
+    ``fetch_wait_ms``: how long the broker may hold an empty fetch (every hop pays it).
+    ``resume_offset``: where an input partition resumes after table recovery (None: faust's
+    committed offset).
+    """
+
+    fetch_wait_ms: int = 50
+    resume_offset: Callable[[Any], int | None] = lambda tp: None
+
+
+def options_of(app: Any) -> Options:
+    opts = getattr(app, "transport_options", None)
+    return opts if isinstance(opts, Options) else Options()
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # An empty fetch is held for about half of this on the embedded broker: every hop pays it.
-        consumer._fetch_max_wait_ms = FETCH_WAIT_MS["value"]
+        # aiokafka takes the wait only in its constructor, which faust calls with 1500 ms; the
+        # embedded broker holds an empty fetch for about half of it.
+        consumer._fetch_max_wait_ms = options_of(self.app).fetch_wait_ms
         return consumer
 
 
@@ -33,11 +52,9 @@ class _Consumer(faust_aiokafka.Consumer):
         still paused, avoids a mid-stream seek racing with records already fetched.
         """
         await super().perform_seek()
-        hook = RESUME_HOOK.get("hook")
-        if hook is None:
-            return
+        resume = options_of(self.app).resume_offset
         for tp in self.assignment():
-            offset = hook(tp)
+            offset = resume(tp)
             if offset is not None:
                 await self.seek(tp, offset)
 
@@ -48,8 +65,7 @@ class Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
-def install(fetch_wait_ms: int) -> str:
-    """Register the transport and set the fetch wait; returns the URL scheme to use."""
-    FETCH_WAIT_MS["value"] = fetch_wait_ms
+def install() -> str:
+    """Register the transport; returns the URL scheme to use."""
     drivers.TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"
     return SCHEME

@@ -15,12 +15,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from lineage import hashing, merkle
+from lineage import codec, hashing, merkle
 from lineage.keys import KeyRegistry
 from lineage.model import Decision, EventKind, Runtime
 from lineage.policy import evaluate
 from producers.emitter import Emitter, FlushReport
 from producers.partitioner import partition_for
+from stream_processors import chain_rows
 from stream_processors.decode import Limits
 from stream_processors.main import load_processor_signer
 from stream_processors.order import OrderLimits
@@ -256,6 +257,29 @@ class Offsets:
         self.consumer.close()
 
 
+def wait_assigned(p: Pipeline, worker_id: str = "w0", timeout: float = 60) -> None:
+    """Until the worker owns its input partitions: a fault injected before that tests nothing
+    (on a busy machine joining the group alone can take longer than the workload's first 20 %)."""
+    log = p.settings.data_dir / f"processor-{worker_id}.log"
+    wait(
+        lambda: log.exists() and "resuming at offset" in log.read_text(errors="replace"),
+        timeout,
+        f"worker {worker_id} to be assigned its partitions",
+        p.worker_log,
+    )
+
+
+def events_in(key: bytes | None, value: bytes | None) -> int:
+    """How many events a record of the events topic carries: a sealed batch holds several."""
+    if (key or b"").startswith(b"seal:"):
+        return 0
+    if (key or b"").startswith(b"batch:") and value:
+        return len(codec.load("sealed_batch").decode_body(value)["events"])
+    if value and chain_rows.is_rows(value):  # chain output: a container of entry rows
+        return chain_rows.row_count(value)
+    return 1
+
+
 def read_partitions(
     bootstrap: str,
     topic: str,
@@ -267,7 +291,7 @@ def read_partitions(
 ) -> dict[int, list[RawRecord]]:
     """Every record of ``topic`` per partition in offset order, as the processor would see it.
 
-    ``events`` is how many records other than seals each partition holds (at least, unless
+    ``events`` is how many events (alone or inside sealed batches) each partition holds (at least, unless
     ``exact``). The embedded
     broker's high watermark is the base offset of the last record batch + 1, not the end of the
     log, so reading stops only when those events are all there and nothing more arrives.
@@ -292,8 +316,7 @@ def read_partitions(
                 out[part].append(
                     RawRecord(topic, part, int(m.offset() or 0), key, m.value(), m.timestamp()[1])
                 )
-                if not (key or b"").startswith(b"seal:"):
-                    seen[part] += 1
+                seen[part] += events_in(key, m.value())
                 quiet_since = time.monotonic()
         for p, recs in out.items():
             recs.sort(key=lambda r: r.offset)

@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from infra.demo import SinkThread
-from tests.faults._harness import Workload, WorkloadThread, check_end_state, report
+from tests.faults._harness import (
+    Workload,
+    WorkloadThread,
+    check_end_state,
+    report,
+    wait_assigned,
+)
 from tests.integration.conftest import Pipeline, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -26,7 +32,7 @@ DOWN = "connection refused (ClickHouse down, injected by the test)"
 
 
 class FlakyClient:
-    """A clickhouse-connect client whose inserts fail while ``down`` is set."""
+    """A clickhouse-connect client whose inserts (rows or forwarded bytes) fail while ``down``."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -44,6 +50,16 @@ class FlakyClient:
             raise ConnectionError(DOWN)
         return self.client.insert(*args, **kwargs)
 
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down.is_set():
+            if self.applied_then_failed == 0:
+                self.client.raw_insert(*args, **kwargs)
+                self.applied_then_failed += 1
+                raise ConnectionError(f"read timed out after the insert was sent; {DOWN}")
+            self.refused += 1
+            raise ConnectionError(DOWN)
+        return self.client.raw_insert(*args, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
 
@@ -51,6 +67,7 @@ class FlakyClient:
 def test_clickhouse_outage(pipeline: Pipeline, tmp_path: Path) -> None:
     p = pipeline
     p.start_worker()
+    wait_assigned(p)
     flaky = FlakyClient(p.client)
     messages: list[str] = []
     sink = SinkThread(p.settings, p.bootstrap, flaky, on_outage=messages.append)

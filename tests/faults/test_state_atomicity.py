@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from lineage.model import EventKind
-from stream_processors.app import TableStore
 from stream_processors.records import Outputs
+from stream_processors.state import TableStore
 from tests.support.events import SimEmitter, make_pipeline, registry_for, to_records
 
 pytestmark = pytest.mark.timeout(30)

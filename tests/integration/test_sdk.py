@@ -13,7 +13,7 @@ from infra.embedded import Broker, create_topics, start_broker
 from lineage import codec
 from lineage.errors import SchemaViolation
 from lineage.keys import Role, Signer
-from lineage.model import EventKind, ExecutionEvent, Runtime, Seal
+from lineage.model import EventKind, ExecutionEvent, Runtime, Seal, SealedBatch
 from lineage.policy import PolicySet
 from producers.emitter import Emitter
 from producers.errors import BackpressureTimeout
@@ -31,8 +31,9 @@ def topic(broker: Broker) -> str:
 
 
 def read_all(
-    bootstrap: str, topic: str, expected: int, timeout: float = 20
+    bootstrap: str, topic: str, expected: int, timeout: float = 20, *, events: bool = False
 ) -> list[tuple[bytes | None, bytes]]:
+    """Records of ``topic`` until ``expected`` records (or events, inside batches) were read."""
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -47,11 +48,29 @@ def read_all(
     import time
 
     deadline = time.monotonic() + timeout
-    while len(out) < expected and time.monotonic() < deadline:
+
+    def count() -> int:
+        if not events:
+            return len(out)
+        return sum(codec.read_header(v).name == "execution_event" for _, v in expand(out))
+
+    while count() < expected and time.monotonic() < deadline:
         for m in c.consume(500, 0.5):
             if not m.error() and m.value() is not None:
                 out.append((m.key(), m.value()))
     c.close()
+    return out
+
+
+def expand(records: list[tuple[bytes | None, bytes]]) -> list[tuple[bytes | None, bytes]]:
+    """Sealed-batch records opened into (key, seal) and (None, event) pairs, in order."""
+    out: list[tuple[bytes | None, bytes]] = []
+    for key, value in records:
+        if codec.read_header(value).name != "sealed_batch":
+            out.append((key, value))
+            continue
+        batch = SealedBatch.from_record(codec.load("sealed_batch").decode_body(value))
+        out += [(None, e) for e in batch.events] + [(key, batch.seal)]
     return out
 
 
@@ -75,20 +94,28 @@ def test_invalid_event_raises_before_anything_is_sent(broker: Broker, topic: str
         assert em.emitted == 0 and em.pending() == 0
         em.emit(workflow_id="wf", kind=EventKind.WORKFLOW_STARTED, principal="p", action="a")
         report = em.flush(10)
-    assert report.ok and report.delivered == 2, report  # the event and its seal, nothing else
-    records = read_all(broker.bootstrap, topic, 2)
-    kinds = sorted(codec.read_header(v).name for _, v in records)
+    assert report.ok and report.delivered == 1, report  # one sealed batch, nothing else
+    assert em.delivered_events == 1
+    records = read_all(broker.bootstrap, topic, 1)
+    assert [codec.read_header(v).name for _, v in records] == ["sealed_batch"]
+    kinds = sorted(codec.read_header(v).name for _, v in expand(records))
     assert kinds == ["execution_event", "seal"]
 
 
-def test_events_keyed_by_workflow_numbered_and_sealed(broker: Broker, topic: str) -> None:
-    with emitter(broker.bootstrap, topic, seal_every=3) as em:
+@pytest.mark.parametrize("batch_records", [True, False])
+def test_events_keyed_by_workflow_numbered_and_sealed(
+    broker: Broker, topic: str, batch_records: bool
+) -> None:
+    with emitter(broker.bootstrap, topic, seal_every=3, batch_records=batch_records) as em:
         events = [
             em.emit(workflow_id="wf-1", kind=EventKind.RESOURCE_ACCESS, principal="p", action="a")
             for _ in range(7)
         ]
     assert [e.emitter_seq for e in events] == list(range(7))
-    records = read_all(broker.bootstrap, topic, 7 + 3)
+    raw = read_all(broker.bootstrap, topic, 3 if batch_records else 7 + 3)
+    records = expand(raw)
+    if batch_records:
+        assert {k for k, _ in raw} == {f"batch:{em.emitter_id}".encode()}
     seals = [
         Seal.from_record(codec.load("seal").decode_body(v))
         for k, v in records
@@ -96,7 +123,7 @@ def test_events_keyed_by_workflow_numbered_and_sealed(broker: Broker, topic: str
     ]
     assert [(s.first_seq, s.last_seq) for s in seals] == [(0, 2), (3, 5), (6, 6)]
     keys = {k for k, v in records if codec.read_header(v).name == "execution_event"}
-    assert keys == {b"wf-1"}
+    assert keys == ({None} if batch_records else {b"wf-1"})
 
 
 def test_broker_down_flush_reports_undelivered_and_backpressure_blocks(tmp_path: Path) -> None:
@@ -106,6 +133,7 @@ def test_broker_down_flush_reports_undelivered_and_backpressure_blocks(tmp_path:
     em = emitter(
         own.bootstrap,
         name,
+        batch_records=False,  # one record per event: the producer's queue fills event by event
         queue_max=5,
         block_timeout_s=1.0,
         producer_config={"message.timeout.ms": 60_000},
@@ -154,7 +182,7 @@ def test_gate_allow_deny_and_execution_events(broker: Broker, topic: str) -> Non
             )
         assert denied.value.event.authorization is not None
         assert denied.value.event.authorization.decision.value == "DENY"
-    records = read_all(broker.bootstrap, topic, 8)
+    records = expand(read_all(broker.bootstrap, topic, 6, events=True))
     kinds = [
         ExecutionEvent.from_record(codec.load("execution_event").decode_body(v)).kind
         for _, v in records

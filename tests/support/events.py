@@ -23,6 +23,7 @@ POLICY_FILE = Path(__file__).resolve().parents[2] / "policies" / "default.toml"
 
 EVENT_SCHEMA = codec.load("execution_event")
 SEAL_SCHEMA = codec.load("seal")
+BATCH_SCHEMA = codec.load("sealed_batch")
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,38 @@ class SimEmitter:
             parent = msgs[0].event.event_id  # type: ignore[union-attr]
             out += msgs
         return out
+
+
+def batch_message(seal: Message, events: Sequence[Message], *, version: int = 1) -> Message:
+    """The sealed-batch record the SDK writes for ``seal`` and the events it covers."""
+    assert seal.seal is not None
+    value = BATCH_SCHEMA.encode(
+        {"format_version": version, "seal": seal.value, "events": [m.value for m in events]},
+        check=False,
+    )
+    return Message(f"batch:{seal.seal.emitter_id}".encode(), value, seal=seal.seal)
+
+
+def batched(messages: Iterable[Message]) -> list[Message]:
+    """Per-event messages regrouped as the SDK's batch mode sends them: one record per seal.
+
+    Events no seal covers yet are left out (the SDK holds them until it seals).
+    """
+    open_events: dict[str, list[Message]] = {}
+    out: list[Message] = []
+    for m in messages:
+        if m.event is not None:
+            open_events.setdefault(m.event.emitter_id, []).append(m)
+        elif m.seal is not None:
+            held = open_events.pop(m.seal.emitter_id, [])
+            seal = m.seal
+            covered = [
+                e
+                for e in held
+                if e.event is not None and seal.first_seq <= e.event.emitter_seq <= seal.last_seq
+            ]
+            out.append(batch_message(m, covered))
+    return out
 
 
 def event_ids(messages: Iterable[Message]) -> list[str]:

@@ -115,19 +115,22 @@ def test_the_hook_without_metrics_is_plain_process() -> None:
 
 
 class FakeSink:
-    """The two things the sink hook reads: ``_insert`` and ``stats.retries``."""
+    """The two things the sink hook reads: ``inserter.insert`` and ``stats.retries``."""
 
-    def __init__(self, fail: int = 0) -> None:
+    def __init__(self, fail: int = 0, refuse: list[QuarantineRecord] | None = None) -> None:
         self.stats = SimpleNamespace(retries=0)
         self.fail = fail
-        self.inserted: list[dict[str, list[Any]]] = []
+        self.refuse = refuse or []
+        self.inserted: list[list[Any]] = []
+        self.inserter = SimpleNamespace(insert=self._insert)
 
-    def _insert(self, batch: dict[str, list[Any]]) -> None:
+    def _insert(self, parts: list[Any]) -> list[QuarantineRecord]:
         if self.fail:
             self.fail -= 1
             self.stats.retries += 1
             raise RuntimeError("ClickHouse down")
-        self.inserted.append(batch)
+        self.inserted.append(parts)
+        return self.refuse
 
 
 def _quarantine(code: QuarantineReason) -> QuarantineRecord:
@@ -146,27 +149,25 @@ def test_sink_counts_rows_per_table_quarantine_and_retries_once_inserted() -> No
     m = LineageMetrics("sink")
     sink_metrics.install(m)
     try:
-        sink = FakeSink(fail=2)
-        batch: dict[str, list[Any]] = {
-            "entries": [object()] * 3,
-            "violations": [object()],
-            "checkpoints": [],
-            "quarantine": [_quarantine(QuarantineReason.OVERSIZED)] * 2,
-        }
+        refused = [_quarantine(QuarantineReason.SINK_REJECTED)] * 2
+        sink = FakeSink(fail=2, refuse=refused)
+        parts: list[Any] = [object(), object()]
+        counts = {"entries": 3, "violations": 1, "checkpoints": 0, "quarantine": 2}
         for _ in range(2):
             with pytest.raises(RuntimeError):
-                sink_metrics.insert(sink, batch)
+                sink_metrics.insert(sink, parts, counts)
         assert value(m, "lineage_sink_rows_inserted_total", table="lineage_entries") == 0
-        sink_metrics.insert(sink, batch)
-        assert sink.inserted == [batch]
+        assert sink_metrics.insert(sink, parts, counts) == refused
+        assert sink.inserted == [parts]
         assert value(m, "lineage_sink_rows_inserted_total", table="lineage_entries") == 3
         assert value(m, "lineage_sink_rows_inserted_total", table="violations") == 1
         assert value(m, "lineage_sink_rows_inserted_total", table="quarantine") == 2
-        assert value(m, "lineage_quarantined_records_total", reason_code="OVERSIZED") == 2
+        assert value(m, "lineage_quarantined_records_total", reason_code="SINK_REJECTED") == 2
         assert value(m, "lineage_retries_total", operation="clickhouse_insert") == 2
         assert value(m, "lineage_stage_duration_seconds_count", stage="insert") == 1
         assert value(m, "lineage_batch_size_records_sum", stage="insert") == 6
-        sink_metrics.insert(sink, {"entries": [object()]})
+        sink.refuse = []
+        sink_metrics.insert(sink, parts, {"entries": 1})
         assert value(m, "lineage_retries_total", operation="clickhouse_insert") == 2, (
             "no new retries"
         )

@@ -27,6 +27,7 @@ from lineage.model import (
     QuarantineRecord,
     Runtime,
     Seal,
+    SealedBatch,
     Severity,
     Violation,
     ViolationType,
@@ -39,6 +40,7 @@ T = 1_700_000_000_123_456
 MODELS: dict[str, type] = {
     "execution_event": ExecutionEvent,
     "seal": Seal,
+    "sealed_batch": SealedBatch,
     "chain_entry": ChainEntry,
     "violation": Violation,
     "checkpoint": Checkpoint,
@@ -84,6 +86,7 @@ EVENT = ExecutionEvent(
 
 RECORDS: dict[str, Any] = {
     "execution_event": EVENT,
+    "sealed_batch": SealedBatch(1, b"\xc3\x01seal-bytes", (b"\xc3\x01event-1", b"\xc3\x01event-2")),
     "seal": Seal(
         emitter_id="svc-a#1",
         key_id="ed25519:abc",

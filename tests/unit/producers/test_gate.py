@@ -34,6 +34,7 @@ class FakeEmitter:
         return T
 
     def emit(self, **kw: Any) -> ExecutionEvent:
+        kw.pop("seal", None)  # whether the emitter seals at once (test_sdk covers it)
         event = ExecutionEvent(
             event_id=f"e{len(self.emitted)}",
             emitter_id="policy-gate#1",

@@ -63,6 +63,7 @@ class RecordingEmitter:
         kw["event_id"] = kw.get("event_id") or uuid7()
         kw["event_time"] = kw.get("event_time") or self.clock()
         kw["attributes"] = dict(kw.get("attributes") or {})
+        kw.pop("seal", None)  # whether the emitter seals at once (test_sdk covers it)
         ev = ExecutionEvent(
             emitter_id="svc#1", emitter_seq=len(self.events), topic="t", partition=0, **kw
         )

@@ -311,3 +311,22 @@ def test_checkpoint_and_quarantine_rows_insert_and_replace(db: Any) -> None:
         "SELECT raw_key, raw_value FROM quarantine FINAL", column_formats={"raw_value": "bytes"}
     ).result_rows
     assert got == [(None, q.raw_value)]
+
+
+def test_events_quarantined_from_one_batch_record_keep_a_row_each(db: Any) -> None:
+    """One sealed-batch record, one offset, two bad events: two rows; a replay adds none."""
+    bad = [
+        QuarantineRecord("TRUNCATED_AVRO", "cut", raw, "lineage.events", 0, 7, b"batch:svc#1")
+        for raw in (b"\xc3\x01first", b"\xc3\x01second")
+    ]
+    for _ in range(2):
+        db.insert(
+            "quarantine",
+            [rows.quarantine_row(q) for q in bad],
+            column_names=rows.QUARANTINE_COLUMNS,
+        )
+    db.command("OPTIMIZE TABLE quarantine FINAL")
+    got = db.query(
+        "SELECT raw_value FROM quarantine ORDER BY raw_value", column_formats={"raw_value": "bytes"}
+    ).result_rows
+    assert got == [(b"\xc3\x01first",), (b"\xc3\x01second",)]

@@ -21,6 +21,7 @@ from tests.support.events import (
     Message,
     SimEmitter,
     WorkflowPlan,
+    batched,
     chain_keys,
     emit_plans,
     entry_bytes,
@@ -291,8 +292,9 @@ class _FakeProducer:
         return 0
 
 
+@pytest.mark.parametrize("batch_records", [True, False])
 def test_the_simulated_emitter_writes_exactly_what_the_sdk_writes(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, batch_records: bool
 ) -> None:
     monkeypatch.setattr(emitter_module, "Producer", _FakeProducer)
     sim = SimEmitter("svc-a", "i1", seal_every=3)
@@ -303,6 +305,7 @@ def test_the_simulated_emitter_writes_exactly_what_the_sdk_writes(
         instance="i1",
         seal_every=3,
         seal_ms=10**9,
+        batch_records=batch_records,
     )
     expected: list[Message] = []
     for i in range(7):
@@ -321,4 +324,6 @@ def test_the_simulated_emitter_writes_exactly_what_the_sdk_writes(
         )
     expected += sim.seal()
     sdk.close(timeout=1)
+    if batch_records:
+        expected = batched(expected)
     assert sdk._producer.sent == [(m.key, m.value, 0) for m in expected]
