@@ -434,20 +434,7 @@ class _Tree:
 
     def consistency(self, old: int, new: int) -> list[bytes]:
         """RFC 9162 PROOF(old, D[new]) for 0 < old < new."""
-        nodes: list[bytes] = []
-        lo, hi, m, whole = 0, new, old, True
-        while m != hi - lo:
-            k = 1 << ((hi - lo - 1).bit_length() - 1)
-            if m <= k:
-                nodes.append(self.subtree(lo + k, hi))
-                hi = lo + k
-            else:
-                nodes.append(self.subtree(lo, lo + k))
-                lo, m, whole = lo + k, m - k, False
-        if not whole:
-            nodes.append(self.subtree(lo, hi))
-        nodes.reverse()
-        return nodes
+        return merkle.consistency_nodes(old, new, self.subtree)
 
     def frontier(self, size: int) -> list[bytes]:
         """Roots of the perfect subtrees covering the first ``size`` leaves, left to right."""

@@ -13,30 +13,15 @@ from typing import Any
 
 from lineage import binding, bundle_v2, findings, note
 from lineage.bundle import FORMAT, Bundle
-from lineage.errors import LineageError
+from lineage.errors import CheckFailure
 from lineage.findings import FindingsError
 from lineage.model import Checkpoint, Severity, Violation, ViolationType
 from lineage.policy import digest_hex
 from lineage.policy_replay import Replayed, ReplayError, load_policy_sets, replay_bundle
 
 
-class ClaimFailure(LineageError):
+class ClaimFailure(CheckFailure):
     """A claim failed; ``kind`` is the name of the verifier's failure kind."""
-
-    def __init__(
-        self,
-        kind: str,
-        message: str,
-        *,
-        where: Mapping[str, str | int] | None = None,
-        expected: object = "",
-        found: object = "",
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.where: dict[str, str | int] = dict(where or {})
-        self.expected = str(expected)
-        self.found = str(found)
 
 
 PARTITION_BINDING = "PARTITION_BINDING"

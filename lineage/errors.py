@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class LineageError(Exception):
     """Root of every error this project raises on purpose."""
@@ -25,3 +27,23 @@ class DecodeError(LineageError):
 
 class IntegrityError(LineageError):
     """Something that must hold for evidence does not."""
+
+
+class CheckFailure(LineageError):
+    """A verification check failed; ``kind`` names the verifier's failure kind, with where it
+    failed and what was expected and found (all plain strings, for reports)."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        where: Mapping[str, str | int] | None = None,
+        expected: object = "",
+        found: object = "",
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.where: dict[str, str | int] = dict(where or {})
+        self.expected = str(expected)
+        self.found = str(found)

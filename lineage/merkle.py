@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 HASH_SIZE = 32
 LEAF_PREFIX = b"\x00"
@@ -87,18 +87,27 @@ def consistency_proof_from_hashes(old_size: int, leaf_hashes: Sequence[bytes]) -
     _check_hashes(leaf_hashes)
     if old_size in (0, size):
         return []
+    return consistency_nodes(old_size, size, lambda lo, hi: _subtree(leaf_hashes, lo, hi))
+
+
+def consistency_nodes(old: int, new: int, subtree: Callable[[int, int], bytes]) -> list[bytes]:
+    """RFC 9162 PROOF(old, D[new]) for 0 < old < new, with ``subtree(lo, hi)`` = MTH(D[lo:hi]).
+
+    The one walk of the proof's nodes: callers differ only in how they get a subtree's hash
+    (from every leaf, from a cached tree, from stored rows).
+    """
     nodes: list[bytes] = []
-    lo, hi, m, whole_old_root = 0, size, old_size, True
+    lo, hi, m, whole_old_root = 0, new, old, True
     while m != hi - lo:
         k = _split(hi - lo)
         if m <= k:
-            nodes.append(_subtree(leaf_hashes, lo + k, hi))
+            nodes.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            nodes.append(_subtree(leaf_hashes, lo, lo + k))
+            nodes.append(subtree(lo, lo + k))
             lo, m, whole_old_root = lo + k, m - k, False
     if not whole_old_root:
-        nodes.append(_subtree(leaf_hashes, lo, hi))
+        nodes.append(subtree(lo, hi))
     nodes.reverse()
     return nodes
 

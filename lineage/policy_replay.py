@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lineage.errors import ConfigError, LineageError
+from lineage.errors import CheckFailure, ConfigError
 from lineage.policy import (
     REQUEST_ATTRIBUTE,
     PolicyEvaluationError,
@@ -33,23 +33,8 @@ MAX_POLICY_SETS = 64
 MAX_POLICY_FILE_BYTES = 1024 * 1024
 
 
-class ReplayError(LineageError):
+class ReplayError(CheckFailure):
     """A decision could not be reproduced; ``kind`` names the verifier's failure kind."""
-
-    def __init__(
-        self,
-        kind: str,
-        message: str,
-        *,
-        where: Mapping[str, str | int] | None = None,
-        expected: object = "",
-        found: object = "",
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.where: dict[str, str | int] = dict(where or {})
-        self.expected = str(expected)
-        self.found = str(found)
 
 
 def policy_set_member(toml_bytes: bytes, cedar_bytes: bytes) -> dict[str, str]:

@@ -96,20 +96,7 @@ class LogTree:
             raise ValueError(f"sizes: expected 0 <= {old} <= {new} <= {self.size}")
         if old in (0, new):
             return []
-        nodes: list[bytes] = []
-        lo, hi, m, whole = 0, new, old, True
-        while m != hi - lo:
-            k = 1 << ((hi - lo - 1).bit_length() - 1)
-            if m <= k:
-                nodes.append(self.subtree(lo + k, hi))
-                hi = lo + k
-            else:
-                nodes.append(self.subtree(lo, lo + k))
-                lo, m, whole = lo + k, m - k, False
-        if not whole:
-            nodes.append(self.subtree(lo, hi))
-        nodes.reverse()
-        return nodes
+        return merkle.consistency_nodes(old, new, self.subtree)
 
 
 @dataclass(frozen=True, slots=True)
