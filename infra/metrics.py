@@ -73,7 +73,8 @@ class LineageMetrics:
         # Counters
         self.records_in = Counter(
             f"{ns}_processor_records_in_total",
-            "Records the processor read from the events topic (events and seals).",
+            "Kafka records the processor read from the events topic (sealed batches; events and "
+            "seals in the per-event framing).",
             ["partition"],
             registry=r,
         )

@@ -102,7 +102,8 @@ def test_lineage_up_serves_web_and_processor_metrics_on_consecutive_ports(tmp_pa
         proc_m, web_m = _scrape(port + 1), _scrape(port)
         assert _sum(proc_m, "lineage_build_info", component="processor") == 1
         assert _sum(web_m, "lineage_build_info", component="web") == 1
-        assert _sum(proc_m, "lineage_processor_records_in_total") >= 60
+        # Kafka records read: sealed batches, each holding one or more of the 60 events
+        assert 1 <= _sum(proc_m, "lineage_processor_records_in_total") <= 60
         # the HealthMonitor's samples: lag gauges for both groups on every partition
         wait_for(
             lambda: (
