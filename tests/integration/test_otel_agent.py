@@ -300,6 +300,7 @@ def test_bridge_reports_backpressure_when_the_broker_is_down(tmp_path: Path) -> 
         signer=signer,
         queue_max=5,
         block_timeout_s=0.5,
+        seal_every=1,  # one sealed-batch record per event: 10 records overflow a queue of 5
         producer_config={"message.timeout.ms": 60_000},
     )
     own.stop()
