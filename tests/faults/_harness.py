@@ -472,6 +472,7 @@ def diagnose(p: Pipeline, wl: WorkloadThread) -> str:
     return (
         f"{len(missing)} emitted events not chained, in {len(workflows)} workflows "
         f"(e.g. {workflows.most_common(3)}), kinds {dict(kinds)}, partitions {dict(parts)}; violations {violations}; quarantine {quarantine}"
+        f"; sink error {p.sink and p.sink.error!r}; the worker log ends:\n{p.worker_log()}"
     )
 
 
