@@ -29,9 +29,9 @@ from lineage.keys import (
     ExternalEd25519Key,
     KeyRecord,
     Role,
-    _now_us,
     key_id_for,
 )
+from lineage.keys.registry import _now_us
 
 if TYPE_CHECKING:
     from lineage.config import Settings
