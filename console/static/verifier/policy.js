@@ -19,7 +19,7 @@
 //       cedar null: the TOML is checked, the Cedar text is not (set.cedarChecked === false)
 //   evaluate(set, request) -> { decision: "ALLOW" | "DENY", policyId, determining: string[] }
 //       throws PolicyEvaluationError, or NotCheckable when the request cannot be handed to the
-//       engine exactly (an integer outside ±2^53 that a double does not hold)
+//       engine exactly (an integer beyond ±2^53 in a browser without JSON.rawJSON)
 
 import { parse as parseToml, TomlError } from "../vendor/smol-toml/index.js";
 
@@ -43,12 +43,13 @@ const SECTIONS = {
   severity: VIOLATION_TYPES,
   containment: ["critical_contains"],
 };
-const I64_MIN = -(1n << 63n), I64_MAX = (1n << 63n) - 1n;
+const I64_MIN = -(1n << 63n), I64_MAX = (1n << 63n) - 1n, MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 // ---------------------------------------------------------------------------------------------
 // the engine
 const VENDOR = new URL("../vendor/cedar-wasm/", import.meta.url);
 let loading = null;
+let exactIntegers = false;
 export function loadCedar() {
   if (loading === null) {
     loading = (async () => {
@@ -57,6 +58,26 @@ export function loadCedar() {
         const response = await fetch(new URL("cedar_wasm_bg.wasm", VENDOR));
         if (!response.ok) throw new Error(`cedar_wasm_bg.wasm: HTTP ${response.status}`);
         await engine.default({ module_or_path: response });
+        // a self-test, which also compiles the engine's hot paths before the first bundle
+        const probe = (id) => engine.isAuthorized({
+          principal: uid("Agent", "a"), action: uid("Action", id), resource: uid("Resource", "r"), context: {},
+          policies: { staticPolicies: '@id("p") permit (principal, action == Action::"yes", resource);' }, entities: [],
+        });
+        const yes = probe("yes"), no = probe("no");
+        if (yes.type !== "success" || yes.response.decision !== "allow" || yes.response.diagnostics.reason.join() !== "policy0" ||
+          no.type !== "success" || no.response.decision !== "deny")
+          throw new Error(`the engine failed its self-test: ${JSON.stringify([yes, no]).slice(0, 300)}`);
+        // cedar-wasm reads its argument as JSON text (JSON.stringify): JSON.rawJSON hands it a
+        // 64-bit integer digit for digit, which a JavaScript number cannot hold
+        exactIntegers = false;
+        if (typeof JSON.rawJSON === "function") {
+          const big = (n) => engine.isAuthorized({
+            principal: uid("Agent", "a"), action: uid("Action", "a"), resource: uid("Resource", "r"), context: { n: JSON.rawJSON(n) },
+            policies: { staticPolicies: "permit (principal, action, resource) when { context.n == 9223372036854775807 };" }, entities: [],
+          });
+          const max = big("9223372036854775807"), below = big("9223372036854775806");
+          exactIntegers = max.type === "success" && max.response.decision === "allow" && below.type === "success" && below.response.decision === "deny";
+        }
         return { ok: true, engine, version: engine.getCedarVersion() };
       } catch (e) {
         return { ok: false, reason: String((e && e.message) || e) };
@@ -220,12 +241,11 @@ export function evaluate(set, request) {
   for (const key of Object.keys(request.context)) {
     const v = request.context[key];
     if (typeof v === "bigint") {
-      // Cedar's Long is a signed 64-bit integer: outside it, Cedar refuses the request
-      if (v < I64_MIN || v > I64_MAX)
+      if (-MAX_SAFE <= v && v <= MAX_SAFE) context[key] = Number(v);
+      else if (exactIntegers) context[key] = JSON.rawJSON(v.toString()); // Cedar itself refuses one beyond 64 bits
+      else if (v < I64_MIN || v > I64_MAX)
         throw new PolicyEvaluationError(`Cedar cannot build the request: context[${JSON.stringify(key)}] = ${v} is outside the 64-bit integer range`);
-      const n = Number(v);
-      if (BigInt(n) !== v) throw new NotCheckable(`context[${JSON.stringify(key)}] = ${v} cannot be handed to the WebAssembly engine exactly (it takes integers as doubles)`);
-      context[key] = n;
+      else throw new NotCheckable(`context[${JSON.stringify(key)}] = ${v} cannot be handed to the WebAssembly engine exactly (this browser has no JSON.rawJSON, and a JavaScript number does not hold it)`);
     } else context[key] = v;
   }
   let answer;
