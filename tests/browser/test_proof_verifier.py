@@ -109,6 +109,7 @@ async (cases) => {
                statuses: checks.map((x) => x.id + ":" + x.status),
                failed_check: failed ? failed.id : null,
                not_checked: checks.filter((x) => x.status === "not-checked").map((x) => x.detail),
+               rerun: (checks.find((x) => x.id === "decisions.rerun") || {}).detail || null,
                cedar: cedar.ok ? cedar.version : "unavailable: " + cedar.reason, cedar_ms: cedarMs });
   }
   return out;
@@ -701,7 +702,8 @@ def _policy_cases(ds: Any) -> list[tuple[str, dict[str, Any], str, str | None, s
     import base64
 
     def bundle(index: int) -> dict[str, Any]:
-        return json.loads(json.dumps(ds.bundle(ds.workflows[index])))
+        doc: dict[str, Any] = json.loads(json.dumps(ds.bundle(ds.workflows[index])))
+        return doc
 
     def edited(edit: Any) -> dict[str, Any]:
         doc = bundle(HONEST)
@@ -1116,7 +1118,8 @@ def test_browser_verifies_a_10000_entry_bundle(
     cli_s = time.monotonic() - t0
     print(
         f"\n{len(doc['entries'])}-entry bundle ({path.stat().st_size / 1e6:.1f} MB): browser "
-        f"{result['ms'] / 1000:.1f} s ({result['verdict']}), CLI {cli_s:.1f} s ({cli['verdict']})"
+        f"{result['ms'] / 1000:.1f} s ({result['verdict']}; {result['rerun']}), "
+        f"CLI {cli_s:.1f} s ({cli['verdict']})"
     )
     assert result["error"] is None, result["error"]
     assert (result["verdict"], cli["verdict"]) == ("VERIFIED", "VERIFIED"), (result, cli)

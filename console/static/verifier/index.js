@@ -927,13 +927,13 @@ export async function verify(bundleBytes, trust) {
   } catch (e) {
     return fail("policies", e);
   }
-  const rr = { decisions: 0, requests: 0, stage: "decisions", rerun: [], notChecked: [] };
+  const rr = { decisions: 0, requests: 0, stage: "decisions", rerun: [], notChecked: [], ms: 0 };
   try {
     await checkDecisions(b, evs, policySets.sets, cedar, rr);
   } catch (e) {
     const other = rr.stage === "decisions" ? "decisions.rerun" : "decisions";
     const n = rr.rerun.length + rr.notChecked.length;
-    return fail(rr.stage, e, new Map([[other, `not completed: verification stopped at a decision${n ? ` (${n} decision(s) before it passed both checks)` : ""}`]]));
+    return fail(rr.stage, e, new Map([[other, `not completed: verification stopped at the decision of ${rr.at ?? "the first entry"}${n ? ` (${n} decision(s) before it passed both checks)` : ""}`]]));
   }
   const old = rr.decisions - rr.requests;
   done.set("decisions", { id: "decisions", title: TITLES.decisions, status: old ? "warn" : rr.requests ? "pass" : "skipped",
@@ -950,7 +950,8 @@ export async function verify(bundleBytes, trust) {
     for (const r of rr.rerun) for (const p of r.determining) by.set(p, (by.get(p) || 0) + 1);
     done.set("decisions.rerun", { id: "decisions.rerun", title: TITLES["decisions.rerun"], status: "pass",
       detail: `${rr.rerun.length} decision(s) re-run with Cedar ${cedar.version} under the policy set their digest names give the recorded decision, policy id and determining policies: ${allow} ALLOW, ${rr.rerun.length - allow} DENY` +
-        (by.size ? `; determining: ${[...by.entries()].map(([p, n]) => `${q(p)} ×${n}`).join(", ")}` : "") });
+        (by.size ? `; determining: ${[...by.entries()].map(([p, n]) => `${q(p)} ×${n}`).join(", ")}` : "") +
+        ` (Cedar: ${Math.round(rr.ms)} ms)` });
   }
 
   // witness cosignatures (docs/witness.md): after the ordinary verification succeeded
@@ -1255,6 +1256,7 @@ async function checkDecisions(b, evs, sets, cedar, result) {
     result.stage = "decisions";
     const text = ev.attributes.get("lineage.request");
     const at = `entries[${i}] (decision ${q(ev.event_id)})`;
+    result.at = `entries[${i}]`;
     const a = ev.authorization;
     if (a === null) throw D(`${at}: records a request but no authorization`);
     const digest = "sha256:" + hex(await sha256(utf8(text)));
@@ -1283,8 +1285,10 @@ async function checkDecisions(b, evs, sets, cedar, result) {
       throw new Failure("POLICY_SET_MISSING", `${at}: the bundle does not carry the policy set the decision names: expected ${q(a.policy_digest)}, found ${[...sets.keys()].map((d) => "sha256:" + d.slice(0, 12) + "…").join(", ") || "no policy sets"}`);
     result.stage = "decisions.rerun";
     let again;
+    const t0 = performance.now();
     try {
       again = evaluate(set, req);
+      result.ms += performance.now() - t0;
     } catch (err) {
       if (err instanceof NotCheckable) { result.notChecked.push(`${at}: ${err.message}`); continue; }
       if (err instanceof PolicyEvaluationError)
