@@ -904,6 +904,254 @@ def test_honest_fallbacks_when_cedar_cannot_run(
     assert _cli(case) == {"verdict": "VERIFIED", "exit_code": 0, "failure_kind": None}
 
 
+# --- the policy engine in the page against lineage/policy.py, input by input --------------------
+# Policy-set loading and request evaluation are where the browser depends on other code (smol-toml,
+# cedar-wasm) than the CLI (tomllib, cedarpy); these feed both the same inputs, including edge cases
+# of TOML and Cedar syntax, and compare the outcomes.
+
+_TOML = b'[policy]\nid = "p"\nversion = "1"\n\n[limits]\nmax_depth = 8\nmax_fanout = 20\n'
+_CEDAR = b'@id("allow-all")\npermit (principal, action, resource);\n'
+
+
+def _toml_variants() -> list[bytes]:
+    t = _TOML
+    return [
+        t,
+        b"\xef\xbb\xbf" + t,  # a byte order mark
+        t.replace(b"\n", b"\r\n"),
+        b'policy.id = "p"\npolicy.version = "1"\nlimits = { max_depth = 8, max_fanout = 20 }\n',
+        t.replace(b"max_depth = 8", b"max_depth = 0x10"),
+        t.replace(b"max_depth = 8", b"max_depth = 1_000"),
+        t.replace(b"max_depth = 8", b"max_depth = +5"),
+        t.replace(b"max_depth = 8", b"max_depth = 8.0"),
+        t.replace(b"max_depth = 8", b"max_depth = true"),
+        t.replace(b"max_depth = 8", b"max_depth = 0"),
+        t.replace(b"max_depth = 8", b"max_depth = 99999999999999999999999"),
+        t.replace(b"max_depth = 8", b"max_depth = 1979-05-27"),
+        t.replace(b"max_depth = 8\n", b""),
+        t.replace(b'id = "p"', b"id = ''"),
+        t.replace(b'id = "p"', b"id = 'p'"),
+        t.replace(b'id = "p"', b'id = """p"""'),
+        t.replace(b'id = "p"', b'id = "\\u00e9"'),
+        t.replace(b'id = "p"', b'id = "p"\nid = "q"'),
+        t + b"[limits]\n",
+        t + b"[extra]\n",
+        t + b"[policy.sub]\nx = 1\n",
+        t + b"[__proto__]\n",
+        t + b'[severity]\nFANOUT_EXCEEDED = "CRITICAL"\n',
+        t + b'[severity]\nFANOUT_EXCEEDED = "SEVERE"\n',
+        t + b'[severity]\nNOT_A_TYPE = "LOW"\n',
+        t + b'[severity]\nconstructor = "LOW"\n',
+        t + b"[containment]\ncritical_contains = false\n",
+        t + b'[containment]\ncritical_contains = "no"\n',
+        t.replace(
+            b"max_fanout = 20",
+            b'max_fanout = 20\nauthorization_required_for = ["RESOURCE_ACCESS", "ATTESTATION"]',
+        ),
+        t.replace(
+            b"max_fanout = 20",
+            b'max_fanout = 20\nauthorization_required_for = ["AUTHORIZATION_DECISION"]',
+        ),
+        t.replace(b"max_fanout = 20", b"max_fanout = 20\nauthorization_required_for = []"),
+        t.replace(
+            b"max_fanout = 20", b'max_fanout = 20\nauthorization_required_for = "EXECUTION_STARTED"'
+        ),
+        t + b'[attestation]\nrequired_for_agents = ["agent:*", ""]\n',
+        t + b'[resources]\nforbidden = [\n  "a", # a comment\n  "b",\n]\n',
+        t + b"[resources]\nforbidden = [1]\n",
+        t + b'[[resources]]\nforbidden = ["a"]\n',
+        t + b"# only a comment\n",
+        t + b"x = \n",
+        b"\xff" + t,
+        b"",
+        # TOML 1.0 corners, and TOML 1.1 additions tomllib (1.0) refuses
+        t.replace(b'id = "p"', b'id = "p\x7f"'),
+        t.replace(b'id = "p"', b'id = "p\x01"'),
+        t.replace(b'id = "p"', b'id = "p" # comment \x01'),
+        t.replace(b'id = "p"', b'id = "p" # comment'),
+        t.replace(b'id = "p"', b'id = "\\U0001F600"'),
+        t.replace(b'id = "p"', b'id = "\\x41"'),
+        t.replace(b'id = "p"', b'id = "\\e"'),
+        t.replace(b'id = "p"', b"id = '''\np'''"),
+        t.replace(b'id = "p"', b'id = "p"\r'),
+        t.replace(b"[policy]", b'["policy"]'),
+        t.replace(b"[policy]", b"[ policy ]  "),
+        t.replace(b"[policy]", b"[[policy]]"),
+        t.replace(b"max_depth = 8", b"max_depth = 08"),
+        t.replace(b"max_depth = 8", b"max_depth = 0o17"),
+        t.replace(b"max_depth = 8", b"max_depth = 0b1"),
+        t.replace(b"max_depth = 8", b"max_depth = inf"),
+        t.replace(b"max_depth = 8", b"max_depth = 1e3"),
+        t.replace(b"max_depth = 8", b"max_depth = 9223372036854775808"),
+        t.replace(b"max_depth = 8", b"max_depth = 07:32"),
+        b'[policy]\nid = "p"\nversion = "1"\nlimits = { max_depth = 8, max_fanout = 20, }\n',
+        b'[policy]\nid = "p"\nversion = "1"\nlimits = {\n max_depth = 8,\n max_fanout = 20 }\n',
+        b'policy = { id = "p", version = "1" }\n[limits]\nmax_depth = 8\nmax_fanout = 20\n',
+        t + b"[policy.x]\n",
+        b'[policy]\nid = "p"\nversion = "1"\n[limits]\nmax_depth = 8\nmax_fanout = 20\n[policy]\n',
+        t.replace(b"[limits]", b"[limits]\n[limits.sub]"),
+        # what the scan for TOML 1.1 escapes must not take for one, and must find
+        t.replace(b'id = "p"', b"id = 'p\\x41'"),
+        t.replace(b'id = "p"', b"id = '''p\\e'''"),
+        t.replace(b'id = "p"', b'id = "p\\\\x41"'),
+        t.replace(b'id = "p"', b'id = "p\\"\\x41"'),
+        t.replace(b'id = "p"', b'id = """p""\\e"""'),
+        t.replace(b'id = "p"', b'id = """p\\x41"""'),
+        t.replace(b'id = "p"', b'id = """p"""" # \\x41'),
+        t.replace(b'id = "p"', b'id = "p" # "\\x41"'),
+        t.replace(b'id = "p"', b"id = '''p''''' # \"\\x41\""),
+        t.replace(b"[policy]", b'["p\\x6flicy"]'),
+    ]
+
+
+def _cedar_variants() -> list[bytes]:
+    c = _CEDAR
+    return [
+        c,
+        b"\xef\xbb\xbf" + c,
+        b"// nothing but a comment\n",
+        b"",
+        b'@id("a") forbid (principal, action, resource);\n',
+        b"permit (principal, action, resource);\n",
+        b"@id permit (principal, action, resource);\n",
+        b'@id("") permit (principal, action, resource);\n',
+        c + c,
+        c + b'@id("t") permit (principal == ?principal, action, resource);\n',
+        c + b'@id("b") @other("x") forbid (principal, action, resource) when { context.n > 1 };\n',
+        c + b'@id("b") @id("c") forbid (principal, action, resource);\n',
+        c + b'@id("b") forbid (principal, action, resource) when { principal.nope };\n',
+        c + b'@id("b") forbid (principal, action, resource) when { unknownfn(1) };\n',
+        c + b'@id("b") permit (principal, action, resource',
+        c.replace(b"allow-all", "d\u00e9j\u00e0".encode()),
+        c + b"\xff",
+    ]
+
+
+_LOAD = """
+async (variants) => {
+  const p = await import("/static/verifier/policy.js");
+  const cedar = await p.loadCedar();
+  const b = (s) => Uint8Array.from(atob(s), (x) => x.charCodeAt(0));
+  return variants.map(([t, c], k) => {
+    try {
+      const set = p.loadPolicySet(b(t), b(c), cedar.engine, "v" + k, "v" + k);
+      return [true, set.cedarIds];
+    } catch (e) {
+      if (e instanceof p.PolicyConfigError) return [false, e.message];
+      return [false, "UNEXPECTED " + e];
+    }
+  });
+}
+"""
+
+
+def test_policy_sets_load_in_the_browser_exactly_when_they_load_in_the_cli(
+    verifier_page: Any,
+) -> None:
+    import base64
+
+    from lineage.errors import ConfigError
+    from lineage.policy import PolicySet
+
+    variants = [(t, _CEDAR) for t in _toml_variants()] + [(_TOML, c) for c in _cedar_variants()]
+    browser = verifier_page.evaluate(
+        _LOAD,
+        [[base64.b64encode(t).decode(), base64.b64encode(c).decode()] for t, c in variants],
+    )
+    differ = []
+    loads = 0
+    for (toml, cedar), (ok, what) in zip(variants, browser, strict=True):
+        try:
+            cli: Any = (True, list(PolicySet.parse(toml, cedar).cedar_policy_ids))
+        except ConfigError as exc:
+            cli = (False, str(exc))
+        loads += cli[0]
+        assert not str(what).startswith("UNEXPECTED"), what
+        if ok != cli[0] or (ok and what != cli[1]):
+            differ.append(f"{toml!r} / {cedar!r}: browser {ok} ({what}), CLI {cli}")
+    assert not differ, "\n".join(differ)
+    assert 0 < loads < len(variants)  # both outcomes are exercised
+
+
+_EVALUATE = """
+async ([cedarText, requests]) => {
+  const p = await import("/static/verifier/policy.js");
+  const cedar = await p.loadCedar();
+  const toml = new TextEncoder().encode('[policy]\\nid = "p"\\nversion = "1"\\n[limits]\\nmax_depth = 1\\nmax_fanout = 1\\n');
+  const set = p.loadPolicySet(toml, new TextEncoder().encode(cedarText), cedar.engine, "e", "eval-" + cedarText.length);
+  return requests.map((r) => {
+    const context = Object.create(null);
+    for (const [k, v] of Object.entries(r.context)) context[k] = typeof v === "number" ? BigInt(v) : v;
+    try {
+      const d = p.evaluate(set, { ...r, context });
+      return [d.decision, d.determining];
+    } catch (e) {
+      return [e instanceof p.PolicyEvaluationError ? "ERROR" : "UNEXPECTED " + e, []];
+    }
+  });
+}
+"""
+
+_EVAL_CEDAR = """
+@id("tools") permit (principal is Agent, action in Action::"tool.call", resource);
+@id("zebra") permit (principal, action == Action::"read", resource) when { resource.system == "docs" };
+@id("\u00e9t\u00e9") permit (principal, action == Action::"read", resource) when { resource.path like "a*" };
+@id("\U0001f600") permit (principal, action == Action::"read", resource) when { resource.path like "ab*" };
+@id("\uffee") permit (principal, action == Action::"read", resource) when { resource.path like "abc*" };
+@id("no-secrets") forbid (principal, action, resource in Resource::"secrets");
+@id("needs-n") forbid (principal, action == Action::"count", resource) unless { context.n < 3 };
+@id("none") permit (principal, action == Action::"ping", resource == Resource::"none")
+  when { resource.system == "none" && resource.path == "" };
+"""
+
+
+def test_decisions_in_the_browser_are_the_clis_decisions(verifier_page: Any) -> None:
+    from lineage.policy import PolicyEvaluationError, PolicySet, evaluate
+
+    requests: list[dict[str, Any]] = [
+        {"principal": "agent:a", "action": "tool.call:search", "resource": "web:x", "context": {}},
+        {"principal": "agent:a", "action": "tool.call", "resource": "web:x", "context": {}},
+        {"principal": "agent:a", "action": "tool.call:x", "resource": "secrets:k", "context": {}},
+        {"principal": "agent:a", "action": "read", "resource": "docs:abcd", "context": {}},
+        {"principal": "agent:a", "action": "read", "resource": "docs:b", "context": {}},
+        {"principal": "agent:a", "action": "read", "resource": "web:abc", "context": {}},
+        {"principal": "agent:a", "action": "read", "resource": "docs", "context": {}},
+        {"principal": "agent:a", "action": "read", "resource": ":abc", "context": {}},
+        {"principal": "agent:a", "action": ":read", "resource": "docs:a", "context": {}},
+        {"principal": "agent:a", "action": "ping", "resource": None, "context": {}},
+        {"principal": "agent:a", "action": "ping", "resource": "none", "context": {}},
+        {"principal": "agent:a", "action": "count", "resource": "c:d", "context": {"n": 2}},
+        {"principal": "agent:a", "action": "count", "resource": "c:d", "context": {"n": 3}},
+        {"principal": "agent:a", "action": "count", "resource": "c:d", "context": {}},
+        {"principal": "agent:a", "action": "count", "resource": "c:d", "context": {"n": "2"}},
+        {"principal": "agent:a", "action": "count", "resource": "c:d", "context": {"n": True}},
+        {"principal": "agent:a", "action": "count", "resource": "c:d", "context": {"n": -(2**53)}},
+        {
+            "principal": '\u00e9\U0001f600\n"',
+            "action": "read",
+            "resource": "docs:\u00e9",
+            "context": {"__proto__": 1},
+        },
+    ]
+    browser = verifier_page.evaluate(_EVALUATE, [_EVAL_CEDAR, requests])
+    policy = PolicySet.parse(
+        b'[policy]\nid = "p"\nversion = "1"\n[limits]\nmax_depth = 1\nmax_fanout = 1\n',
+        _EVAL_CEDAR.encode(),
+    )
+    differ = []
+    for request, got in zip(requests, browser, strict=True):
+        try:
+            d = evaluate(policy, **request)
+            cli: list[Any] = [d.decision.value, list(d.determining_policies)]
+        except PolicyEvaluationError:
+            cli = ["ERROR", []]
+        if got != cli:
+            differ.append(f"{request}: browser {got}, CLI {cli}")
+    assert not differ, "\n".join(differ)
+    # the sorted @ids of several determining policies: Python sorts by code point
+    assert browser[3] == ["ALLOW", ["zebra", "\u00e9t\u00e9", "\uffee", "\U0001f600"]]
+
+
 # Where the CLI departs from the spec: NaN is not JSON (RFC 8259; the spec: "UTF-8 JSON"), but
 # Python's json module reads it, so the CLI verifies a bundle with NaN in an unknown member. The
 # browser refuses it as unusable input. This test pins both answers so a fix on either side shows

@@ -94,6 +94,43 @@ const messages = (errors) => (errors || []).map((e) => e.message + (e.sourceLoca
 
 // ---------------------------------------------------------------------------------------------
 // loading a policy set (the TOML limits and the Cedar rules)
+
+// smol-toml reads the escapes TOML 1.1 adds (\xHH, \e); Python's tomllib reads TOML 1.0 and
+// refuses them. Returns the position of the first such escape in a basic string, or -1. Only
+// strings are scanned (comments and literal strings skipped); smol-toml checks everything else.
+export function toml11Escape(text) {
+  let k = 0;
+  const n = text.length;
+  while (k < n) {
+    const c = text[k];
+    if (c === "#") {
+      while (k < n && text[k] !== "\n") k++;
+    } else if (c === "'") {
+      const ml = text.startsWith("'''", k);
+      const end = ml ? text.indexOf("'''", k + 3) : text.indexOf("'", k + 1);
+      if (end < 0) return -1; // unterminated: smol-toml refuses it
+      k = end + (ml ? 3 : 1);
+      if (ml) while (text[k] === "'" && k < n) k++; // up to two quotes before the delimiter
+    } else if (c === '"') {
+      const ml = text.startsWith('"""', k);
+      k += ml ? 3 : 1;
+      for (;;) {
+        if (k >= n) return -1;
+        if (text[k] === "\\") {
+          if (text[k + 1] === "x" || text[k + 1] === "e") return k;
+          k += 2;
+        } else if (ml ? text.startsWith('"""', k) : text[k] === '"') {
+          k += ml ? 3 : 1;
+          if (ml) while (text[k] === '"' && k < n) k++;
+          break;
+        } else if (!ml && text[k] === "\n") return -1;
+        else k++;
+      }
+    } else k++;
+  }
+  return -1;
+}
+
 function tomlDoc(bytes, source) {
   let text;
   try {
@@ -101,6 +138,8 @@ function tomlDoc(bytes, source) {
   } catch {
     throw new PolicyConfigError(`${source}: expected a UTF-8 TOML policy file, found bytes that are not UTF-8`);
   }
+  // Python's tomllib (TOML 1.0) refuses a byte order mark, where smol-toml skips it
+  if (text.startsWith("\ufeff")) throw new PolicyConfigError(`${source}: expected a UTF-8 TOML policy file, found a byte order mark`);
   let doc;
   try {
     doc = parseToml(text, { integersAsBigInt: true, unsafeKeyBehaviour: "throw" });
@@ -108,6 +147,8 @@ function tomlDoc(bytes, source) {
     if (e instanceof TomlError || e instanceof Error) throw new PolicyConfigError(`${source}: expected a UTF-8 TOML policy file, found: ${e.message}`);
     throw e;
   }
+  const escape = toml11Escape(text);
+  if (escape >= 0) throw new PolicyConfigError(`${source}: expected a TOML 1.0 policy file, found the TOML 1.1 escape ${JSON.stringify(text.slice(escape, escape + 2))} at character ${escape}`);
   for (const section of Object.keys(doc)) {
     if (!has(SECTIONS, section)) throw new PolicyConfigError(`${source}: unknown section [${section}]; expected one of ${Object.keys(SECTIONS).join(", ")}`);
     if (!isTable(doc[section])) throw new PolicyConfigError(`${source}: ${section}: expected a table, found ${repr(doc[section])}`);
