@@ -5,9 +5,13 @@
 // every case through both.
 //
 // Crypto is WebCrypto only: SHA-256 (crypto.subtle.digest) and Ed25519 (importKey "raw" + verify).
+// Policy sets are loaded and recorded decisions re-run with the Cedar engine itself, its official
+// WebAssembly build (policy.js; the same Cedar version as the CLI's cedarpy).
 //
 // Interface
 //   verify(bundleBytes: Uint8Array, trust: Trust) -> Promise<Check[]>
+//   loadCedar() -> Promise<{ ok, version } | { ok: false, reason }>  (verify awaits it; a page may
+//                                     call it early so that verifying sends no request)
 //   Trust  = { registry: object | null,         // a key registry document the person pinned (R)
 //              checkpointKeys: string[],         // C2SP verifier keys "name+keyid+base64" (V)
 //              witnessKeys?: string[],           // witness verifier keys (cosignature/v1)
@@ -27,8 +31,9 @@
 //   outcome(checks) -> { verdict, exitCode, failureKind } in the CLI's terms:
 //     a "fail" check            -> FAILED (1), or UNUSABLE_INPUT (2) when its kind is UNUSABLE_INPUT
 //     else an "untrusted" check -> CONSISTENT_BUT_UNTRUSTED (3): it rests on the bundle's own keys
-//     else a "not-checked" one  -> NOT_FULLY_VERIFIED: every check this page can run passed, but
-//                                  one the CLI runs cannot run here; never shown as verified
+//     else a "not-checked" one  -> NOT_FULLY_VERIFIED: every check this page could run passed, but
+//                                  one the CLI runs could not run here (the Cedar module did not
+//                                  load; the check says why); never shown as verified
 //     else                      -> VERIFIED (0)
 //   The bundle's own keys are never trusted: trust comes only from `trust`.
 
