@@ -1152,6 +1152,56 @@ def test_decisions_in_the_browser_are_the_clis_decisions(verifier_page: Any) -> 
     assert browser[3] == ["ALLOW", ["zebra", "\u00e9t\u00e9", "\uffee", "\U0001f600"]]
 
 
+def test_policy_files_base64_is_read_as_python_reads_it(verifier_page: Any) -> None:
+    """The policies member is read with Python's b64decode(validate=True) (binascii strict mode),
+    more lenient than canonical base64 in two ways; the page reads it the same way."""
+    import base64
+    import binascii
+
+    texts = [
+        "YWJj==",
+        "YWJj=",
+        "YQ",
+        "YQ=",
+        "YQ==",
+        "YR==",
+        "YWJjZA=",
+        "YWJjZA==",
+        "",
+        "=",
+        "==",
+        "YWJ=",
+        "YWI=",
+        "YWJjZ",
+        "YWJjZ==",
+        "Y",
+        "YQ==YQ==",
+        "YWJjZA==a",
+        "YQ=a",
+        "YW Jj",
+        "YWJj\n",
+        "YQ==\n",
+        "YW-j",
+        "YWJ\u00e9",
+        "////",
+        "+/+/",
+        "YQ===",
+        "YWJjYQ==",
+        base64.b64encode(bytes(range(256))).decode(),
+    ]
+    browser = verifier_page.evaluate(
+        """async (texts) => { const m = await import("/static/verifier/index.js");
+             return texts.map((t) => { const b = m.pyB64decode(t); return b === null ? null : Array.from(b); }); }""",
+        texts,
+    )
+    for text, got in zip(texts, browser, strict=True):
+        try:
+            want: Any = list(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            want = None
+        assert got == want, (text, got, want)
+
+
 # Where the CLI departs from the spec: NaN is not JSON (RFC 8259; the spec: "UTF-8 JSON"), but
 # Python's json module reads it, so the CLI verifies a bundle with NaN in an unknown member. The
 # browser refuses it as unusable input. This test pins both answers so a fix on either side shows

@@ -160,6 +160,29 @@ function b64decode(s) {
   }
   return out;
 }
+// Python's base64.b64decode(s, validate=True), i.e. CPython's binascii.a2b_base64 in strict
+// mode, which lineage/policy_replay.py reads the policy files with (it is more lenient than
+// b64decode above: padding after a complete quad, unused bits set); null where Python raises
+export function pyB64decode(s) {
+  if (typeof s !== "string" || s[0] === "=") return null; // leading padding
+  const out = [];
+  let quad = 0, left = 0, pads = 0, padding = false;
+  for (let i = 0; i < s.length; i++) {
+    if (s[i] === "=") {
+      padding = true;
+      if (quad >= 2 && quad + ++pads >= 4) return i + 1 < s.length ? null : Uint8Array.from(out); // excess data after padding
+      continue;
+    }
+    const v = B64V.get(s[i]);
+    if (v === undefined || padding) return null; // not base64, or discontinuous padding
+    pads = 0;
+    if (quad === 0) { left = v; quad = 1; }
+    else if (quad === 1) { out.push(((left << 2) | (v >> 4)) & 255); left = v & 0x0f; quad = 2; }
+    else if (quad === 2) { out.push(((left << 4) | (v >> 2)) & 255); left = v & 0x03; quad = 3; }
+    else { out.push(((left << 6) | v) & 255); left = 0; quad = 0; }
+  }
+  return quad === 0 ? Uint8Array.from(out) : null; // a partial quad: incorrect padding
+}
 // canonical: decoding and re-encoding gives the same text (so unused bits are zero)
 function b64canonical(s) {
   const b = b64decode(s);
@@ -1128,7 +1151,7 @@ function parsePolicies(raw) {
     const bytes = (member) => {
       const v = ps[member];
       if (typeof v !== "string") throw M(`${w}.${member}: expected base64 text, found ${v === undefined ? "none" : typeName(v)}`);
-      const out = b64decode(v);
+      const out = pyB64decode(v);
       if (out === null) throw M(`${w}.${member}: expected standard base64`);
       if (out.length > MAX_POLICY_FILE_BYTES) throw M(`${w}.${member}: expected at most ${MAX_POLICY_FILE_BYTES} bytes, found ${out.length}`);
       return out;
