@@ -1247,7 +1247,8 @@ function canonicalJson(v) {
 // policies member (format v1). Without the Cedar engine only the TOML is checked.
 async function checkPolicySets(b, cedar) {
   const raw = b.raw.policies;
-  if (raw === undefined || raw === null) return { sets: null, detail: "the bundle carries no policy sets (no policies member: format v1)" };
+  if (raw === undefined || raw === null)
+    return { sets: null, detail: `the bundle carries no policy sets (its policies member is ${raw === null ? "null" : "absent, as in format v1"})` };
   const parsed = parsePolicies(raw);
   const sets = new Map();
   for (let k = 0; k < parsed.length; k++) {
