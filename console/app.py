@@ -8,6 +8,7 @@ import datetime as dt
 import hmac
 import json
 import logging
+import mimetypes
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ CSP = (
     "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
 )
+PROOF_CSP = CSP.replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
+"""The Proof Viewer compiles the vendored Cedar engine (WebAssembly): 'wasm-unsafe-eval' allows
+WebAssembly compilation only, not JavaScript eval."""
+mimetypes.add_type("application/wasm", ".wasm")
 READ_ONLY_STATEMENTS = frozenset(
     {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"}
 )
@@ -136,7 +141,8 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
+        proof = request.url.path == "/proof"
+        response.headers["Content-Security-Policy"] = PROOF_CSP if proof else CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response

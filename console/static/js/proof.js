@@ -1,4 +1,4 @@
-import { verify, verdict, outcome } from "/static/verifier/index.js";
+import { verify, verdict, outcome, loadCedar } from "/static/verifier/index.js";
 
 // Everything taken from a bundle or a registry reaches the DOM through textContent only (L.el's
 // "text" and text children), never innerHTML.
@@ -54,7 +54,7 @@ const MEANING = {
   FAILED: (o) => `An integrity check failed (${o.failureKind}): what \`lineage verify\` reports as FAILED (exit code 1). The failed check says exactly what.`,
   UNUSABLE_INPUT: () => "The input cannot be checked: what `lineage verify` reports as UNUSABLE_INPUT (exit code 2).",
   CONSISTENT_BUT_UNTRUSTED: () => "Consistent, but only under keys you did not name independently (the bundle's own, or the operator's registry): CONSISTENT_BUT_UNTRUSTED (exit code 3). A forger can reach this.",
-  NOT_FULLY_VERIFIED: () => "Every check this page can run passed, but a check marked “not checked here” cannot run in a browser: this is not a VERIFIED verdict. Run `lineage verify` for it.",
+  NOT_FULLY_VERIFIED: () => "Every check this page could run passed, but a check marked “not checked here” could not run in this browser (see its row): this is not a VERIFIED verdict. Run `lineage verify` for it.",
 };
 const BADGE = { pass: "ok", warn: "warn", fail: "bad", untrusted: "warn", "not-checked": "warn", skipped: "neutral" };
 $("verify").addEventListener("click", async () => {
@@ -84,4 +84,10 @@ $("verify").addEventListener("click", async () => {
 });
 const wanted = new URLSearchParams(location.search).get("workflow");
 if (wanted) $("workflow").value = wanted;
+// The Cedar engine (WebAssembly) is fetched once, now, so verifying a file later sends nothing
+const engine = await loadCedar();
+const engineInfo = L.clear($("engine"));
+if (engine.ok) engineInfo.append(L.el("span", { text: `Cedar ${engine.version} loaded (the official WebAssembly build, @cedar-policy/cedar-wasm): recorded decisions are re-run here.` }));
+else engineInfo.append(L.el("span", { class: "notice bad", text: `The Cedar engine could not be loaded in this browser (${engine.reason}): recorded decisions cannot be re-run here, so bundles that carry them are at best “not fully verified”.` }));
+document.body.dataset.cedar = engine.ok ? engine.version : "unavailable";
 document.body.dataset.ready = "1";

@@ -5,9 +5,13 @@
 // every case through both.
 //
 // Crypto is WebCrypto only: SHA-256 (crypto.subtle.digest) and Ed25519 (importKey "raw" + verify).
+// Policy sets are loaded and recorded decisions re-run with the Cedar engine itself, its official
+// WebAssembly build (policy.js; the same Cedar version as the CLI's cedarpy).
 //
 // Interface
 //   verify(bundleBytes: Uint8Array, trust: Trust) -> Promise<Check[]>
+//   loadCedar() -> Promise<{ ok, version } | { ok: false, reason }>  (verify awaits it; a page may
+//                                     call it early so that verifying sends no request)
 //   Trust  = { registry: object | null,         // a key registry document the person pinned (R)
 //              checkpointKeys: string[],         // C2SP verifier keys "name+keyid+base64" (V)
 //              witnessKeys?: string[],           // witness verifier keys (cosignature/v1)
@@ -27,19 +31,26 @@
 //   outcome(checks) -> { verdict, exitCode, failureKind } in the CLI's terms:
 //     a "fail" check            -> FAILED (1), or UNUSABLE_INPUT (2) when its kind is UNUSABLE_INPUT
 //     else an "untrusted" check -> CONSISTENT_BUT_UNTRUSTED (3): it rests on the bundle's own keys
-//     else a "not-checked" one  -> NOT_FULLY_VERIFIED: every check this page can run passed, but
-//                                  one the CLI runs cannot run here; never shown as verified
+//     else a "not-checked" one  -> NOT_FULLY_VERIFIED: every check this page could run passed, but
+//                                  one the CLI runs could not run here (the Cedar module did not
+//                                  load; the check says why); never shown as verified
 //     else                      -> VERIFIED (0)
 //   The bundle's own keys are never trusted: trust comes only from `trust`.
 
 import { parseStrict, JsonError, isObject } from "./strictjson.js";
 import { decodeSingleObject, fingerprint, AvroError } from "./avro.js";
 import { SCHEMAS } from "./schemas.js";
+import { loadCedar, loadPolicySet, evaluate, PolicyConfigError, PolicyEvaluationError, NotCheckable } from "./policy.js";
+
+export { loadCedar };
 
 export const IMPLEMENTED = true;
 export const FORMAT = "lineage-evidence-bundle/v1";
 export const FORMAT_V2 = "lineage-evidence-bundle/v2";
 const MAX_FINDINGS = 1_000_000;
+const MAX_POLICY_SETS = 64; // lineage/policy_replay.py
+const MAX_POLICY_FILE_BYTES = 1 << 20;
+const MAX_REQUEST_BYTES = 8 * 1024; // docs/policy.md
 
 // ---------------------------------------------------------------------------------------------
 // limits (docs/evidence-bundle.md, "Limits")
@@ -148,6 +159,29 @@ function b64decode(s) {
     if (o < out.length) out[o++] = n & 255;
   }
   return out;
+}
+// Python's base64.b64decode(s, validate=True), i.e. CPython's binascii.a2b_base64 in strict
+// mode, which lineage/policy_replay.py reads the policy files with (it is more lenient than
+// b64decode above: padding after a complete quad, unused bits set); null where Python raises
+export function pyB64decode(s) {
+  if (typeof s !== "string" || s[0] === "=") return null; // leading padding
+  const out = [];
+  let quad = 0, left = 0, pads = 0, padding = false;
+  for (let i = 0; i < s.length; i++) {
+    if (s[i] === "=") {
+      padding = true;
+      if (quad >= 2 && quad + ++pads >= 4) return i + 1 < s.length ? null : Uint8Array.from(out); // excess data after padding
+      continue;
+    }
+    const v = B64V.get(s[i]);
+    if (v === undefined || padding) return null; // not base64, or discontinuous padding
+    pads = 0;
+    if (quad === 0) { left = v; quad = 1; }
+    else if (quad === 1) { out.push(((left << 2) | (v >> 4)) & 255); left = v & 0x0f; quad = 2; }
+    else if (quad === 2) { out.push(((left << 4) | (v >> 2)) & 255); left = v & 0x03; quad = 3; }
+    else { out.push(((left << 6) | v) & 255); left = 0; quad = 0; }
+  }
+  return quad === 0 ? Uint8Array.from(out) : null; // a partial quad: incorrect padding
 }
 // canonical: decoding and re-encoding gives the same text (so unused bits are zero)
 function b64canonical(s) {
@@ -631,8 +665,9 @@ const TITLES = {
   "tail": "tail proof: nothing later in the signed log extends the chain",
   "partition.binding": "partition binding: the workflow's chain is in the partition its id maps to (v2)",
   "findings": "findings log: every violation recorded about the workflow, as signed (v2)",
-  "decisions": "authorization decisions: recorded requests and the policy sets they name (v2)",
-  "decisions.rerun": "re-evaluating each decision with Cedar",
+  "policies": "policy sets: each loads (TOML limits, Cedar rules) (v2)",
+  "decisions": "authorization decisions: recorded requests and the policy sets they name",
+  "decisions.rerun": "re-running each decision with Cedar: same decision, policy and determining policies",
   "witness": "witness cosignatures (cosignature/v1)",
   "trust.anchored": "every signature chains to keys you named",
 };
@@ -642,7 +677,7 @@ export async function verify(bundleBytes, trust) {
   if (!trust || typeof trust !== "object") throw new TypeError("trust must be an object");
   const checks = [];
   const order = ["bundle.parse", "trust.keys", "workflow.expected", "logs.checkpoints", "entries.events", "entries.seals",
-    "chain.links", "entries.log", "counts", "tail", "partition.binding", "findings", "decisions", "decisions.rerun"];
+    "chain.links", "entries.log", "counts", "tail", "partition.binding", "findings", "policies", "decisions", "decisions.rerun"];
   const witnessKeys = trust.witnessKeys || [];
   if (witnessKeys.length) order.push("witness");
   order.push("trust.anchored");
@@ -911,17 +946,41 @@ export async function verify(bundleBytes, trust) {
   } catch (e) {
     return fail("findings", e);
   }
-  let rerun;
+  // step 9: every policy set loads, then every decision that records its request is re-run
+  const cedar = await loadCedar();
+  let policySets;
   try {
-    rerun = await checkDecisions(b, evs);
-    done.set("decisions", { id: "decisions", title: TITLES.decisions, status: rerun.warn ? "warn" : "pass", detail: rerun.detail });
+    policySets = await checkPolicySets(b, cedar);
+    done.set("policies", { id: "policies", title: TITLES.policies, status: policySets.notChecked ? "not-checked" : policySets.sets === null ? "skipped" : "pass", detail: policySets.detail });
   } catch (e) {
-    return fail("decisions", e);
+    return fail("policies", e);
   }
-  if (rerun.requests > 0)
+  const rr = { decisions: 0, requests: 0, stage: "decisions", rerun: [], notChecked: [], ms: 0 };
+  try {
+    await checkDecisions(b, evs, policySets.sets, cedar, rr);
+  } catch (e) {
+    const other = rr.stage === "decisions" ? "decisions.rerun" : "decisions";
+    const n = rr.rerun.length + rr.notChecked.length;
+    return fail(rr.stage, e, new Map([[other, `not completed: verification stopped at the decision of ${rr.at ?? "the first entry"}${n ? ` (${n} decision(s) before it passed both checks)` : ""}`]]));
+  }
+  const old = rr.decisions - rr.requests;
+  done.set("decisions", { id: "decisions", title: TITLES.decisions, status: old ? "warn" : rr.requests ? "pass" : "skipped",
+    detail: `${rr.decisions} decision(s); ${rr.requests} record their request: each is canonical, hashes to the decision's input_digest, names the event's principal, action and resource, and the bundle carries the policy set its digest names` +
+      (old ? `. WARNING: ${old} authorization decision(s) recorded before requests were kept: their policy digest is a claim only, not re-run` : "") });
+  if (!rr.requests) done.set("decisions.rerun", { id: "decisions.rerun", title: TITLES["decisions.rerun"], status: "skipped", detail: "no decision records its request: nothing to re-run" });
+  else if (rr.notChecked.length) {
+    const why = cedar.ok ? rr.notChecked.join("; ") : `the Cedar engine could not be loaded in this browser (${cedar.reason})`;
     done.set("decisions.rerun", { id: "decisions.rerun", title: TITLES["decisions.rerun"], status: "not-checked",
-      detail: `NOT CHECKED HERE: ${rerun.requests} decision(s) record their request, and \`lineage verify\` re-runs each under its policy set with Cedar (cedarpy); a browser has no Cedar engine, so whether each recorded decision follows from its policy (and whether each policy set loads) is not checked on this page. Run \`lineage verify\` for that.` });
-  else done.set("decisions.rerun", { id: "decisions.rerun", title: TITLES["decisions.rerun"], status: "skipped", detail: "no decision records its request: nothing to re-run" });
+      detail: `NOT CHECKED HERE: ${rr.notChecked.length} of ${rr.requests} decision(s) could not be re-run on this page: ${why}. ${rr.rerun.length ? `${rr.rerun.length} were re-run and agree. ` : ""}Run \`lineage verify\` for them.` });
+  } else {
+    const allow = rr.rerun.filter((r) => r.decision === "ALLOW").length;
+    const by = new Map();
+    for (const r of rr.rerun) for (const p of r.determining) by.set(p, (by.get(p) || 0) + 1);
+    done.set("decisions.rerun", { id: "decisions.rerun", title: TITLES["decisions.rerun"], status: "pass",
+      detail: `${rr.rerun.length} decision(s) re-run with Cedar ${cedar.version} under the policy set their digest names give the recorded decision, policy id and determining policies: ${allow} ALLOW, ${rr.rerun.length - allow} DENY` +
+        (by.size ? `; determining: ${[...by.entries()].map(([p, n]) => `${q(p)} ×${n}`).join(", ")}` : "") +
+        ` (Cedar: ${Math.round(rr.ms)} ms)` });
+  }
 
   // witness cosignatures (docs/witness.md): after the ordinary verification succeeded
   if (witnessKeys.length) {
@@ -1081,11 +1140,23 @@ function parseFindings(raw) {
   };
 }
 
+// the bundle's policies member (docs/evidence-bundle.md step 9; lineage/policy_replay.py limits):
+// every problem here means a policy set that does not load, POLICY_SET_MISSING
 function parsePolicies(raw) {
-  return list(raw, "policies", LIMITS.entries).map((r0, k) => {
+  const M = (msg) => new Failure("POLICY_SET_MISSING", msg);
+  if (!Array.isArray(raw) || raw.length > MAX_POLICY_SETS) throw M(`policies: expected a list of at most ${MAX_POLICY_SETS} policy sets, found ${Array.isArray(raw) ? raw.length + " sets" : typeName(raw)}`);
+  return raw.map((ps, k) => {
     const w = `policies[${k}]`;
-    const ps = obj(r0, w);
-    return { toml: b64(req(ps, "toml", w), `${w}.toml`, LIMITS.recordBytes), cedar: b64(req(ps, "cedar", w), `${w}.cedar`, LIMITS.recordBytes) };
+    if (!isObject(ps)) throw M(`${w}: expected an object, found ${typeName(ps)}`);
+    const bytes = (member) => {
+      const v = ps[member];
+      if (typeof v !== "string") throw M(`${w}.${member}: expected base64 text, found ${v === undefined ? "none" : typeName(v)}`);
+      const out = pyB64decode(v);
+      if (out === null) throw M(`${w}.${member}: expected standard base64`);
+      if (out.length > MAX_POLICY_FILE_BYTES) throw M(`${w}.${member}: expected at most ${MAX_POLICY_FILE_BYTES} bytes, found ${out.length}`);
+      return out;
+    };
+    return { toml: bytes("toml"), cedar: bytes("cedar") };
   });
 }
 
@@ -1171,31 +1242,55 @@ function canonicalJson(v) {
   return String(v); // a non-integer number: never canonical here
 }
 
-async function checkDecisions(b, evs) {
-  const D = (msg) => new Failure("POLICY_DECISION_MISMATCH", msg);
+// Every policy set of the bundle must load (as `lineage verify` loads them all before re-running
+// anything): TOML limits and Cedar rules. Returns the sets by digest hex, or null without a
+// policies member (format v1). Without the Cedar engine only the TOML is checked.
+async function checkPolicySets(b, cedar) {
+  const raw = b.raw.policies;
+  if (raw === undefined || raw === null)
+    return { sets: null, detail: `the bundle carries no policy sets (its policies member is ${raw === null ? "null" : "absent, as in format v1"})` };
+  const parsed = parsePolicies(raw);
   const sets = new Map();
-  let policies = [];
-  if (b.raw.policies !== undefined && b.raw.policies !== null) {
+  for (let k = 0; k < parsed.length; k++) {
+    const ps = parsed[k];
+    const digest = hex(await H(u64be(ps.toml.length), ps.toml, u64be(ps.cedar.length), ps.cedar));
     try {
-      policies = parsePolicies(b.raw.policies);
+      sets.set(digest, loadPolicySet(ps.toml, ps.cedar, cedar.ok ? cedar.engine : null, `policies[${k}]`, digest));
     } catch (e) {
-      if (e instanceof Failure) throw new Failure("POLICY_SET_MISSING", `a policy set that cannot be read: ${e.message}`);
+      if (e instanceof PolicyConfigError) throw new Failure("POLICY_SET_MISSING", `policies[${k}] (sha256:${digest}) does not load, so no decision under it can be re-run: ${e.message}`);
       throw e;
     }
   }
-  for (const ps of policies)
-    sets.set(hex(await H(u64be(ps.toml.length), ps.toml, u64be(ps.cedar.length), ps.cedar)), ps);
-  let decisions = 0, requests = 0;
-  for (let i = 0; i < evs.length; i++) {
-    const ev = evs[i];
-    if (ev.kind !== "AUTHORIZATION_DECISION") continue;
-    decisions++;
+  const list = [...sets.entries()].map(([d, s]) => `${q(s.policyId)} version ${q(s.version)} (sha256:${d.slice(0, 12)}…${s.cedarIds ? `, Cedar policies ${s.cedarIds.map(q).join(", ")}` : ""})`);
+  if (!cedar.ok && sets.size)
+    return { sets, notChecked: true, detail: `NOT CHECKED HERE: the Cedar engine could not be loaded in this browser (${cedar.reason}), so whether the Cedar text of ${sets.size} policy set(s) loads is not checked; their TOML loads: ${list.join("; ")}` };
+  return { sets, detail: `${sets.size} policy set(s), each loads${cedar.ok ? ` with Cedar ${cedar.version}` : ""} (TOML limits as documented; Cedar text parses, no templates, a unique @id on every policy, at least one permit): ${list.join("; ") || "none"}` };
+}
+
+// The decisions that record their request, re-run in chain order, each in the order
+// docs/policy.md "Re-running decisions" gives: request form and digest, names, the policy set
+// present, then Cedar's decision again. `stage` says which of the two checks a failure belongs to.
+async function checkDecisions(b, evs, sets, cedar, result) {
+  const D = (msg) => new Failure("POLICY_DECISION_MISMATCH", msg);
+  const decisions = evs.map((ev, i) => [ev, i]).filter(([ev]) => ev.kind === "AUTHORIZATION_DECISION");
+  const withRequest = decisions.filter(([ev]) => ev.attributes.get("lineage.request") !== undefined);
+  result.decisions = decisions.length;
+  result.requests = withRequest.length;
+  result.stage = "decisions";
+  if (withRequest.length && sets === null) {
+    const [ev, i] = withRequest[0];
+    throw new Failure("POLICY_SET_MISSING", `entries[${i}] (decision ${q(ev.event_id)}): the decisions record their requests but the bundle carries no policy sets (a format v1 bundle of newer evidence: export it again); expected ${q(ev.authorization ? ev.authorization.policy_digest : "")}`);
+  }
+  for (const [ev, i] of withRequest) {
+    result.stage = "decisions";
     const text = ev.attributes.get("lineage.request");
-    if (text === undefined) continue;
-    requests++;
     const at = `entries[${i}] (decision ${q(ev.event_id)})`;
+    result.at = `entries[${i}]`;
     const a = ev.authorization;
     if (a === null) throw D(`${at}: records a request but no authorization`);
+    const digest = "sha256:" + hex(await sha256(utf8(text)));
+    if (digest !== a.input_digest) throw D(`${at}: the request hashes to ${digest}, the decision's input_digest is ${q(a.input_digest)}`);
+    if (utf8(text).length > MAX_REQUEST_BYTES) throw D(`${at}: lineage.request is longer than ${MAX_REQUEST_BYTES} bytes`);
     let req;
     try {
       req = parseStrict(text);
@@ -1209,19 +1304,32 @@ async function checkDecisions(b, evs) {
       !(req.resource === null || typeof req.resource === "string") || !ctxOk)
       throw D(`${at}: lineage.request is not a request {action, context, principal, resource}`);
     if (canonicalJson(req) !== text) throw D(`${at}: lineage.request is not in canonical form`);
-    const digest = "sha256:" + hex(await sha256(utf8(text)));
-    if (digest !== a.input_digest) throw D(`${at}: the request hashes to ${digest}, the decision's input_digest is ${q(a.input_digest)}`);
     const names = [["principal", req.principal, ev.principal], ["action", req.action, ev.action], ["resource", req.resource, ev.resource],
       ["authorized_action", req.action, a.authorized_action], ["authorized_resource", req.resource, a.authorized_resource]];
     for (const [field, want, got] of names)
       if (want !== got) throw D(`${at}: the request names ${field === "authorized_action" || field === "authorized_resource" ? "" : "the event's "}${field.replace("authorized_", "")} ${want === null ? "none" : q(want)}, the ${field.startsWith("authorized") ? "authorization's " + field : "event's"} is ${got === null ? "none" : q(got)}`);
     const pd = /^sha256:([0-9a-f]{64})$/.exec(a.policy_digest);
-    if (!pd || !sets.has(pd[1])) throw new Failure("POLICY_SET_MISSING", `${at}: the bundle carries no policy set with digest ${q(a.policy_digest)}`);
+    const set = pd ? sets.get(pd[1]) : undefined;
+    if (set === undefined)
+      throw new Failure("POLICY_SET_MISSING", `${at}: the bundle does not carry the policy set the decision names: expected ${q(a.policy_digest)}, found ${[...sets.keys()].map((d) => "sha256:" + d.slice(0, 12) + "…").join(", ") || "no policy sets"}`);
+    result.stage = "decisions.rerun";
+    let again;
+    const t0 = performance.now();
+    try {
+      again = evaluate(set, req);
+      result.ms += performance.now() - t0;
+    } catch (err) {
+      if (err instanceof NotCheckable) { result.notChecked.push(`${at}: ${err.message}`); continue; }
+      if (err instanceof PolicyEvaluationError)
+        throw D(`${at}: the policy set does not decide the recorded request: ${err.message}; recorded ${a.decision} by ${JSON.stringify(a.determining_policies)}`);
+      throw err;
+    }
+    const recorded = [a.decision, a.policy_id, a.determining_policies];
+    const computed = [again.decision, again.policyId, again.determining];
+    if (recorded[0] !== computed[0] || recorded[1] !== computed[1] || recorded[2].length !== computed[2].length || recorded[2].some((p, k) => p !== computed[2][k]))
+      throw D(`${at}: re-running the request under the named policy set gives another decision: Cedar gives ${computed[0]} by ${q(computed[1])} ${JSON.stringify(computed[2])}, the event records ${recorded[0]} by ${q(recorded[1])} ${JSON.stringify(recorded[2])}`);
+    result.rerun.push({ decision: again.decision, determining: again.determining });
   }
-  const notRerunnable = decisions - requests;
-  const detail = `${decisions} decision(s); ${requests} record their request: each is canonical, hashes to the decision's input_digest, names the event's principal, action and resource, and the bundle carries the policy set its digest names (${sets.size} set(s))` +
-    (notRerunnable ? `. WARNING: ${notRerunnable} decision(s) recorded before requests were kept: their policy digest remains a claim` : "");
-  return { requests, warn: notRerunnable > 0, detail };
 }
 
 // One cosignature/v1 line checked against a witness verifier key, for the specification's test
