@@ -111,9 +111,13 @@ def replay(record: Mapping[str, Any], policies: Mapping[str, PolicySet]) -> Repl
     event's principal, action and resource and the authorization's scope; the policy set the
     decision names is present; Cedar gives the same decision, policy id and determining policies.
     """
-    auth = record["authorization"]
     event_id = str(record["event_id"])
     where = {"event_id": event_id}
+    auth = record.get("authorization")
+    if not isinstance(auth, Mapping):
+        raise ReplayError(
+            POLICY_DECISION_MISMATCH, "the decision event carries no authorization", where=where
+        )
     text = recorded_request(record)
     if text is None:
         raise ReplayError(POLICY_DECISION_MISMATCH, "the decision records no request", where=where)

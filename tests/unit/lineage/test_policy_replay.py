@@ -13,7 +13,13 @@ from lineage import binding, note
 from lineage.bundle import FORMAT_V1
 from lineage.model import Decision, ExecutionEvent
 from lineage.policy import REQUEST_ATTRIBUTE, PolicySet, parse_request
-from lineage.policy_replay import load_policy_sets, policy_set_member
+from lineage.policy_replay import (
+    POLICY_DECISION_MISMATCH,
+    ReplayError,
+    load_policy_sets,
+    policy_set_member,
+    replay,
+)
 from lineage.verify import FailureKind, verify_bundle
 from tests.support.lineage_builder import (
     POLICY_FILE,
@@ -178,3 +184,12 @@ def test_policy_sets_load_by_their_own_digest() -> None:
     toml, cedar = PolicySet.files(POLICY_FILE)
     sets = load_policy_sets([policy_set_member(toml, cedar)])
     assert list(sets) == [PolicySet.load(POLICY_FILE).digest_hex]
+
+
+def test_a_decision_record_without_its_authorization_is_a_mismatch_not_a_crash() -> None:
+    """The model refuses such an event, but replay() takes decoded records: it must not trust that."""
+    record = {"event_id": "e1", "authorization": None, "attributes": {REQUEST_ATTRIBUTE: "{}"}}
+    with pytest.raises(ReplayError) as caught:
+        replay(record, {})
+    assert caught.value.kind == POLICY_DECISION_MISMATCH
+    assert "carries no authorization" in str(caught.value)
