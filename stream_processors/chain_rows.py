@@ -234,32 +234,39 @@ def _row_parts(r: dict[str, Any], ap: Any) -> None:
     Written out field by field: fastavro's writer costs about twice as much per row, and the
     result is byte-identical (tests/unit/stream_processors/test_chain_rows.py checks both).
     """
-    lng = _long
+    lng, sm, zz = _long, _SMALL, _zigzag
     b = r["workflow_id"].encode()
-    ap(lng(len(b)))
+    n = len(b)
+    ap(sm[n] if n < 1024 else zz(n))
     ap(b)
     ap(lng(r["chain_seq"]))
     b = r["event_id"].encode()
-    ap(lng(len(b)))
+    n = len(b)
+    ap(sm[n] if n < 1024 else zz(n))
     ap(b)
     for name in _BYTES_1:
         b = r[name]
-        ap(lng(len(b)))
+        n = len(b)
+        ap(sm[n] if n < 1024 else zz(n))
         ap(b)
     b = r["kind"].encode()
-    ap(lng(len(b)))
+    n = len(b)
+    ap(sm[n] if n < 1024 else zz(n))
     ap(b)
     ap(lng(r["event_time"]))
     for name in _STRINGS_1:
         b = r[name].encode()
-        ap(lng(len(b)))
+        n = len(b)
+        ap(sm[n] if n < 1024 else zz(n))
         ap(b)
     items = r["determining_policies"]
     if items:
-        ap(lng(len(items)))
+        n = len(items)
+        ap(sm[n] if n < 1024 else zz(n))
         for x in items:
             b = x.encode()
-            ap(lng(len(b)))
+            n = len(b)
+            ap(sm[n] if n < 1024 else zz(n))
             ap(b)
     ap(b"\x00")
     v = r["expires_at"]
@@ -270,41 +277,51 @@ def _row_parts(r: dict[str, Any], ap: Any) -> None:
         ap(lng(v))
     for name in _STRINGS_2:
         b = r[name].encode()
-        ap(lng(len(b)))
+        n = len(b)
+        ap(sm[n] if n < 1024 else zz(n))
         ap(b)
     for name in _LONGS:
         ap(lng(r[name]))
     b = r["seal_bytes"]
-    ap(lng(len(b)))
+    n = len(b)
+    ap(sm[n] if n < 1024 else zz(n))
     ap(b)
     ap(lng(r["seal_index"]))
     items = r["seal_path"]
     if items:
-        ap(lng(len(items)))
+        n = len(items)
+        ap(sm[n] if n < 1024 else zz(n))
         for b in items:
-            ap(lng(len(b)))
+            n = len(b)
+            ap(sm[n] if n < 1024 else zz(n))
             ap(b)
     ap(b"\x00")
     items = r["flags"]
     if items:
-        ap(lng(len(items)))
+        n = len(items)
+        ap(sm[n] if n < 1024 else zz(n))
         for x in items:
             b = x.encode()
-            ap(lng(len(b)))
+            n = len(b)
+            ap(sm[n] if n < 1024 else zz(n))
             ap(b)
     ap(b"\x00")
     b = r["verification"].encode()
-    ap(lng(len(b)))
+    n = len(b)
+    ap(sm[n] if n < 1024 else zz(n))
     ap(b)
     attrs = r["attributes"]
     if attrs:
-        ap(lng(len(attrs)))
+        n = len(attrs)
+        ap(sm[n] if n < 1024 else zz(n))
         for k, x in attrs.items():
             b = k.encode()
-            ap(lng(len(b)))
+            n = len(b)
+            ap(sm[n] if n < 1024 else zz(n))
             ap(b)
             b = x.encode()
-            ap(lng(len(b)))
+            n = len(b)
+            ap(sm[n] if n < 1024 else zz(n))
             ap(b)
     ap(b"\x00")
 
