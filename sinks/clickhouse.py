@@ -94,6 +94,9 @@ class Inserter:
         self.client = client
         self.database = database
         self.lock = lock
+        # Column types per table, asked once: without them clickhouse-connect runs a DESCRIBE
+        # TABLE query before every insert (a chDB query as costly as the insert itself).
+        self._types: dict[str, list[Any]] = {}
 
     def _raw(self, container: bytes) -> None:
         with self.lock:
@@ -105,9 +108,16 @@ class Inserter:
             )
 
     def _rows(self, table: str, data: list[tuple[Any, ...]]) -> None:
+        names = list(_COLUMNS[table])
         with self.lock:
+            types = self._types.get(table)
+            if types is None and hasattr(self.client, "create_insert_context"):
+                ctx = self.client.create_insert_context(
+                    table, column_names=names, database=self.database
+                )
+                types = self._types[table] = list(ctx.column_types)
             self.client.insert(
-                table, data, column_names=list(_COLUMNS[table]), database=self.database
+                table, data, column_names=names, database=self.database, column_types=types
             )
 
     def _insert_parts(self, parts: list[Part]) -> None:

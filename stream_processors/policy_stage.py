@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any, Protocol
 
 from lineage.errors import ConfigError, DecodeError
@@ -289,9 +290,21 @@ def _agent(event: ExecutionEvent) -> str:
     return event.agent_id if event.agent_id is not None else event.principal
 
 
+@lru_cache(maxsize=4096)
+def _first_match(value: str, patterns: tuple[str, ...]) -> str | None:
+    """The first of ``patterns`` that ``value`` matches (fnmatch, case-sensitive), or None.
+
+    Memoized: agents and resources repeat from event to event, and ``fnmatchcase`` costs a
+    cache lookup and a regex match per pattern (a quarter of the policy stage's time before).
+    """
+    for pattern in patterns:
+        if fnmatchcase(value, pattern):
+            return pattern
+    return None
+
+
 def _attestation_required(event: ExecutionEvent, ctx: RuleContext) -> bool:
-    agent = _agent(event)
-    return any(fnmatchcase(agent, p) for p in ctx.policy.attestation_required_for_agents)
+    return _first_match(_agent(event), ctx.policy.attestation_required_for_agents) is not None
 
 
 def _measurement(event: ExecutionEvent) -> str | None:
@@ -355,10 +368,10 @@ def _fanout(event: ExecutionEvent, state: WorkflowPolicyState, ctx: RuleContext)
 def _forbidden(event: ExecutionEvent, state: WorkflowPolicyState, ctx: RuleContext) -> Hit | None:
     if event.kind not in ACCESS_KINDS or event.resource is None:
         return None
-    for pattern in ctx.policy.forbidden_resources:
-        if fnmatchcase(event.resource, pattern):
-            return Hit(f"{event.kind} on {event.resource!r}, forbidden by pattern {pattern!r}")
-    return None
+    pattern = _first_match(event.resource, ctx.policy.forbidden_resources)
+    if pattern is None:
+        return None
+    return Hit(f"{event.kind} on {event.resource!r}, forbidden by pattern {pattern!r}")
 
 
 DEFAULT_RULES: tuple[Rule, ...] = (
