@@ -173,6 +173,21 @@ class ExecutionEvent:
     attributes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # One cheap test for the common case (the SDK builds an event per call); the messages,
+        # formatted only when something is wrong, come from _explain.
+        if (
+            self.event_id
+            and self.workflow_id
+            and self.emitter_id
+            and self.emitter_seq >= 0
+            and self.event_time > 0
+            and self.parent_event_id != self.event_id
+            and (self.kind is EventKind.AUTHORIZATION_DECISION) == (self.authorization is not None)
+        ):
+            return
+        self._explain()
+
+    def _explain(self) -> None:
         _require(bool(self.event_id), "event_id: expected a non-empty id, found ''")
         _require(bool(self.workflow_id), "workflow_id: expected a non-empty id, found ''")
         _require(bool(self.emitter_id), "emitter_id: expected a non-empty id, found ''")
@@ -199,11 +214,14 @@ class ExecutionEvent:
         return cls(**values)
 
     def to_record(self) -> dict[str, Any]:
-        r = {f.name: getattr(self, f.name) for f in fields(self)}
+        r = {name: getattr(self, name) for name in _EVENT_FIELDS}
         r["kind"] = self.kind.value
         r["authorization"] = self.authorization.to_record() if self.authorization else None
         r["runtime"] = self.runtime.to_record() if self.runtime else None
         return r
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(ExecutionEvent))
 
 
 @dataclass(frozen=True, slots=True)
