@@ -282,26 +282,12 @@ class EventWriter:
         return self.schema.encode(event.to_record())
 
     def _cached(self, s: Any) -> bytes:
-        b = self._strings.get(s)
-        if b is None:
-            b = _string(s)
-            if len(s) <= _CACHE_MAX_CHARS:
-                if len(self._strings) >= _CACHE_ENTRIES:
-                    self._strings.clear()
-                self._strings[s] = b
-        return b
+        return self._strings.get(s) or self._miss(s)
 
     def _cached_optional(self, s: Any) -> bytes:
         if s is None:
             return _NULL
-        b = self._optionals.get(s)
-        if b is None:
-            b = b"\x02" + _string(s)
-            if len(s) <= _CACHE_MAX_CHARS:
-                if len(self._optionals) >= _CACHE_ENTRIES:
-                    self._optionals.clear()
-                self._optionals[s] = b
-        return b
+        return self._optionals.get(s) or self._miss_optional(s)
 
     def _time(self, n: Any) -> bytes:
         """A timestamp: its low 14 bits change every event, the rest every few milliseconds."""
@@ -369,35 +355,57 @@ class EventWriter:
         parts.append(_NULL)
         return b"".join(parts)
 
+    def _miss(self, s: Any) -> bytes:
+        """A string not in the cache: written, and kept if short."""
+        b = _string(s)
+        if len(s) <= _CACHE_MAX_CHARS:
+            if len(self._strings) >= _CACHE_ENTRIES:
+                self._strings.clear()
+            self._strings[s] = b
+        return b
+
+    def _miss_optional(self, s: Any) -> bytes:
+        b = b"\x02" + _string(s)
+        if len(s) <= _CACHE_MAX_CHARS:
+            if len(self._optionals) >= _CACHE_ENTRIES:
+                self._optionals.clear()
+            self._optionals[s] = b
+        return b
+
     def _write(self, e: ExecutionEvent) -> bytes:
-        cached = self._cached
-        optional = self._cached_optional
+        # Inline on purpose (this is most of the SDK's CPU per event): a None, a cached string
+        # or the last Runtime costs no call. A cached value is never empty, so ``or`` is safe.
+        get = self._strings.get
+        get_optional = self._optionals.get
+        miss = self._miss
+        miss_optional = self._miss_optional
+        v: Any
         return b"".join(
             (
                 self._header,
                 _string(e.event_id),
-                cached(e.workflow_id),
-                _optional(e.parent_event_id),
-                _optional(e.parent_workflow_id),
-                _optional(e.trace_id),
-                _optional(e.span_id),
+                get(v := e.workflow_id) or miss(v),
+                _NULL if (v := e.parent_event_id) is None else b"\x02" + _string(v),
+                _NULL if (v := e.parent_workflow_id) is None else b"\x02" + _string(v),
+                _NULL if (v := e.trace_id) is None else b"\x02" + _string(v),
+                _NULL if (v := e.span_id) is None else b"\x02" + _string(v),
                 _KIND[e.kind],
                 self._time(e.event_time),
-                cached(e.principal),
-                optional(e.agent_id),
-                optional(e.model_id),
-                optional(e.model_version),
-                cached(e.action),
-                optional(e.resource),
-                _optional(e.authorization_id),
-                self._authorization(e.authorization),
-                self._runtime_of(e.runtime),
-                _optional(e.input_digest),
-                _optional(e.output_digest),
+                get(v := e.principal) or miss(v),
+                _NULL if (v := e.agent_id) is None else get_optional(v) or miss_optional(v),
+                _NULL if (v := e.model_id) is None else get_optional(v) or miss_optional(v),
+                _NULL if (v := e.model_version) is None else get_optional(v) or miss_optional(v),
+                get(v := e.action) or miss(v),
+                _NULL if (v := e.resource) is None else get_optional(v) or miss_optional(v),
+                _NULL if (v := e.authorization_id) is None else b"\x02" + _string(v),
+                _NULL if (v := e.authorization) is None else self._authorization(v),
+                self._runtime_bytes if (v := e.runtime) is self._runtime else self._runtime_of(v),
+                _NULL if (v := e.input_digest) is None else b"\x02" + _string(v),
+                _NULL if (v := e.output_digest) is None else b"\x02" + _string(v),
                 self._attributes(e.attributes),
-                cached(e.emitter_id),
+                get(v := e.emitter_id) or miss(v),
                 _long(e.emitter_seq),
-                cached(e.topic),
+                get(v := e.topic) or miss(v),
                 _int(e.partition),
             )
         )

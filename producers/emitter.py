@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from lineage import codec, hashing, merkle
 from lineage.hashing import EVENT_PREFIX
 from lineage.ids import uuid7
-from lineage.model import Authorization, EventKind, ExecutionEvent, Runtime, Seal
+from lineage.model import Authorization, EventKind, ExecutionEvent, Runtime, Seal, new_event
 from producers.errors import BackpressureTimeout, EmitterClosed, EmitterError
 from producers.partitioner import partition_for
 
@@ -106,37 +106,45 @@ os.register_at_fork(after_in_child=_forked)
 
 _UUID_BATCH = 256  # UUIDs per os.urandom call
 _MASK48 = (1 << 48) - 1
-_MASK62 = (1 << 62) - 1
-_UUID_FIXED = (0x7 << 76) | (0b10 << 62)  # version 7, RFC 9562 variant
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # 10xx: RFC 9562 variant
 
 
 class Uuid7Source:
-    """RFC 9562 UUIDv7 strings, as ``lineage.ids.uuid7`` makes them, at a fraction of the cost.
+    """RFC 9562 UUIDv7 strings, as ``lineage.ids.uuid7`` makes them, at half the cost.
 
-    The 74 random bits come from one ``os.urandom`` call per 256 ids; the buffer is dropped in a
-    forked child, so parent and child never hand out the same bits. Not thread-safe: the
-    emitter calls it under its lock.
+    48 bits of Unix milliseconds, version 7, 12 random bits, the variant, 62 random bits: the
+    random bits are hex digits of one ``os.urandom`` call per 256 ids, and the time's hex is
+    reused within a millisecond. The buffer is dropped in a forked child, so parent and child
+    never hand out the same bits. Not thread-safe: the emitter calls it under its lock.
     """
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._hex = ""
         self._pos = 0
         self._forks = -1
+        self._ms = -1
+        self._ms_hex = ""
 
     def __call__(self, unix_ms: int | None = None) -> str:
         pos = self._pos
-        if pos >= len(self._buf) or self._forks != _forks:
-            self._buf = os.urandom(10 * _UUID_BATCH)
+        if pos >= len(self._hex) or self._forks != _forks:
+            self._hex = os.urandom(10 * _UUID_BATCH).hex()
             self._forks = _forks
             pos = 0
-        self._pos = pos + 10
-        rand = int.from_bytes(self._buf[pos : pos + 10], "big")
+        self._pos = pos + 20
         ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
-        value = (
-            ((ms & _MASK48) << 80) | _UUID_FIXED | (((rand >> 62) & 0xFFF) << 64) | (rand & _MASK62)
+        if ms != self._ms:
+            h = f"{ms & _MASK48:012x}"
+            self._ms_hex = f"{h[:8]}-{h[8:]}-7"
+            self._ms = ms
+        r = self._hex
+        # rand_a: 3 hex digits (12 bits); rand_b: 2 bits beside the variant, then 15 digits.
+        return (
+            f"{self._ms_hex}{r[pos : pos + 3]}-{_VARIANT[r[pos + 3]]}{r[pos + 4 : pos + 7]}"
+            f"-{r[pos + 7 : pos + 19]}"
         )
-        h = f"{value:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _PARTITION_CACHE = 65_536
@@ -308,31 +316,32 @@ class Emitter:
             if state is None:
                 state = self._state[partition] = _PartitionState()
             seq = state.next_seq
-            event = ExecutionEvent(
-                event_id=event_id or hot.uuid7(),
-                workflow_id=workflow_id,
-                kind=kind,
-                event_time=event_time or self.clock(),
-                principal=principal,
-                action=action,
-                emitter_id=self.emitter_id,
-                emitter_seq=seq,
-                topic=self.topic,
-                partition=partition,
-                parent_event_id=parent_event_id,
-                parent_workflow_id=parent_workflow_id,
-                trace_id=trace_id,
-                span_id=span_id,
-                agent_id=agent_id,
-                model_id=model_id,
-                model_version=model_version,
-                resource=resource,
-                authorization_id=authorization_id,
-                authorization=authorization,
-                runtime=runtime,
-                input_digest=input_digest,
-                output_digest=output_digest,
-                attributes=dict(attributes) if attributes else {},
+            # Positional, in ExecutionEvent's field order (new_event's signature checks it).
+            event = new_event(
+                event_id or hot.uuid7(),
+                workflow_id,
+                kind,
+                event_time or self.clock(),
+                principal,
+                action,
+                self.emitter_id,
+                seq,
+                self.topic,
+                partition,
+                parent_event_id,
+                parent_workflow_id,
+                trace_id,
+                span_id,
+                agent_id,
+                model_id,
+                model_version,
+                resource,
+                authorization_id,
+                authorization,
+                runtime,
+                input_digest,
+                output_digest,
+                dict(attributes) if attributes else {},
             )
             data = hot.encode(event)
             batch = state.batch

@@ -8,13 +8,14 @@ only. Every event the strategy draws is written both ways; the bytes must be equ
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lineage import codec
+from lineage import codec, model
 from lineage.errors import SchemaViolation
 from lineage.model import Authorization, Decision, EventKind, ExecutionEvent, Runtime
 
@@ -231,3 +232,37 @@ def test_a_string_that_is_not_utf8_is_a_schema_violation() -> None:
     ev = _event(principal="half a pair: \ud800")
     with pytest.raises(SchemaViolation, match="execution_event: string is not encodable as UTF-8"):
         WRITER.encode(ev)
+
+
+@settings(max_examples=100, deadline=None)
+@given(events())
+def test_new_event_builds_what_the_dataclass_constructor_builds(event: ExecutionEvent) -> None:
+    values = [getattr(event, name) for name in model._EVENT_FIELDS]
+    built = model.new_event(*values)
+    assert built == event
+    assert [getattr(built, name) for name in model._EVENT_FIELDS] == values
+    with pytest.raises(FrozenInstanceError):
+        built.workflow_id = "changed"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"event_id": ""}, "event_id: expected a non-empty id, found ''"),
+        ({"workflow_id": ""}, "workflow_id: expected a non-empty id, found ''"),
+        ({"emitter_seq": -1}, "emitter_seq: expected >= 0, found -1"),
+        ({"event_time": 0}, "event_time: expected > 0 µs, found 0"),
+        ({"parent_event_id": "e"}, "parent_event_id: an event cannot be its own parent"),
+        ({"kind": EventKind.AUTHORIZATION_DECISION}, "authorization: expected a decision"),
+    ],
+)
+def test_new_event_checks_the_models_invariants(overrides: dict[str, Any], message: str) -> None:
+    values = {**_event(event_id="e").to_record(), "kind": EventKind.RESOURCE_ACCESS}
+    values["runtime"] = None
+    values.update(overrides)
+    with pytest.raises(SchemaViolation) as err:
+        ExecutionEvent(**values)
+    assert message in str(err.value)
+    with pytest.raises(SchemaViolation) as err:
+        model.new_event(*(values[name] for name in model._EVENT_FIELDS))
+    assert message in str(err.value)

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from lineage import codec, hashing, merkle
 from lineage.keys import Role, Signer
-from lineage.model import Authorization, Decision, EventKind, Runtime, Seal
+from lineage.model import Authorization, Decision, EventKind, ExecutionEvent, Runtime, Seal
 from producers import emitter as emitter_module
 from producers.emitter import Emitter, Uuid7Source
 from producers.partitioner import partition_for
@@ -158,10 +158,10 @@ def test_uuid7_source_makes_rfc9562_v7_ids_with_the_time_in_front() -> None:
 def test_uuid7_source_draws_fresh_randomness_after_a_fork(monkeypatch: pytest.MonkeyPatch) -> None:
     src = Uuid7Source()
     before = src(unix_ms=1)
-    buffer = src._buf
+    buffer = src._hex
     monkeypatch.setattr(emitter_module, "_forks", emitter_module._forks + 1)  # as in a child
     src(unix_ms=1)
-    assert src._buf is not buffer and src._pos == 10
+    assert src._hex is not buffer and src._pos == 20
     assert _UUID7.match(before)
 
 
@@ -214,3 +214,52 @@ def test_concurrent_emits_number_every_partition_without_gaps(recording: None) -
     assert len(ids) == 1_200
     for partition, got in seqs.items():
         assert got == list(range(len(got))), partition
+
+
+def test_emit_returns_the_event_it_was_given(recording: None) -> None:
+    """Every argument lands in its own field (the hot path builds the event positionally)."""
+    em = Emitter(bootstrap="unused:9092", topic="t", signer=SIGNER, instance="r", seal_ms=10**9)
+    auth = Authorization(
+        decision=Decision.DENY,
+        policy_id="pid",
+        policy_digest="pdig",
+        determining_policies=("d1",),
+        input_digest="idig",
+        expires_at=5,
+        authorized_action="aa",
+        authorized_resource="ar",
+    )
+    given: dict[str, Any] = {
+        "event_id": "eid",
+        "workflow_id": "wid",
+        "kind": EventKind.AUTHORIZATION_DECISION,
+        "event_time": 123,
+        "principal": "pr",
+        "action": "ac",
+        "parent_event_id": "pe",
+        "parent_workflow_id": "pw",
+        "trace_id": "tr",
+        "span_id": "sp",
+        "agent_id": "ag",
+        "model_id": "mi",
+        "model_version": "mv",
+        "resource": "rs",
+        "authorization_id": "ai",
+        "authorization": auth,
+        "runtime": Runtime(host="h", image_digest="i", attestation_type="a", measurement="m"),
+        "input_digest": "id",
+        "output_digest": "od",
+        "attributes": {"k": "v"},
+    }
+    event = em.emit(**given)
+    em.close(0)
+    expected = ExecutionEvent(
+        **given,
+        emitter_id="svc#r",
+        emitter_seq=0,
+        topic="t",
+        partition=partition_for(b"wid", 4),
+    )
+    assert event == expected
+    _, batch = codec.decode(em._producer.records[0][1])  # type: ignore[attr-defined]
+    assert ExecutionEvent.from_record(codec.decode(batch["events"][0])[1]) == expected
