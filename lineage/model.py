@@ -224,35 +224,12 @@ class ExecutionEvent:
 _EVENT_FIELDS = tuple(f.name for f in fields(ExecutionEvent))
 
 
-def _slot_setter(name: str) -> Any:
-    return ExecutionEvent.__dict__[name].__set__
+class _Draft:
+    """ExecutionEvent's memory layout without its frozen ``__setattr__``: ``new_event`` fills
+    one, then makes it an ExecutionEvent (``__class__`` may change between classes whose slots
+    are the same)."""
 
-
-_set_event_id = _slot_setter("event_id")
-_set_workflow_id = _slot_setter("workflow_id")
-_set_kind = _slot_setter("kind")
-_set_event_time = _slot_setter("event_time")
-_set_principal = _slot_setter("principal")
-_set_action = _slot_setter("action")
-_set_emitter_id = _slot_setter("emitter_id")
-_set_emitter_seq = _slot_setter("emitter_seq")
-_set_topic = _slot_setter("topic")
-_set_partition = _slot_setter("partition")
-_set_parent_event_id = _slot_setter("parent_event_id")
-_set_parent_workflow_id = _slot_setter("parent_workflow_id")
-_set_trace_id = _slot_setter("trace_id")
-_set_span_id = _slot_setter("span_id")
-_set_agent_id = _slot_setter("agent_id")
-_set_model_id = _slot_setter("model_id")
-_set_model_version = _slot_setter("model_version")
-_set_resource = _slot_setter("resource")
-_set_authorization_id = _slot_setter("authorization_id")
-_set_authorization = _slot_setter("authorization")
-_set_runtime = _slot_setter("runtime")
-_set_input_digest = _slot_setter("input_digest")
-_set_output_digest = _slot_setter("output_digest")
-_set_attributes = _slot_setter("attributes")
-_new_object = object.__new__
+    __slots__ = ExecutionEvent.__slots__
 
 
 def new_event(
@@ -281,40 +258,43 @@ def new_event(
     output_digest: str | None,
     attributes: dict[str, str],
 ) -> ExecutionEvent:
-    """``ExecutionEvent(...)`` with every field given, in field order, at half the cost.
+    """``ExecutionEvent(...)`` with every field given, in field order, at a fifth of the cost.
 
     The frozen dataclass's ``__init__`` stores each of the 24 fields through
-    ``object.__setattr__``; this stores them through their slots directly, then checks the same
-    invariants (``__post_init__``). For the SDK's hot path; a test holds it equal to the
-    dataclass constructor, and the import below fails if the fields and this signature differ.
+    ``object.__setattr__``; this stores them as plain slot writes on a ``_Draft`` of the same
+    layout, turns the draft into an ExecutionEvent, then checks the same invariants
+    (``__post_init__``). For the SDK's hot path; a test holds it equal to the dataclass
+    constructor, and the check below fails the import if the fields and this signature differ.
     """
-    e: ExecutionEvent = _new_object(ExecutionEvent)
-    _set_event_id(e, event_id)
-    _set_workflow_id(e, workflow_id)
-    _set_kind(e, kind)
-    _set_event_time(e, event_time)
-    _set_principal(e, principal)
-    _set_action(e, action)
-    _set_emitter_id(e, emitter_id)
-    _set_emitter_seq(e, emitter_seq)
-    _set_topic(e, topic)
-    _set_partition(e, partition)
-    _set_parent_event_id(e, parent_event_id)
-    _set_parent_workflow_id(e, parent_workflow_id)
-    _set_trace_id(e, trace_id)
-    _set_span_id(e, span_id)
-    _set_agent_id(e, agent_id)
-    _set_model_id(e, model_id)
-    _set_model_version(e, model_version)
-    _set_resource(e, resource)
-    _set_authorization_id(e, authorization_id)
-    _set_authorization(e, authorization)
-    _set_runtime(e, runtime)
-    _set_input_digest(e, input_digest)
-    _set_output_digest(e, output_digest)
-    _set_attributes(e, attributes)
-    e.__post_init__()
-    return e
+    e: Any = _Draft()
+    e.event_id = event_id
+    e.workflow_id = workflow_id
+    e.kind = kind
+    e.event_time = event_time
+    e.principal = principal
+    e.action = action
+    e.emitter_id = emitter_id
+    e.emitter_seq = emitter_seq
+    e.topic = topic
+    e.partition = partition
+    e.parent_event_id = parent_event_id
+    e.parent_workflow_id = parent_workflow_id
+    e.trace_id = trace_id
+    e.span_id = span_id
+    e.agent_id = agent_id
+    e.model_id = model_id
+    e.model_version = model_version
+    e.resource = resource
+    e.authorization_id = authorization_id
+    e.authorization = authorization
+    e.runtime = runtime
+    e.input_digest = input_digest
+    e.output_digest = output_digest
+    e.attributes = attributes
+    e.__class__ = ExecutionEvent
+    event: ExecutionEvent = e
+    event.__post_init__()
+    return event
 
 
 if tuple(new_event.__code__.co_varnames[: new_event.__code__.co_argcount]) != _EVENT_FIELDS:
