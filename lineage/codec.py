@@ -411,6 +411,40 @@ class EventWriter:
         )
 
 
+def _bytes(b: bytes) -> bytes:
+    n = len(b)
+    return (_LEN[n] if n < _LEN_TABLE else _varint(n << 1)) + b
+
+
+def write_sealed_batch(version: int, seal: bytes, events: list[bytes]) -> bytes:
+    """The single-object bytes of a SealedBatch record (schemas/sealed_batch.avsc), written
+    directly: fastavro spends ~5,600 instructions per event on this record, this ~300. The same
+    bytes as ``load("sealed_batch").encode(...)`` (tested); the caller passes valid values."""
+    if (
+        type(version) is not int
+        or not _INT_MIN <= version <= _INT_MAX
+        or type(seal) is not bytes
+        or type(events) is not list
+    ):
+        raise SchemaViolation(
+            f"sealed_batch: expected an int version, seal bytes and a list of event bytes, "
+            f"found {version!r}, {type(seal).__name__}, {type(events).__name__}"
+        )
+    parts = [load("sealed_batch").header, _int(version), _bytes(seal)]
+    if events:
+        parts.append(_varint(len(events) << 1))
+        for e in events:
+            if type(e) is not bytes:
+                raise SchemaViolation(
+                    f"sealed_batch: events: expected bytes, found {type(e).__name__}"
+                )
+            n = len(e)
+            parts.append(_LEN[n] if n < _LEN_TABLE else _varint(n << 1))
+            parts.append(e)
+    parts.append(_NULL)
+    return b"".join(parts)
+
+
 _EVENT_FIELD_ORDER = (
     "event_id",
     "workflow_id",

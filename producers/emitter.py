@@ -404,8 +404,15 @@ class Emitter:
         )
         data = self._seal_schema.encode(seal.to_record(), check=False)
         if self.batch_records:
-            record = {"format_version": BATCH_FORMAT_VERSION, "seal": data, "events": batch.events}
-            value = self._batch_schema.encode(record, check=False)
+            if self.reference_encoding:
+                record = {
+                    "format_version": BATCH_FORMAT_VERSION,
+                    "seal": data,
+                    "events": batch.events,
+                }
+                value = self._batch_schema.encode(record, check=False)
+            else:
+                value = codec.write_sealed_batch(BATCH_FORMAT_VERSION, data, batch.events)
             self._produce(self._batch_key, value, partition, len(batch.events))
         else:
             self._produce(self._seal_key, data, partition, 0)

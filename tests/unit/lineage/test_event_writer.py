@@ -266,3 +266,38 @@ def test_new_event_checks_the_models_invariants(overrides: dict[str, Any], messa
     with pytest.raises(SchemaViolation) as err:
         model.new_event(*(values[name] for name in model._EVENT_FIELDS))
     assert message in str(err.value)
+
+
+BATCH_SCHEMA = codec.load("sealed_batch")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(-(2**31), 2**31 - 1),
+    st.binary(max_size=200) | st.just(b"s" * 1024),
+    st.lists(
+        st.binary(max_size=2000) | st.sampled_from([b"", b"e" * 1023, b"e" * 1024]), max_size=70
+    ),
+)
+def test_sealed_batch_writer_matches_fastavro_byte_for_byte(
+    version: int, seal: bytes, events: list[bytes]
+) -> None:
+    fast = codec.write_sealed_batch(version, seal, events)
+    record = {"format_version": version, "seal": seal, "events": events}
+    assert fast == BATCH_SCHEMA.encode(record)
+    assert codec.decode(fast) == (BATCH_SCHEMA, record)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (1, "seal", []),
+        (1, b"s", (b"e",)),
+        (1, b"s", [b"e", "e"]),
+        (2**31, b"s", []),
+        (True, b"s", []),
+    ],
+)
+def test_sealed_batch_writer_refuses_values_outside_the_schema(args: tuple[Any, Any, Any]) -> None:
+    with pytest.raises(SchemaViolation, match=r"sealed_batch: .*expected"):
+        codec.write_sealed_batch(*args)
