@@ -239,8 +239,10 @@ def _optional(s: Any) -> bytes:
 
 
 _NULL = b"\x00"
-_KIND = {k: _varint(i << 1) for i, k in enumerate(EventKind)}
-_DECISION = {d: _varint(i << 1) for i, d in enumerate(Decision)}
+# Keyed by the members' identities: a plain string equal to a member's value is not a member
+# (the model's checks compare kinds by identity), so it goes to the reference encoder.
+_KIND = {id(k): _varint(i << 1) for i, k in enumerate(EventKind)}
+_DECISION = {id(d): _varint(i << 1) for i, d in enumerate(Decision)}
 _CACHE_ENTRIES = 4096
 _CACHE_MAX_CHARS = 256
 
@@ -274,12 +276,18 @@ class EventWriter:
         """The event's single-object encoding; SchemaViolation if it does not fit the schema."""
         try:
             return self._write(event)
-        except Exception:
+        except Exception:  # anything unusual: the reference encoder decides
             return self.reference(event)
 
     def reference(self, event: ExecutionEvent) -> bytes:
         """fastavro's validation and encoding of the same event (the slow path, and the oracle)."""
-        return self.schema.encode(event.to_record())
+        try:
+            record = event.to_record()
+        except (AttributeError, TypeError) as exc:  # e.g. a plain string where an enum belongs
+            raise SchemaViolation(
+                f"{self.schema.name}: record does not match schema: {exc}"
+            ) from exc
+        return self.schema.encode(record)
 
     def _cached(self, s: Any) -> bytes:
         return self._strings.get(s) or self._miss(s)
@@ -331,7 +339,7 @@ class EventWriter:
         if type(policies) is not tuple and type(policies) is not list:
             raise _Slow
         cached = self._cached
-        parts = [b"\x02", _DECISION[a.decision], cached(a.policy_id), cached(a.policy_digest)]
+        parts = [b"\x02", _DECISION[id(a.decision)], cached(a.policy_id), cached(a.policy_digest)]
         if policies:
             parts.append(_varint(len(policies) << 1))
             parts.extend(cached(p) for p in policies)
@@ -389,7 +397,7 @@ class EventWriter:
                 _NULL if (v := e.parent_workflow_id) is None else b"\x02" + _string(v),
                 _NULL if (v := e.trace_id) is None else b"\x02" + _string(v),
                 _NULL if (v := e.span_id) is None else b"\x02" + _string(v),
-                _KIND[e.kind],
+                _KIND[id(e.kind)],
                 self._time(e.event_time),
                 get(v := e.principal) or miss(v),
                 _NULL if (v := e.agent_id) is None else get_optional(v) or miss_optional(v),

@@ -192,7 +192,7 @@ class Emitter:
     Use as a context manager; ``close()`` seals and flushes what is pending.
     """
 
-    # Built on the first emit(): subclasses that skip __init__ (bench._offline) get them too.
+    # Built in __init__, or on the first emit() by subclasses that skip __init__ (bench._offline).
     _hot: _HotPath | None = None
     _produced = False
     reference_encoding = False
@@ -268,6 +268,7 @@ class Emitter:
                 f"cannot read metadata of {topic!r} from {bootstrap}: {exc}"
             ) from exc
         self.partitions = len(parts)
+        self._hot = _HotPath(self.partitions, reference=reference_encoding)
         self._state: dict[int, _PartitionState] = {}
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._seal_timer, name="emitter-sealer", daemon=True)

@@ -301,3 +301,22 @@ def test_sealed_batch_writer_matches_fastavro_byte_for_byte(
 def test_sealed_batch_writer_refuses_values_outside_the_schema(args: tuple[Any, Any, Any]) -> None:
     with pytest.raises(SchemaViolation, match=r"sealed_batch: .*expected"):
         codec.write_sealed_batch(*args)
+
+
+def test_a_plain_string_is_not_an_event_kind() -> None:
+    """Equal to a member's value, but not the member: refused, not written as that kind."""
+    ev = _event(kind="AUTHORIZATION_DECISION")  # no authorization: the model's check passes
+    with pytest.raises(SchemaViolation, match="execution_event: record does not match schema"):
+        WRITER.encode(ev)
+    auth = Authorization(
+        decision="ALLOW",  # type: ignore[arg-type]
+        policy_id="p",
+        policy_digest="d",
+        determining_policies=(),
+        input_digest="i",
+        expires_at=1,
+        authorized_action="a",
+    )
+    ev = _event(kind=EventKind.AUTHORIZATION_DECISION, authorization=auth)
+    with pytest.raises(SchemaViolation, match="execution_event: record does not match schema"):
+        WRITER.encode(ev)
