@@ -4,6 +4,10 @@ Runs ``producers.Emitter`` unchanged except for the Kafka client, which is repla
 accepts records and does nothing (librdkafka's own cost per record is the broker client's, paid
 once per batch with sealed-batch records). The arguments of every ``emit()`` are built before the
 clock starts, so what is measured is the SDK: validation, encoding, digest, numbering, sealing.
+
+``--compare`` measures the reference path in the same run as well (``Emitter(reference_encoding=True)``:
+fastavro validates and writes every event, ``lineage.ids.uuid7``, murmur2 per event), the SDK's
+per-event path before the direct writer; both send the same bytes.
 """
 
 from __future__ import annotations
@@ -80,7 +84,9 @@ def _arguments(n: int) -> list[dict[str, Any]]:
     return out
 
 
-def measure(events: int, seal_every: int, batch_records: bool) -> dict[str, Any]:
+def measure(
+    events: int, seal_every: int, batch_records: bool, reference: bool = False
+) -> dict[str, Any]:
     """CPU µs per event of ``Emitter.emit`` (sealing included) over ``events`` events."""
     module: Any = emitter_module  # the Kafka client is swapped for the run, then put back
     real = module.Producer
@@ -95,6 +101,7 @@ def measure(events: int, seal_every: int, batch_records: bool) -> dict[str, Any]
             seal_every=seal_every,
             seal_ms=10**9,
             batch_records=batch_records,
+            reference_encoding=reference,
         )
         args = _arguments(events)
         t0 = time.process_time()
@@ -117,6 +124,7 @@ def measure(events: int, seal_every: int, batch_records: bool) -> dict[str, Any]
         "events": events,
         "seal_every": seal_every,
         "batch_records": batch_records,
+        "path": "reference" if reference else "sdk",
         "records": records,
         "signatures": signs[0],
         "us_per_event": round(per_event, 1),
@@ -127,15 +135,20 @@ def measure(events: int, seal_every: int, batch_records: bool) -> dict[str, Any]
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.emitter_cpu", description=__doc__)
-    ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--seal-every", type=int, default=100)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--compare", action="store_true", help="also measure the reference (fastavro) path"
+    )
     args = ap.parse_args(argv)
+    paths = (False, True) if args.compare else (False,)
     results = [
         min(
-            (measure(args.events, args.seal_every, batch) for _ in range(3)),
+            (measure(args.events, args.seal_every, batch, ref) for _ in range(3)),
             key=lambda r: r["us_per_event"],
         )
+        for ref in paths
         for batch in (True, False)
     ]
     if args.json:
@@ -144,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in results:
         framing = "sealed batches" if r["batch_records"] else "record per event"
         print(
-            f"{framing:>16}: {r['us_per_event']:6.1f} µs/event CPU "
+            f"{r['path']:>9} {framing:>16}: {r['us_per_event']:6.1f} µs/event CPU "
             f"({r['us_per_event_without_signatures']:.1f} without the "
             f"{r['signatures']} signatures at {r['us_per_signature']:.0f} µs), "
             f"{r['records']} records for {r['events']} events, N = {r['seal_every']}"

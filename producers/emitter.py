@@ -8,18 +8,21 @@ batch. ``batch_records=False`` sends each event and each seal as a record of its
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from hashlib import sha256
 from types import TracebackType
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from lineage import codec, hashing, merkle
+from lineage.hashing import EVENT_PREFIX
 from lineage.ids import uuid7
-from lineage.model import Authorization, EventKind, ExecutionEvent, Runtime, Seal
+from lineage.model import Authorization, EventKind, ExecutionEvent, Runtime, Seal, new_event
 from producers.errors import BackpressureTimeout, EmitterClosed, EmitterError
 from producers.partitioner import partition_for
 
@@ -76,7 +79,7 @@ _RUNTIME_FIELDS = tuple(f.name for f in fields(Runtime))
 
 
 def event_record(event: ExecutionEvent) -> dict[str, Any]:
-    """``event.to_record()`` without ``dataclasses.asdict``'s deep copies (the SDK's hot path)."""
+    """``event.to_record()`` without ``dataclasses.asdict``'s deep copies."""
     r = {name: getattr(event, name) for name in _EVENT_FIELDS}
     r["kind"] = event.kind.value
     auth = event.authorization
@@ -91,6 +94,94 @@ def event_record(event: ExecutionEvent) -> dict[str, Any]:
     return r
 
 
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+_UUID_BATCH = 256  # UUIDs per os.urandom call
+_MASK48 = (1 << 48) - 1
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # 10xx: RFC 9562 variant
+
+
+class Uuid7Source:
+    """RFC 9562 UUIDv7 strings, as ``lineage.ids.uuid7`` makes them, at half the cost.
+
+    48 bits of Unix milliseconds, version 7, 12 random bits, the variant, 62 random bits: the
+    random bits are hex digits of one ``os.urandom`` call per 256 ids, and the time's hex is
+    reused within a millisecond. The buffer is dropped in a forked child, so parent and child
+    never hand out the same bits. Not thread-safe: the emitter calls it under its lock.
+    """
+
+    def __init__(self) -> None:
+        self._hex = ""
+        self._pos = 0
+        self._forks = -1
+        self._ms = -1
+        self._ms_hex = ""
+
+    def __call__(self, unix_ms: int | None = None) -> str:
+        pos = self._pos
+        if pos >= len(self._hex) or self._forks != _forks:
+            self._hex = os.urandom(10 * _UUID_BATCH).hex()
+            self._forks = _forks
+            pos = 0
+        self._pos = pos + 20
+        ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
+        if ms != self._ms:
+            h = f"{ms & _MASK48:012x}"
+            self._ms_hex = f"{h[:8]}-{h[8:]}-7"
+            self._ms = ms
+        r = self._hex
+        # rand_a: 3 hex digits (12 bits); rand_b: 2 bits beside the variant, then 15 digits.
+        return (
+            f"{self._ms_hex}{r[pos : pos + 3]}-{_VARIANT[r[pos + 3]]}{r[pos + 4 : pos + 7]}"
+            f"-{r[pos + 7 : pos + 19]}"
+        )
+
+
+_PARTITION_CACHE = 65_536
+
+
+class _HotPath:
+    """What ``emit`` reuses from event to event: the event writer, workflow -> partition, ids.
+
+    ``reference``: the path before the direct writer (fastavro validates and encodes every
+    event, ``lineage.ids.uuid7``, murmur2 per event), kept for ``bench.emitter_cpu --reference``
+    and for tests that compare the two.
+    """
+
+    def __init__(self, partitions: int, *, reference: bool = False) -> None:
+        self.count = partitions
+        self.partitions: dict[str, int] = {}  # stays empty with ``reference``
+        self.remember = not reference
+        self.writer = codec.EventWriter()
+        self.encode: Callable[[ExecutionEvent], bytes]
+        self.uuid7: Callable[[], str]
+        if reference:
+            self.encode = lambda event: self.writer.schema.encode(event_record(event))
+            self.uuid7 = uuid7
+        else:
+            self.encode = self.writer.encode
+            self.uuid7 = Uuid7Source()
+
+    def partition_of(self, workflow_id: str) -> int:
+        """murmur2 of the UTF-8 workflow id, remembered (a workflow emits many events)."""
+        partition = partition_for(workflow_id.encode(), self.count)
+        if self.remember:
+            if len(self.partitions) >= _PARTITION_CACHE:
+                self.partitions.clear()
+            self.partitions[workflow_id] = partition
+        return partition
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 
@@ -100,6 +191,11 @@ class Emitter:
 
     Use as a context manager; ``close()`` seals and flushes what is pending.
     """
+
+    # Built in __init__, or on the first emit() by subclasses that skip __init__ (bench._offline).
+    _hot: _HotPath | None = None
+    _produced = False
+    reference_encoding = False
 
     def __init__(
         self,
@@ -116,11 +212,14 @@ class Emitter:
         clock: Callable[[], int] = now_us,
         batch_records: bool = True,
         max_batch_bytes: int = 900_000,
+        reference_encoding: bool = False,
     ) -> None:
         """``batch_records``: one record per seal holding its events (default), else one per event.
 
         ``max_batch_bytes`` seals a batch early so its record stays under the broker's message
-        size limit (Kafka's default is 1 MB).
+        size limit (Kafka's default is 1 MB). ``reference_encoding`` (benchmarks and tests):
+        encode every event with fastavro's validation and writer instead of the direct writer;
+        the bytes are the same, the CPU is not.
         """
         if seal_every < 1:
             raise EmitterError(f"seal_every: expected >= 1, found {seal_every}")
@@ -131,6 +230,7 @@ class Emitter:
         self.seal_ms = seal_ms
         self.batch_records = batch_records
         self.max_batch_bytes = max_batch_bytes
+        self.reference_encoding = reference_encoding
         self.block_timeout_s = block_timeout_s
         self.clock = clock
         self._event_schema = codec.load("execution_event")
@@ -168,6 +268,7 @@ class Emitter:
                 f"cannot read metadata of {topic!r} from {bootstrap}: {exc}"
             ) from exc
         self.partitions = len(parts)
+        self._hot = _HotPath(self.partitions, reference=reference_encoding)
         self._state: dict[int, _PartitionState] = {}
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._seal_timer, name="emitter-sealer", daemon=True)
@@ -205,58 +306,73 @@ class Emitter:
         ``seal``: seal the event's batch at once (the gate does, so a decision reaches the broker
         without waiting for the batch to fill); the event is on its way when this returns.
         """
-        key = workflow_id.encode()
-        partition = partition_for(key, self.partitions)
+        hot = self._hot or self._make_hot()
+        partition = hot.partitions.get(workflow_id)
+        if partition is None:
+            partition = hot.partition_of(workflow_id)
         with self._lock:
             if self._closed:
                 raise EmitterClosed("emit() after close()")
-            state = self._state.setdefault(partition, _PartitionState())
-            event = ExecutionEvent(
-                event_id=event_id or uuid7(),
-                workflow_id=workflow_id,
-                kind=kind,
-                event_time=event_time or self.clock(),
-                principal=principal,
-                action=action,
-                emitter_id=self.emitter_id,
-                emitter_seq=state.next_seq,
-                topic=self.topic,
-                partition=partition,
-                parent_event_id=parent_event_id,
-                parent_workflow_id=parent_workflow_id,
-                trace_id=trace_id,
-                span_id=span_id,
-                agent_id=agent_id,
-                model_id=model_id,
-                model_version=model_version,
-                resource=resource,
-                authorization_id=authorization_id,
-                authorization=authorization,
-                runtime=runtime,
-                input_digest=input_digest,
-                output_digest=output_digest,
-                attributes=dict(attributes or {}),
+            state = self._state.get(partition)
+            if state is None:
+                state = self._state[partition] = _PartitionState()
+            seq = state.next_seq
+            # Positional, in ExecutionEvent's field order (new_event's signature checks it).
+            event = new_event(
+                event_id or hot.uuid7(),
+                workflow_id,
+                kind,
+                event_time or self.clock(),
+                principal,
+                action,
+                self.emitter_id,
+                seq,
+                self.topic,
+                partition,
+                parent_event_id,
+                parent_workflow_id,
+                trace_id,
+                span_id,
+                agent_id,
+                model_id,
+                model_version,
+                resource,
+                authorization_id,
+                authorization,
+                runtime,
+                input_digest,
+                output_digest,
+                dict(attributes) if attributes else {},
             )
-            data = self._event_schema.encode(event_record(event))
+            data = hot.encode(event)
             batch = state.batch
             if self.batch_records:
-                if batch.digests and batch.size + len(data) > self.max_batch_bytes:
+                if batch.events and batch.size + len(data) > self.max_batch_bytes:
                     self._seal(partition, state)
                     batch = state.batch
                 batch.events.append(data)
                 batch.size += len(data)
             else:
-                self._produce(key, data, partition, 1)
-            state.next_seq += 1
+                self._produce(workflow_id.encode(), data, partition, 1)
+            state.next_seq = seq + 1
             self.emitted += 1
-            if not batch.digests:
-                batch.first_seq = event.emitter_seq
+            digests = batch.digests
+            if not digests:
+                batch.first_seq = seq
                 batch.opened_at = time.monotonic()
-            batch.digests.append(hashing.event_digest(data))
-            if seal or len(batch.digests) >= self.seal_every:
+            digests.append(sha256(EVENT_PREFIX + data).digest())
+            if seal or len(digests) >= self.seal_every:
                 self._seal(partition, state)
-        self._producer.poll(0)
+        if self._produced:
+            # Delivery callbacks are served after a record went out (once per batch); the seal
+            # timer polls too, so a quiet emitter still hears back.
+            self._produced = False
+            self._producer.poll(0)
         return event
+
+    def _make_hot(self) -> _HotPath:
+        self._hot = _HotPath(self.partitions, reference=self.reference_encoding)
+        return self._hot
 
     # -- seals -----------------------------------------------------------
 
@@ -289,8 +405,15 @@ class Emitter:
         )
         data = self._seal_schema.encode(seal.to_record(), check=False)
         if self.batch_records:
-            record = {"format_version": BATCH_FORMAT_VERSION, "seal": data, "events": batch.events}
-            value = self._batch_schema.encode(record, check=False)
+            if self.reference_encoding:
+                record = {
+                    "format_version": BATCH_FORMAT_VERSION,
+                    "seal": data,
+                    "events": batch.events,
+                }
+                value = self._batch_schema.encode(record, check=False)
+            else:
+                value = codec.write_sealed_batch(BATCH_FORMAT_VERSION, data, batch.events)
             self._produce(self._batch_key, value, partition, len(batch.events))
         else:
             self._produce(self._seal_key, data, partition, 0)
@@ -346,6 +469,7 @@ class Emitter:
                     partition=partition,
                     on_delivery=on_delivery,
                 )
+                self._produced = True
                 return
             except BufferError:
                 if time.monotonic() > deadline:
