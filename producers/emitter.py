@@ -246,6 +246,7 @@ class Emitter:
         self.fatal: str | None = None
         self.failed = 0
         self.errors: list[str] = []
+        self.timer_errors = 0  # timed seals that could not be sent yet (retried next tick)
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
@@ -435,7 +436,14 @@ class Emitter:
                     return
                 for partition, state in self._state.items():
                     if state.batch.digests and state.batch.opened_at <= deadline:
-                        self._seal(partition, state)
+                        try:
+                            self._seal(partition, state)
+                        except EmitterError as exc:
+                            # The batch stays open (nothing dropped) and the next tick seals it
+                            # again; the thread must outlive a full queue or a broker outage.
+                            self.timer_errors += 1
+                            if len(self.errors) < 100:
+                                self.errors.append(f"timed seal of partition {partition}: {exc}")
             self._producer.poll(0)
 
     # -- delivery --------------------------------------------------------
@@ -499,13 +507,17 @@ class Emitter:
         return len(self._producer)
 
     def close(self, timeout: float = 30.0) -> FlushReport:
-        """Seal, flush and stop; returns the final delivery report."""
-        report = self.flush(timeout)
-        with self._lock:
-            self._closed = True
-        self._stop.set()
-        self._timer.join(timeout=2)
-        return report
+        """Seal, flush and stop; returns the final delivery report.
+
+        The seal timer stops even when the last seal cannot be sent (the error is raised).
+        """
+        try:
+            return self.flush(timeout)
+        finally:
+            with self._lock:
+                self._closed = True
+            self._stop.set()
+            self._timer.join(timeout=2)
 
     def __enter__(self) -> Emitter:
         return self

@@ -6,6 +6,7 @@ a misbehaving run yields the same violations as the same misbehaviour through th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -318,6 +319,10 @@ def test_bridge_reports_backpressure_when_the_broker_is_down(tmp_path: Path) -> 
     assert report.failures.get("BackpressureTimeout", 0) >= 1, report
     assert report.events + report.failed == 2 + 4 * 2, "every event either queued or counted"
     assert not provider.force_flush(1000)
+    assert em._timer.is_alive(), "the seal timer must outlive a full queue (it retries the batch)"
+    with contextlib.suppress(BackpressureTimeout):  # the open batch still cannot be sent
+        em.close(0.5)
+    assert not em._timer.is_alive(), "close() stops the timer even when its last seal fails"
     report = bridge.report()
     assert report.delivery is not None and report.delivery.undelivered == em.pending() > 0
     assert not report.ok
