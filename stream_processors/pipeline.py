@@ -38,6 +38,9 @@ EXPIRY_EVERY = 64
 CONTAINED = "CONTAINED"
 
 
+_EMPTY_POLICY_STATE = WorkflowPolicyState()
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     limits: Limits = field(default_factory=Limits)
@@ -442,7 +445,8 @@ class PartitionPipeline:
         """Drop the causal bookkeeping of workflows completed long enough ago.
 
         What stays is the chain head and sequence (a late event can never restart a chain) and
-        the policy state; an event arriving later finds no parent and is orphaned.
+        the containment; an event arriving later finds no parent and is orphaned, so the rules'
+        per-event memory (authorizations, depths, fan-out, measurements) is dropped with it.
         """
         done = self.meta.completed
         cut = 0
@@ -452,6 +456,12 @@ class PartitionPipeline:
             wf = self._workflow(wid)
             if wf.chained and not wf.waiting:
                 wf.chained = {}
+                ps = self._policy_state(wf)
+                self.policy_states[wid] = WorkflowPolicyState(
+                    contained=ps.contained,
+                    contained_by=ps.contained_by,
+                    contained_at=ps.contained_at,
+                )
                 self._count("workflows_shrunk")
         del done[:cut]
 
@@ -510,8 +520,8 @@ class PartitionPipeline:
         for wid in sorted(self.dirty_workflows):
             wf = self.workflows[wid]
             ps = self.policy_states.get(wid)
-            if ps is not None:
-                wf.policy = ps.to_bytes()
+            if ps is not None:  # a state with nothing to remember is stored as nothing
+                wf.policy = b"" if ps == _EMPTY_POLICY_STATE else ps.to_bytes()
             items.append((f"{self._prefix}w|{wid}", wf.to_bytes()))
         self.meta.log = self.log.to_bytes()
         items.append((self._prefix + FINDINGS_KEY, self.findings_log.to_bytes()))
