@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import faust
+from confluent_kafka import Producer
 from faust.types import TP
 
 from lineage.config import Settings
@@ -27,9 +29,16 @@ from stream_processors.order import OrderLimits
 from stream_processors.pipeline import PartitionPipeline, PipelineConfig
 from stream_processors.publisher import Publisher
 from stream_processors.records import Outputs, RawRecord
-from stream_processors.state import TableStore
+from stream_processors.state import TableStore, fence_key
 
-__all__ = ["LineageApp", "Publisher", "TableStore", "build_app", "pipeline_config"]
+__all__ = [
+    "ChangelogFence",
+    "LineageApp",
+    "Publisher",
+    "TableStore",
+    "build_app",
+    "pipeline_config",
+]
 
 log = logging.getLogger("lineage.processor")
 SEEK_RETRY_S = 5.0
@@ -63,6 +72,64 @@ class LineageApp(faust.App):
         super().__init__(*args, **kw)
         self.transport_options = transport_options
         self.checkpoint_all: Callable[[bool], None] = lambda force: None
+
+
+class ChangelogFence:
+    """Makes faust's recovery of the state table read each changelog partition to its real end.
+
+    faust recovers a table up to the end offset that ListOffsets reports. The embedded broker
+    (Tansu) reports the base offset of a partition's last record batch + 1, not the offset after
+    its last record, so recovery stopped partway through the last batch of state records: the
+    new owner missed records that a later restore would then read (docs/performance.md, "State
+    writes"). Before recovery reads, one fence record is appended to each partition with a
+    producer of its own (so it is alone in its batch); its offset + 1 is the end recovery reads
+    to, and ``TableStore`` checks that the restored table holds this fence.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 0,
+                "logger": logging.getLogger("lineage.processor.kafka"),
+            }
+        )
+        self.expected: dict[int, bytes] = {}
+
+    def place(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Append a fresh fence record to each partition; the offset right after each."""
+        placed: dict[int, int] = {}
+        failed: list[str] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                failed.append(f"{msg.partition()}: {err}")
+            else:
+                placed[msg.partition()] = msg.offset()
+
+        fences = {p: os.urandom(16) for p in partitions}
+        for p, nonce in fences.items():
+            self.producer.produce(
+                self.topic, nonce, key=fence_key(p), partition=p, on_delivery=delivered
+            )
+        while self.producer.flush(10.0):
+            log.warning("changelog fence records not yet acknowledged by the broker; waiting")
+        if failed or set(placed) != set(fences):
+            raise RuntimeError(
+                f"expected a fence record in changelog partitions {sorted(fences)}, "
+                f"found {sorted(placed)} written and errors {failed}"
+            )
+        self.expected.update(fences)
+        return {p: offset + 1 for p, offset in placed.items()}
+
+    def end_offsets(self, tps: Iterable[Any]) -> dict[Any, int]:
+        """The transport's hook: real end offsets of the changelog partitions among ``tps``."""
+        ours = [tp for tp in tps if tp.topic == self.topic]
+        ends = self.place(tp.partition for tp in ours)
+        return {tp: ends[tp.partition] for tp in ours}
 
 
 class Partitions:
@@ -340,12 +407,14 @@ def build_app(
     config = pipeline_config(settings)
 
     publisher = Publisher(bootstrap, settings)
+    fence = ChangelogFence(bootstrap, table.changelog_topic.get_topic_name())
+    options.recovery_end = fence.end_offsets
 
     def new_pipeline(partition: int) -> PartitionPipeline:
         return PartitionPipeline(
             topic=topics.events,
             partition=partition,
-            store=TableStore(table, partition),
+            store=TableStore(table, partition, fence.expected.get(partition)),
             registry=registry,
             policy=policy,
             checkpoint_signer=signer,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lineage import hashing
+from lineage.errors import LineageError
 from lineage.model import ExecutionEvent
 from stream_processors.records import PendingEvent
 
@@ -37,6 +38,18 @@ class DictStore:
         self.data[key] = value
 
 
+FENCE_PREFIX = b"fence|"
+
+
+def fence_key(partition: int) -> bytes:
+    """The changelog key of a partition's fence record (outside the partition's state keys)."""
+    return FENCE_PREFIX + str(partition).encode()
+
+
+class IncompleteRestore(LineageError):
+    """The state table was restored from only part of its changelog."""
+
+
 class TableStore:
     """StateStore over a faust table, writing each change to the source partition's changelog.
 
@@ -51,9 +64,22 @@ class TableStore:
     _HEAD = struct.Struct(">BQBI")  # format, batch, has_prev | has_value << 1, len(prev)
     _FORMAT = 0  # an old plain value starts with "{", never with this byte
 
-    def __init__(self, table: Any, partition: int) -> None:
+    def __init__(self, table: Any, partition: int, fence: bytes | None = None) -> None:
+        """``fence``: the value of the fence record written to this partition's changelog just
+        before the table's recovery (``fence_key``). The undo log is sound only if the restored
+        table holds every record written before the restore: records it missed would keep their
+        batch numbers, which this owner reuses, so a later restore would take them as committed.
+        A table without the fence record was restored from part of the changelog: refused."""
         self.table = table
         self.partition = partition
+        if fence is not None:
+            found = table.data.get(fence_key(partition))
+            if found is None or bytes(found) != fence:
+                raise IncompleteRestore(
+                    f"partition {partition}: expected the restored state table to end with fence "
+                    f"{fence.hex()}, found {None if found is None else bytes(found).hex()}: the "
+                    "table's recovery stopped before the end of the changelog"
+                )
         self.prefix = f"{partition}|".encode()
         self.meta_key = self.prefix + b"meta"
         meta = self._record(self.meta_key)

@@ -3,7 +3,8 @@ fetch wait) and a resume hook; the options travel on the app, not in module glob
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +21,13 @@ class Options:
     ``fetch_wait_ms``: how long the broker may hold an empty fetch (every hop pays it).
     ``resume_offset``: where an input partition resumes after table recovery (None: faust's
     committed offset).
+    ``recovery_end``: the end offsets table recovery reads to, for the changelog partitions it
+    knows (the broker's ListOffsets answer for the others).
     """
 
     fetch_wait_ms: int = 50
     resume_offset: Callable[[Any], int | None] = lambda tp: None
+    recovery_end: Callable[[Iterable[Any]], Mapping[Any, int]] | None = None
 
 
 def options_of(app: Any) -> Options:
@@ -43,6 +47,14 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def highwaters(self, *partitions: Any) -> Any:
+        """End offsets for table recovery (faust's only caller), from ``Options.recovery_end``."""
+        ends = dict(await super().highwaters(*partitions))
+        recovery_end = options_of(self.app).recovery_end
+        if recovery_end is not None and partitions:
+            ends.update(await asyncio.to_thread(recovery_end, partitions))
+        return ends
 
     async def perform_seek(self) -> None:
         """After table recovery, resume each input partition where its saved state ends.
