@@ -245,14 +245,12 @@ class CatchUp:
         if pending is None:
             return records, False
         target, since = pending
-        records = [r for r in records if r.offset >= target]
-        if records and records[0].offset == target:
+        # Records delivered before the seek may come first; the re-fetched ones start at the
+        # target (the transport drops what was still being fetched, transport.SeekTargets).
+        at = next((i for i, r in enumerate(records) if r.offset == target), None)
+        if at is not None:
             del self.seeking[partition]
-            return records, False
-        # Records fetched before the seek moved faust's read offset past the target; put it back
-        # so the re-fetched target is not filtered out as already read. faust has no public call
-        # for this (Consumer.seek would fetch again from the broker).
-        self.app.consumer._read_offset[TP(self.topic, partition)] = target  # type: ignore[attr-defined]
+            return records[at:], False
         return [], time.monotonic() - since > SEEK_RETRY_S
 
     async def check_idle(self) -> None:
