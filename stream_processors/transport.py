@@ -51,7 +51,7 @@ class SeekTargets:
     the seek and raises its read offset to theirs, and then drops the re-fetched records below
     as already read. Under a steady stream that repeats at every seek, and the partition never
     gets its skipped records back. Records of a partition with a target are therefore dropped
-    until the target's own record comes.
+    until the target's own record comes, and faust's read offset is set back to it then.
     """
 
     def __init__(self) -> None:
@@ -87,9 +87,15 @@ class _Consumer(faust_aiokafka.Consumer):
         await super().seek(partition, offset)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
-        admit = self.seek_targets.admit
+        targets = self.seek_targets
         async for tp, message in super().getmany(timeout):
-            if admit(tp, message.offset):
+            reached = targets.targets.get(tp) == message.offset
+            if targets.admit(tp, message.offset):
+                if reached:
+                    # A record fetched before the seek may have been mid-delivery when it came,
+                    # and faust then raised its read offset past the target: put it back, or
+                    # faust's fetch loop drops the target's record as already read.
+                    self._read_offset[tp] = message.offset
                 yield tp, message
 
     async def highwaters(self, *partitions: Any) -> Any:

@@ -52,12 +52,19 @@ def test_the_transport_drops_what_was_fetched_before_the_seek(
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetched)
     consumer = object.__new__(_Consumer)  # getmany's filter only, no faust service around it
+    consumer._read_offset = {"tp0": 42}  # a record fetched before the seek was delivered after it
     consumer.seek_targets.set("tp0", 20)
+    read_offsets: list[int] = []
 
     async def offsets() -> list[int]:
-        return [m.offset async for _, m in consumer.getmany(1.0)]
+        got = []
+        async for _, m in consumer.getmany(1.0):
+            read_offsets.append(consumer._read_offset["tp0"])  # what faust's fetch loop compares
+            got.append(m.offset)
+        return got
 
     assert asyncio.run(offsets()) == [20, 21]
+    assert read_offsets[0] == 20, "expected faust's read offset back at the target"
 
 
 def test_catch_up_takes_the_re_fetched_records_even_behind_stale_ones_in_one_batch() -> None:
