@@ -33,6 +33,7 @@ from stream_processors.state import TableStore, fence_key
 
 __all__ = [
     "ChangelogFence",
+    "ChangelogWriter",
     "LineageApp",
     "Publisher",
     "TableStore",
@@ -72,6 +73,43 @@ class LineageApp(faust.App):
         super().__init__(*args, **kw)
         self.transport_options = transport_options
         self.checkpoint_all: Callable[[bool], None] = lambda force: None
+
+
+class ChangelogWriter:
+    """Writes state records straight to the table's changelog topic with confluent-kafka.
+
+    faust's own path queues each record in its producer buffer and sends them one by one from
+    the event loop, pausing the stream whenever more than 100 are queued; a state write of one
+    batch is often more. Written here, a write's records go out together and are awaited
+    (``flush``) before the input they cover is acknowledged; faust's table recovery reads them
+    back unchanged.
+    """
+
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.failed = 0
+
+    def _cb(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+
+    def send(self, partition: int, key: bytes, value: bytes | None) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    self.topic, value, key=key, partition=partition, on_delivery=self._cb
+                )
+                return
+            except BufferError:  # librdkafka's queue is full: let it drain
+                self.producer.poll(0.05)
+
+    def flush(self) -> None:
+        """Block until every state record is acknowledged; a failure stops the worker."""
+        while self.producer.flush(10.0):
+            log.warning("state records not yet acknowledged by the broker; waiting")
+        if self.failed:
+            raise RuntimeError(f"{self.failed} state records were not written; stopping")
 
 
 class ChangelogFence:
@@ -185,9 +223,12 @@ class StateWriter:
     and replays re-emit identical records (DESIGN.md "Ordering").
     """
 
-    def __init__(self, partitions: Partitions, flush_s: float) -> None:
+    def __init__(
+        self, partitions: Partitions, flush_s: float, changelog: ChangelogWriter | None = None
+    ) -> None:
         self.partitions = partitions
         self.flush_s = flush_s
+        self.changelog = changelog
         self.held: dict[int, list[Any]] = {}
         self.flushed_at: dict[int, float] = {}
         partitions.on_drop.append(self.forget)
@@ -211,6 +252,8 @@ class StateWriter:
                 pl.dirty_state()
                 self.flushed_at[partition] = now
                 written.append(partition)
+        if written and self.changelog is not None:
+            self.changelog.flush()  # the state is in the changelog before its input is acked
         for partition in written:
             for ev in self.held.pop(partition, ()):
                 ev.ack()
@@ -405,14 +448,16 @@ def build_app(
     config = pipeline_config(settings)
 
     publisher = Publisher(bootstrap, settings)
-    fence = ChangelogFence(bootstrap, table.changelog_topic.get_topic_name())
+    changelog_topic = table.changelog_topic.get_topic_name()
+    changelog = ChangelogWriter(publisher.producer, changelog_topic)
+    fence = ChangelogFence(bootstrap, changelog_topic)
     options.recovery_end = fence.end_offsets
 
     def new_pipeline(partition: int) -> PartitionPipeline:
         return PartitionPipeline(
             topic=topics.events,
             partition=partition,
-            store=TableStore(table, partition, fence.expected.get(partition)),
+            store=TableStore(table, partition, fence.expected.get(partition), changelog.send),
             registry=registry,
             policy=policy,
             checkpoint_signer=signer,
@@ -420,7 +465,7 @@ def build_app(
         )
 
     partitions = Partitions(topics.events, new_pipeline)
-    state = StateWriter(partitions, settings.state_flush_s)
+    state = StateWriter(partitions, settings.state_flush_s, changelog)
     catch_up = CatchUp(app, topics.events, partitions)
     checkpointer = Checkpointer(partitions, publisher, state)
     processor = BatchProcessor(partitions, publisher, state, catch_up, checkpointer)
