@@ -119,9 +119,9 @@ class ChangelogFence:
     (Tansu) reports the base offset of a partition's last record batch + 1, not the offset after
     its last record, so recovery stopped partway through the last batch of state records: the
     new owner missed records that a later restore would then read (docs/performance.md, "State
-    writes"). Before recovery reads, one fence record is appended to each partition with a
-    producer of its own (so it is alone in its batch); its offset + 1 is the end recovery reads
-    to, and ``TableStore`` checks that the restored table holds this fence.
+    writes"). Before recovery reads, one fence record is appended to each partition (with a
+    producer of its own: this runs in a thread beside the event loop's writes); its offset + 1
+    is the end recovery reads to, and ``TableStore`` checks that the restored table holds it.
     """
 
     def __init__(self, bootstrap: str, topic: str) -> None:
