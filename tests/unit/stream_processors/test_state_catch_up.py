@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from stream_processors.app import CatchUp, Partitions
 from stream_processors.records import RawRecord
@@ -46,20 +47,22 @@ def test_after_a_seek_only_the_record_at_the_target_reopens_the_partition() -> N
 def test_the_transport_drops_what_was_fetched_before_the_seek(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    tp = TP("ev", 0)
+
     async def fetched(self: Any, timeout: float) -> Any:
         for o in (41, 42, 20, 21):
-            yield "tp0", SimpleNamespace(offset=o)
+            yield tp, SimpleNamespace(offset=o)
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", fetched)
     consumer = object.__new__(_Consumer)  # getmany's filter only, no faust service around it
-    consumer._read_offset = {"tp0": 42}  # a record fetched before the seek was delivered after it
-    consumer.seek_targets.set("tp0", 20)
-    read_offsets: list[int] = []
+    consumer._read_offset = {tp: 42}  # a record fetched before the seek was delivered after it
+    consumer.seek_targets.set(tp, 20)
+    read_offsets: list[int | None] = []
 
     async def offsets() -> list[int]:
         got = []
         async for _, m in consumer.getmany(1.0):
-            read_offsets.append(consumer._read_offset["tp0"])  # what faust's fetch loop compares
+            read_offsets.append(consumer._read_offset[tp])  # what faust's fetch loop compares
             got.append(m.offset)
         return got
 
