@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: int = 1000
     fetch_wait_ms: int = 50
     batch_wait_ms: int = 20
-    state_flush_s: float = 0.0
+    state_flush_s: float = 0.5  # per partition; 0 writes state after every batch
     seal_every_events: int = 100
     seal_every_ms: int = 50
     checkpoint_every_s: float = 2.0

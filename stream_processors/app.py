@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import faust
+from confluent_kafka import Producer
 from faust.types import TP
 
 from lineage.config import Settings
@@ -27,9 +29,17 @@ from stream_processors.order import OrderLimits
 from stream_processors.pipeline import PartitionPipeline, PipelineConfig
 from stream_processors.publisher import Publisher
 from stream_processors.records import Outputs, RawRecord
-from stream_processors.state import TableStore
+from stream_processors.state import TableStore, fence_key
 
-__all__ = ["LineageApp", "Publisher", "TableStore", "build_app", "pipeline_config"]
+__all__ = [
+    "ChangelogFence",
+    "ChangelogWriter",
+    "LineageApp",
+    "Publisher",
+    "TableStore",
+    "build_app",
+    "pipeline_config",
+]
 
 log = logging.getLogger("lineage.processor")
 SEEK_RETRY_S = 5.0
@@ -63,6 +73,101 @@ class LineageApp(faust.App):
         super().__init__(*args, **kw)
         self.transport_options = transport_options
         self.checkpoint_all: Callable[[bool], None] = lambda force: None
+
+
+class ChangelogWriter:
+    """Writes state records straight to the table's changelog topic with confluent-kafka.
+
+    faust's own path queues each record in its producer buffer and sends them one by one from
+    the event loop, pausing the stream whenever more than 100 are queued; a state write of one
+    batch is often more. Written here, a write's records go out together and are awaited
+    (``flush``) before the input they cover is acknowledged; faust's table recovery reads them
+    back unchanged.
+    """
+
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.failed = 0
+
+    def _cb(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+
+    def send(self, partition: int, key: bytes, value: bytes | None) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    self.topic, value, key=key, partition=partition, on_delivery=self._cb
+                )
+                return
+            except BufferError:  # librdkafka's queue is full: let it drain
+                self.producer.poll(0.05)
+
+    def flush(self) -> None:
+        """Block until every state record is acknowledged; a failure stops the worker."""
+        while self.producer.flush(10.0):
+            log.warning("state records not yet acknowledged by the broker; waiting")
+        if self.failed:
+            raise RuntimeError(f"{self.failed} state records were not written; stopping")
+
+
+class ChangelogFence:
+    """Makes faust's recovery of the state table read each changelog partition to its real end.
+
+    faust recovers a table up to the end offset that ListOffsets reports. The embedded broker
+    (Tansu) reports the base offset of a partition's last record batch + 1, not the offset after
+    its last record, so recovery stopped partway through the last batch of state records: the
+    new owner missed records that a later restore would then read (docs/performance.md, "State
+    writes"). Before recovery reads, one fence record is appended to each partition (with a
+    producer of its own: this runs in a thread beside the event loop's writes); its offset + 1
+    is the end recovery reads to, and ``TableStore`` checks that the restored table holds it.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 0,
+                "logger": logging.getLogger("lineage.processor.kafka"),
+            }
+        )
+        self.expected: dict[int, bytes] = {}
+
+    def place(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Append a fresh fence record to each partition; the offset right after each."""
+        placed: dict[int, int] = {}
+        failed: list[str] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                failed.append(f"{msg.partition()}: {err}")
+            else:
+                placed[msg.partition()] = msg.offset()
+
+        fences = {p: os.urandom(16) for p in partitions}
+        for p, nonce in fences.items():
+            self.producer.produce(
+                self.topic, nonce, key=fence_key(p), partition=p, on_delivery=delivered
+            )
+        while self.producer.flush(10.0):
+            log.warning("changelog fence records not yet acknowledged by the broker; waiting")
+        if failed or set(placed) != set(fences):
+            raise RuntimeError(
+                f"expected a fence record in changelog partitions {sorted(fences)}, "
+                f"found {sorted(placed)} written and errors {failed}"
+            )
+        self.expected.update(fences)
+        return {p: offset + 1 for p, offset in placed.items()}
+
+    def end_offsets(self, tps: Iterable[Any]) -> dict[Any, int]:
+        """The transport's hook: real end offsets of the changelog partitions among ``tps``."""
+        ours = [tp for tp in tps if tp.topic == self.topic]
+        ends = self.place(tp.partition for tp in ours)
+        return {tp: ends[tp.partition] for tp in ours}
 
 
 class Partitions:
@@ -118,9 +223,12 @@ class StateWriter:
     and replays re-emit identical records (DESIGN.md "Ordering").
     """
 
-    def __init__(self, partitions: Partitions, flush_s: float) -> None:
+    def __init__(
+        self, partitions: Partitions, flush_s: float, changelog: ChangelogWriter | None = None
+    ) -> None:
         self.partitions = partitions
         self.flush_s = flush_s
+        self.changelog = changelog
         self.held: dict[int, list[Any]] = {}
         self.flushed_at: dict[int, float] = {}
         partitions.on_drop.append(self.forget)
@@ -144,6 +252,8 @@ class StateWriter:
                 pl.dirty_state()
                 self.flushed_at[partition] = now
                 written.append(partition)
+        if written and self.changelog is not None:
+            self.changelog.flush()  # the state is in the changelog before its input is acked
         for partition in written:
             for ev in self.held.pop(partition, ()):
                 ev.ack()
@@ -178,14 +288,12 @@ class CatchUp:
         if pending is None:
             return records, False
         target, since = pending
-        records = [r for r in records if r.offset >= target]
-        if records and records[0].offset == target:
+        # Records delivered before the seek may come first; the re-fetched ones start at the
+        # target (the transport drops what was still being fetched, transport.SeekTargets).
+        at = next((i for i, r in enumerate(records) if r.offset == target), None)
+        if at is not None:
             del self.seeking[partition]
-            return records, False
-        # Records fetched before the seek moved faust's read offset past the target; put it back
-        # so the re-fetched target is not filtered out as already read. faust has no public call
-        # for this (Consumer.seek would fetch again from the broker).
-        self.app.consumer._read_offset[TP(self.topic, partition)] = target  # type: ignore[attr-defined]
+            return records[at:], False
         return [], time.monotonic() - since > SEEK_RETRY_S
 
     async def check_idle(self) -> None:
@@ -340,12 +448,16 @@ def build_app(
     config = pipeline_config(settings)
 
     publisher = Publisher(bootstrap, settings)
+    changelog_topic = table.changelog_topic.get_topic_name()
+    changelog = ChangelogWriter(publisher.producer, changelog_topic)
+    fence = ChangelogFence(bootstrap, changelog_topic)
+    options.recovery_end = fence.end_offsets
 
     def new_pipeline(partition: int) -> PartitionPipeline:
         return PartitionPipeline(
             topic=topics.events,
             partition=partition,
-            store=TableStore(table, partition),
+            store=TableStore(table, partition, fence.expected.get(partition), changelog.send),
             registry=registry,
             policy=policy,
             checkpoint_signer=signer,
@@ -353,7 +465,7 @@ def build_app(
         )
 
     partitions = Partitions(topics.events, new_pipeline)
-    state = StateWriter(partitions, settings.state_flush_s)
+    state = StateWriter(partitions, settings.state_flush_s, changelog)
     catch_up = CatchUp(app, topics.events, partitions)
     checkpointer = Checkpointer(partitions, publisher, state)
     processor = BatchProcessor(partitions, publisher, state, catch_up, checkpointer)

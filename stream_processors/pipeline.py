@@ -116,9 +116,7 @@ class PartitionPipeline:
     def _emitter(self, emitter_id: str) -> EmitterState:
         st = self.emitters.get(emitter_id)
         if st is None:
-            key = f"{self._prefix}e|{emitter_id}"
-            raw = self.store.get(key)
-            st = EmitterState.from_bytes(raw, _decode_event) if raw else EmitterState()
+            st = EmitterState.load(self.store, f"{self._prefix}e|{emitter_id}", _decode_event)
             self.emitters[emitter_id] = st
         self.dirty_emitters.add(emitter_id)
         return st
@@ -515,8 +513,11 @@ class PartitionPipeline:
     def dirty_state(self) -> list[tuple[str, bytes]]:
         """Serialized state changed since the last call (write to the changelog after the outputs)."""
         items: list[tuple[str, bytes]] = []
+        deleted: list[str] = []
         for emitter_id in sorted(self.dirty_emitters):
-            items.append((f"{self._prefix}e|{emitter_id}", self.emitters[emitter_id].to_bytes()))
+            records, gone = self.emitters[emitter_id].records(f"{self._prefix}e|{emitter_id}")
+            items += records
+            deleted += gone
         for wid in sorted(self.dirty_workflows):
             wf = self.workflows[wid]
             ps = self.policy_states.get(wid)
@@ -530,6 +531,8 @@ class PartitionPipeline:
         self.dirty_workflows.clear()
         for key, value in items:
             self.store.put(key, value)
+        for key in deleted:  # after the meta: the committed heads no longer list them
+            self.store.delete(key)
         self._evict()
         return items
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lineage import hashing
+from lineage.errors import LineageError
 from lineage.model import ExecutionEvent
 from stream_processors.records import PendingEvent
 
@@ -23,6 +26,8 @@ class StateStore(Protocol):
 
     def put(self, key: str, value: bytes) -> None: ...
 
+    def delete(self, key: str) -> None: ...
+
 
 class DictStore:
     """In-memory StateStore for tests and benchmarks."""
@@ -35,6 +40,25 @@ class DictStore:
 
     def put(self, key: str, value: bytes) -> None:
         self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+FENCE_PREFIX = b"fence|"
+
+
+def fence_key(partition: int) -> bytes:
+    """The changelog key of a partition's fence record (outside the partition's state keys)."""
+    return FENCE_PREFIX + str(partition).encode()
+
+
+class IncompleteRestore(LineageError):
+    """The state table was restored from only part of its changelog."""
+
+
+class StateCorrupt(LineageError):
+    """A restored state record refers to a record the table does not hold."""
 
 
 class TableStore:
@@ -50,10 +74,38 @@ class TableStore:
 
     _HEAD = struct.Struct(">BQBI")  # format, batch, has_prev | has_value << 1, len(prev)
     _FORMAT = 0  # an old plain value starts with "{", never with this byte
+    PART_BYTES = 400_000
+    """A larger value is split into parts of this size, each its own record: a record holds the
+    value it replaced too, and Kafka refuses messages over 1 MB by default."""
+    _SPLIT = b"\xffparts:"  # a split value's index record (a JSON value never starts with 0xff)
+    _INDEX = struct.Struct(">IQ32s")  # parts, total length, SHA-256 of the value
 
-    def __init__(self, table: Any, partition: int) -> None:
+    def __init__(
+        self,
+        table: Any,
+        partition: int,
+        fence: bytes | None = None,
+        send: Callable[[int, bytes, bytes | None], None] | None = None,
+    ) -> None:
+        """``fence``: the value of the fence record written to this partition's changelog just
+        before the table's recovery (``fence_key``). The undo log is sound only if the restored
+        table holds every record written before the restore: records it missed would keep their
+        batch numbers, which this owner reuses, so a later restore would take them as committed.
+        A table without the fence record was restored from part of the changelog: refused.
+
+        ``send(partition, key, value)`` writes a changelog record (default: faust's
+        ``table.send_changelog``, which queues it in faust's producer buffer)."""
         self.table = table
         self.partition = partition
+        self.send = send or table.send_changelog
+        if fence is not None:
+            found = table.data.get(fence_key(partition))
+            if found is None or bytes(found) != fence:
+                raise IncompleteRestore(
+                    f"partition {partition}: expected the restored state table to end with fence "
+                    f"{fence.hex()}, found {None if found is None else bytes(found).hex()}: the "
+                    "table's recovery stopped before the end of the changelog"
+                )
         self.prefix = f"{partition}|".encode()
         self.meta_key = self.prefix + b"meta"
         meta = self._record(self.meta_key)
@@ -78,10 +130,7 @@ class TableStore:
         head = self._HEAD.pack(self._FORMAT, batch, flags, len(prev or b""))
         data = head + (prev or b"") + (value or b"")
         self.table.data[raw] = data
-        # faust's own changelog path (as before issue 12): writing these records with a separate
-        # producer was backed out after a crash run restored an inconsistent state
-        # (docs/performance.md, "State writes").
-        self.table.send_changelog(self.partition, raw, data)
+        self.send(self.partition, raw, data)
 
     def _roll_back(self) -> None:
         undone = 0
@@ -98,21 +147,65 @@ class TableStore:
                 undone,
             )
 
-    def get(self, key: str) -> bytes | None:
-        rec = self._record(key.encode())
+    def _get_record(self, raw: bytes) -> bytes | None:
+        rec = self._record(raw)
         if rec is None:
             return None
         batch, prev, value = rec
         return value if batch <= self.committed else prev
 
+    def _part_key(self, raw: bytes, i: int) -> bytes:
+        return self.prefix + f"x|{i}|".encode() + raw[len(self.prefix) :]
+
+    def get(self, key: str) -> bytes | None:
+        raw = key.encode()
+        value = self._get_record(raw)
+        if value is None or not value.startswith(self._SPLIT):
+            return value
+        n, total, digest = self._INDEX.unpack_from(value, len(self._SPLIT))
+        parts = [self._get_record(self._part_key(raw, i)) for i in range(n)]
+        missing = [i for i, part in enumerate(parts) if part is None]
+        joined = b"".join(part for part in parts if part is not None)
+        if missing or len(joined) != total or hashlib.sha256(joined).digest() != digest:
+            raise StateCorrupt(
+                f"state record {key!r}: expected {n} parts of {total} bytes in all, found parts "
+                f"{[i for i in range(n) if i not in missing]} of {len(joined)} bytes"
+                + ("" if missing or len(joined) != total else " with another digest")
+            )
+        return joined
+
     def put(self, key: str, value: bytes) -> None:
         raw = key.encode()
         if raw != self.meta_key:
-            self._write(raw, self.batch, self.get(key), value)
+            if len(value) > self.PART_BYTES:
+                value = self._put_parts(raw, value)
+            self._write(raw, self.batch, self._get_record(raw), value)
             return
         self._write(raw, self.batch, None, value)  # the pipeline writes its meta last: the commit
         self.committed = self.batch
         self.batch += 1
+
+    def _put_parts(self, raw: bytes, value: bytes) -> bytes:
+        """Write ``value`` as part records of this batch; returns the index record's value.
+        Parts of an earlier, longer split are left behind unreferenced."""
+        size = self.PART_BYTES
+        parts = [value[i : i + size] for i in range(0, len(value), size)]
+        for i, part in enumerate(parts):
+            part_key = self._part_key(raw, i)
+            self._write(part_key, self.batch, self._get_record(part_key), part)
+        index = self._INDEX.pack(len(parts), len(value), hashlib.sha256(value).digest())
+        return self._SPLIT + index
+
+    def delete(self, key: str) -> None:
+        """Remove a key that no committed state refers to any more: a plain tombstone.
+
+        The pipeline deletes only after the meta record committed the state that stopped
+        referring to the key, so no undo is needed; a crash before the tombstone leaves an
+        unreferenced record behind, nothing worse.
+        """
+        raw = key.encode()
+        if self.table.data.pop(raw, None) is not None:
+            self.send(self.partition, raw, None)
 
 
 def _b(data: bytes) -> str:
@@ -162,8 +255,11 @@ class EmitterState:
     """What the authenticator knows about one emitter in one partition.
 
     ``recent`` holds the digests of the last ``window`` released events, oldest first, to tell a
-    redelivery from equivocation. It is written whole with the rest of the record: the delta
-    format (one chunk record per write) was backed out, see docs/performance.md.
+    redelivery from equivocation. It is stored as deltas (``records``): each state write adds one
+    chunk record holding the digests released since the previous write, and a chunk is deleted
+    once the newer chunks hold the whole window. The head record lists the chunks and how many
+    digests the window holds, so a restore rebuilds exactly the same window whatever the write
+    timing was. ``to_bytes`` is the earlier whole-record format, which ``from_bytes`` still reads.
     """
 
     expected_seq: int = 0
@@ -171,14 +267,66 @@ class EmitterState:
     pending: dict[int, PendingEvent] = field(default_factory=dict)
     recent: dict[int, bytes] = field(default_factory=dict)
     seen: bool = False
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # (chunk id, entries), oldest first
+    fresh: list[int] = field(default_factory=list)  # seqs released since the last write
+    dropped_chunks: list[int] = field(default_factory=list)  # chunk ids to delete
 
     def remember(self, seq: int, digest: bytes, window: int) -> None:
         """A released event's digest; the oldest leaves once ``window`` are held."""
         self.recent[seq] = digest
+        self.fresh.append(seq)
         while len(self.recent) > window:
             del self.recent[next(iter(self.recent))]
 
+    def take_chunk(self) -> tuple[int, bytes] | None:
+        """The chunk to write now (id, ``seq ‖ digest`` entries); moves the chunks that left the
+        window to ``dropped_chunks``."""
+        fresh = [q for q in self.fresh if q in self.recent]
+        self.fresh = []
+        chunk: tuple[int, bytes] | None = None
+        if fresh:
+            cid = (self.chunks[-1][0] + 1) if self.chunks else 0
+            self.chunks.append((cid, len(fresh)))
+            chunk = (cid, b"".join(_RECENT.pack(q) + self.recent[q] for q in fresh))
+        keep, newer = 0, 0  # the newest chunks that together hold the whole window
+        for _, n in reversed(self.chunks):
+            if newer >= len(self.recent):
+                break
+            newer += n
+            keep += 1
+        gone = self.chunks[: len(self.chunks) - keep]
+        self.chunks = self.chunks[len(self.chunks) - keep :]
+        self.dropped_chunks += [cid for cid, _ in gone]
+        return chunk
+
+    def records(self, key: str) -> tuple[list[tuple[str, bytes]], list[str]]:
+        """The records to write now under ``key`` (a new digest chunk, then the head), and the
+        chunk keys to delete once the state that no longer lists them is committed."""
+        items: list[tuple[str, bytes]] = []
+        chunk = self.take_chunk()
+        if chunk is not None:
+            items.append((chunk_key(key, chunk[0]), chunk[1]))
+        items.append((key, self.head_bytes()))
+        gone = [chunk_key(key, cid) for cid in self.dropped_chunks]
+        self.dropped_chunks = []
+        return items, gone
+
+    def head_bytes(self) -> bytes:
+        """The head record: everything but the digests (those are in the chunk records)."""
+        return json.dumps(
+            {
+                "x": self.expected_seq,
+                "h": _b(self.prev_seal_hash),
+                "p": {str(k): pending_to_json(v) for k, v in self.pending.items()},
+                "c": self.chunks,
+                "n": len(self.recent),
+                "s": self.seen,
+            },
+            separators=(",", ":"),
+        ).encode()
+
     def to_bytes(self) -> bytes:
+        """The whole record (the format before the deltas): seal state and the whole window."""
         return json.dumps(
             {
                 "x": self.expected_seq,
@@ -191,15 +339,49 @@ class EmitterState:
         ).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes, decode_event: Any) -> EmitterState:
+    def load(cls, store: StateStore, key: str, decode_event: Any) -> EmitterState:
+        """The emitter state stored under ``key`` (a head and its chunks, or a whole record)."""
+        raw = store.get(key)
+        if not raw:
+            return cls()
+        return cls.from_bytes(raw, decode_event, lambda cid: store.get(chunk_key(key, cid)))
+
+    @classmethod
+    def from_bytes(
+        cls,
+        data: bytes,
+        decode_event: Any,
+        load_chunk: Callable[[int], bytes | None] = lambda cid: None,
+    ) -> EmitterState:
         d = json.loads(data)
-        return cls(
+        st = cls(
             expected_seq=d["x"],
             prev_seal_hash=_ub(d["h"]),
             pending={int(k): pending_from_json(v, decode_event) for k, v in d["p"].items()},
-            recent=_unpack_recent(_ub(d["r"])),
             seen=d["s"],
         )
+        if "r" in d:  # the whole-record format: its window goes into the next write's chunk
+            st.recent = _unpack_recent(_ub(d["r"]))
+            st.fresh = list(st.recent)
+            return st
+        entries: dict[int, bytes] = {}
+        for cid, n in d["c"]:
+            blob = load_chunk(cid)
+            if blob is None or len(blob) != 40 * n:
+                raise StateCorrupt(
+                    f"emitter state chunk {cid}: expected {40 * n} bytes, "
+                    f"found {None if blob is None else len(blob)}"
+                )
+            entries.update(_unpack_recent(blob))
+            st.chunks.append((cid, n))
+        held = d["n"]
+        st.recent = dict(list(entries.items())[len(entries) - held :]) if held else {}
+        return st
+
+
+def chunk_key(key: str, cid: int) -> str:
+    """Where chunk ``cid`` of the emitter record ``key`` is stored."""
+    return f"{key}|r|{cid}"
 
 
 @dataclass

@@ -110,6 +110,9 @@ class WorkloadThread:
         self.error: BaseException | None = None
         self.started_at = 0.0
         self.finished_at = 0.0
+        self.held_s = 0.0
+        self._hold_at: int | None = None
+        self._gate = threading.Condition()
         decision = evaluate(
             p.policy, principal=PRINCIPAL, action=ACTION, resource=RESOURCE, context={}
         )
@@ -128,6 +131,17 @@ class WorkloadThread:
         wait_for(lambda: self.emitted >= n or self._done.is_set(), timeout, f"{n} events emitted")
         self.check()
         return self.emitted
+
+    def hold_at(self, n: int | None) -> None:
+        """Pause before emitting event ``n`` until the next ``hold_at`` (None: never pause).
+
+        A fault test sets the next fault's point before it waits for recovery: on a slow machine
+        the stream would otherwise run to its end while the test waits, and the next fault would
+        hit an idle pipeline. The pause shifts the pacing, so the stream resumes at its rate.
+        """
+        with self._gate:
+            self._hold_at = n
+            self._gate.notify_all()
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -167,6 +181,7 @@ class WorkloadThread:
         auth = self.decision.to_authorization(expires_at=expires)
         last = wl.per_workflow - 1
         for w, s in wl.steps():
+            self._maybe_hold()
             wid = f"{wl.prefix}-{w:04d}"
             st = state.setdefault(w, {})
             common: dict[str, Any] = {"workflow_id": wid, "principal": PRINCIPAL}
@@ -230,6 +245,18 @@ class WorkloadThread:
             behind = self.started_at + self.emitted / self.rate - time.monotonic()
             if behind > 0:
                 time.sleep(behind)  # pacing a steady stream, not waiting for a condition
+
+    def _maybe_hold(self) -> None:
+        with self._gate:
+            if self._hold_at is None or self.emitted < self._hold_at:
+                return
+            since = time.monotonic()
+            while self._hold_at is not None and self.emitted >= self._hold_at:
+                if not self._gate.wait(timeout=300):
+                    raise TimeoutError(f"held at {self.emitted} events for 300 s")
+            held = time.monotonic() - since
+            self.held_s += held
+            self.started_at += held  # keep the steady rate instead of bursting to catch up
 
 
 # -- topic offsets -----------------------------------------------------------

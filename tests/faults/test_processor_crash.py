@@ -31,6 +31,7 @@ from tests.integration.conftest import Pipeline, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 KILL_AT = (0.20, 0.45, 0.70)
+HOLD_AFTER = 200  # events the stream may run past a kill's point before it waits for the test
 RESUMED = re.compile(r"partition (\d+): resuming at offset (\d+)")
 GAP = "offset gap, seeking back"
 ROLLED_BACK = "state records of a batch that was never committed"
@@ -46,9 +47,15 @@ def test_processor_killed_three_times(pipeline: Pipeline, tmp_path: Path) -> Non
     wl = WorkloadThread(p, Workload(workflows=400, execs=16), rate=350).start()
     total = wl.workload.total
     kills: list[dict[str, object]] = []
+    points = [int(total * f) for f in KILL_AT]
+    wl.hold_at(points[0] + HOLD_AFTER)
     try:
-        for fraction in KILL_AT:
-            emitted_at_kill = wl.wait_emitted(int(total * fraction), 90)
+        for i, point in enumerate(points):
+            wl.wait_emitted(point, 90)
+            # released right before the kill, held again past the next point: however slow the
+            # catch-up below, the next kill still comes while events flow
+            wl.hold_at(points[i + 1] + HOLD_AFTER if i + 1 < len(points) else None)
+            emitted_at_kill = wl.emitted
             assert emitted_at_kill < total, "each kill must happen while events flow"
             assert worker.poll() is None, f"worker exited on its own: {p.worker_log()}"
             worker.kill()  # SIGKILL: no shutdown hook runs, buffered changelog writes are lost
@@ -130,6 +137,7 @@ def test_processor_killed_three_times(pipeline: Pipeline, tmp_path: Path) -> Non
             "faults_injected": f"{len(kills)} x kill -9 of the only processor worker",
             "events_emitted": wl.emitted,
             "emit_rate_per_s": round(wl.emitted / (wl.finished_at - wl.started_at)),
+            "stream_held_for_catch_up_s": round(wl.held_s, 2),
             "events_in_clickhouse": state.entries,
             "duplicates": state.duplicates,
             "entries_republished_by_replays": republished,

@@ -1,13 +1,15 @@
-"""Processor state records: the emitter record is written whole (the delta format was backed
-out); a completed workflow shrinks to its chain head."""
+"""State is written as deltas: a batch writes the emitter head and the new seal's digests only;
+a completed workflow shrinks to its chain head."""
 
 from __future__ import annotations
 
 import base64
 import json
 
+import pytest
+
 from stream_processors.authenticate import RECENT_DIGESTS
-from stream_processors.state import DictStore, EmitterState
+from stream_processors.state import DictStore, EmitterState, StateCorrupt
 from tests.support.events import SimEmitter, batched, make_pipeline, registry_for, run, to_records
 
 
@@ -15,16 +17,30 @@ def _digest(i: int) -> bytes:
     return i.to_bytes(32, "big")
 
 
-def test_the_window_is_exactly_the_last_digests_and_survives_a_restore() -> None:
+def test_the_window_is_exactly_the_last_digests_whatever_the_write_timing() -> None:
     st = EmitterState()
+    chunks: dict[int, bytes] = {}
+
+    def write() -> None:
+        records, gone = st.records("k")
+        for key, value in records:
+            if key != "k":
+                chunks[int(key.rsplit("|", 1)[1])] = value
+        for key in gone:
+            del chunks[int(key.rsplit("|", 1)[1])]
+
     for q in range(1000):
         st.remember(q, _digest(q), 256)
+        if q % 37 == 0:  # writes at arbitrary moments
+            write()
+    write()
     assert list(st.recent) == list(range(1000 - 256, 1000))
-    back = EmitterState.from_bytes(st.to_bytes(), lambda data: None)
+    assert len(chunks) <= 256 // 37 + 3, "chunks that left the window are deleted"
+    back = EmitterState.from_bytes(st.head_bytes(), lambda data: None, chunks.get)
     assert back.recent == st.recent and list(back.recent) == list(st.recent)
 
 
-def test_a_batch_writes_the_emitter_record_whole_and_restores_the_same_window() -> None:
+def test_a_batch_writes_the_head_and_one_chunk_and_deletes_what_left_the_window() -> None:
     em = SimEmitter(seal_every=100)
     store = DictStore()
     pl = make_pipeline(registry_for(em), store)
@@ -35,14 +51,32 @@ def test_a_batch_writes_the_emitter_record_whole_and_restores_the_same_window() 
         run(pl, [r], persist=False)
         writes.append([k for k, _ in pl.dirty_state()])
     key = f"0|e|{em.emitter_id}"
-    assert [w for w in writes[3] if w.startswith(key)] == [key], "one record per emitter"
-    assert not [k for k in store.data if k.startswith(key + "|")], "no chunk records"
+    assert [w for w in writes[3] if w.startswith(key)] == [f"{key}|r|3", key]
+    assert f"{key}|r|0" not in store.data, "the oldest chunk left the window: deleted"
+    assert {k for k in store.data if k.startswith(key + "|r|")} == {
+        f"{key}|r|{c}" for c in (1, 2, 3)
+    }
+    head = store.data[key]
+    assert len(head) < 300, f"expected a head of a few hundred bytes at most, found {len(head)}"
     restored = make_pipeline(registry_for(em), store)._emitter(em.emitter_id)
     assert list(restored.recent.items()) == list(pl.emitters[em.emitter_id].recent.items())
+    assert restored.chunks == pl.emitters[em.emitter_id].chunks
     assert len(restored.recent) == RECENT_DIGESTS
 
 
-def test_the_whole_window_format_round_trips_byte_for_byte() -> None:
+def test_a_head_listing_a_chunk_the_table_lacks_is_refused() -> None:
+    st = EmitterState()
+    for q in range(10):
+        st.remember(q, _digest(q), 256)
+    records, _ = st.records("k")
+    chunks = {int(k.rsplit("|", 1)[1]): v for k, v in records if k != "k"}
+    with pytest.raises(StateCorrupt, match="emitter state chunk 0: expected 400 bytes, found None"):
+        EmitterState.from_bytes(st.head_bytes(), lambda data: None, lambda cid: None)
+    with pytest.raises(StateCorrupt, match="chunk 0: expected 400 bytes, found 399"):
+        EmitterState.from_bytes(st.head_bytes(), lambda data: None, lambda cid: chunks[0][:-1])
+
+
+def test_the_whole_window_format_still_loads_and_is_rewritten_as_a_chunk() -> None:
     recent = b"".join(q.to_bytes(8, "big") + _digest(q) for q in range(10, 10 + RECENT_DIGESTS))
     old = json.dumps(
         {
@@ -56,7 +90,12 @@ def test_the_whole_window_format_round_trips_byte_for_byte() -> None:
     ).encode()
     st = EmitterState.from_bytes(old, lambda data: None)
     assert st.recent == {q: _digest(q) for q in range(10, 10 + RECENT_DIGESTS)}
-    assert st.to_bytes() == old
+    assert st.to_bytes() == old, "the whole-record format round-trips byte for byte"
+    records, gone = st.records("k")
+    assert records[0] == ("k|r|0", recent) and gone == []
+    assert st.chunks == [(0, RECENT_DIGESTS)]
+    back = EmitterState.from_bytes(records[1][1], lambda data: None, {0: recent}.get)
+    assert back.recent == st.recent and back.expected_seq == 266
 
 
 def test_a_completed_workflow_shrinks_to_its_chain_head_after_the_grace_offsets() -> None:
