@@ -1,0 +1,463 @@
+"""Stored partition logs verified from column lists (the ClickHouse fast path), on one or more cores.
+
+A store hands back each partition's log as columns; ``verify_log`` checks them in one tight loop
+with the same per-entry checks as ``stored`` (no ``ChainEntry`` per row). Anything it cannot
+accept sends the partition to the reference path (``stored._verify_partition`` over rebuilt
+entries), so a failure is reported exactly as there: same kind, place, expected and found.
+Partitions are independent, so several can be verified at once in worker processes that get the
+columns from the caller (chDB allows one process per data directory).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lineage import claims, hashing, merkle
+from lineage.keys import KeyRegistry
+from lineage.model import ChainEntry
+from lineage.verify.checks import Checker, Fail, chain_step, gc_paused
+from lineage.verify.report import Failure, FailureKind, Proven
+
+DERIVED_COLUMNS: tuple[str, ...] = (
+    "kind",
+    "event_time",
+    "principal",
+    "agent_id",
+    "model_id",
+    "model_version",
+    "action",
+    "resource",
+    "authorization_id",
+    "decision",
+    "auth_policy_id",
+    "auth_policy_digest",
+    "determining_policies",
+    "expires_at",
+    "attestation_type",
+    "measurement",
+    "host",
+    "image_digest",
+    "parent_event_id",
+    "parent_workflow_id",
+    "trace_id",
+    "span_id",
+    "emitter_id",
+    "emitter_seq",
+    "attributes",
+)
+"""``lineage_entries`` columns the sink derives from the event bytes; each is checked against them."""
+
+_NO_AUTH: dict[str, Any] = {
+    "decision": "",
+    "policy_id": "",
+    "policy_digest": "",
+    "determining_policies": [],
+    "expires_at": None,
+}
+_NO_RUNTIME: dict[str, Any] = {
+    "host": "",
+    "image_digest": None,
+    "attestation_type": None,
+    "measurement": None,
+}
+
+
+def expected_columns(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The DERIVED_COLUMNS values the sink writes for a decoded event (as sinks.rows does)."""
+    auth = record["authorization"] or _NO_AUTH
+    rt = record["runtime"] or _NO_RUNTIME
+    return (
+        record["kind"],
+        record["event_time"],
+        record["principal"],
+        record["agent_id"] or "",
+        record["model_id"] or "",
+        record["model_version"] or "",
+        record["action"],
+        record["resource"] or "",
+        record["authorization_id"] or "",
+        auth["decision"],
+        auth["policy_id"],
+        auth["policy_digest"],
+        list(auth["determining_policies"]),
+        auth["expires_at"],
+        rt["attestation_type"] or "",
+        rt["measurement"] or "",
+        rt["host"],
+        rt["image_digest"] or "",
+        record["parent_event_id"] or "",
+        record["parent_workflow_id"] or "",
+        record["trace_id"] or "",
+        record["span_id"] or "",
+        record["emitter_id"],
+        record["emitter_seq"],
+        dict(record["attributes"]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry(ChainEntry):
+    """A ``lineage_entries`` row: the chain entry plus its stored DERIVED_COLUMNS values."""
+
+    columns: tuple[Any, ...] = ()
+
+
+def check_stored_columns(
+    entry: ChainEntry, record: Mapping[str, Any]
+) -> tuple[str, object, object] | None:
+    """The first stored derived column that differs from the decoded event, as (name, want, got)."""
+    if not isinstance(entry, StoredEntry):
+        return None
+    found = entry.columns
+    expected = expected_columns(record)
+    if expected == found:
+        return None
+    for name, want, got in zip(DERIVED_COLUMNS, expected, found, strict=True):
+        if want != got:
+            return name, want, got
+    return None
+
+
+@dataclass(slots=True)
+class LogColumns:
+    """One partition's stored log as the store returned it (unchecked), one list per column.
+
+    Rows are in the store's log order. ``seal_path`` holds each row's path nodes concatenated
+    (32 bytes each); ``derived`` each row's DERIVED_COLUMNS values, or None to skip that check.
+    """
+
+    partition: int
+    workflow_id: list[str]
+    chain_seq: list[int]
+    event_id: list[str]
+    event_digest: list[bytes]
+    prev_hash: list[bytes]
+    entry_hash: list[bytes]
+    policy_digest: list[bytes]
+    event_bytes: list[bytes]
+    source_partition: list[int]
+    source_offset: list[int]
+    log_index: list[int]
+    seal_bytes: list[bytes]
+    seal_index: list[int]
+    seal_path: list[bytes]
+    derived: list[tuple[Any, ...]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.log_index)
+
+    def entries(self) -> Iterator[ChainEntry]:
+        """The rows as entries, for the reference path (``StoredEntry`` when derived is set)."""
+        derived = self.derived
+        for i in range(len(self.log_index)):
+            path = self.seal_path[i]
+            values = (
+                self.workflow_id[i],
+                self.chain_seq[i],
+                self.event_id[i],
+                self.event_digest[i],
+                self.prev_hash[i],
+                self.entry_hash[i],
+                self.policy_digest[i],
+                self.event_bytes[i],
+                self.source_partition[i],
+                self.source_offset[i],
+                self.log_index[i],
+                self.seal_bytes[i],
+                self.seal_index[i],
+                tuple(path[j : j + 32] for j in range(0, len(path), 32)),
+            )
+            if derived is None:
+                yield ChainEntry(*values)
+            else:
+                yield StoredEntry(*values, (), derived[i])
+
+
+ColumnSource = Callable[[], LogColumns]
+"""Fetches one partition's columns when called (lazily, in partition order)."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What verifying one partition log gave: its own Proven, and the failure if any."""
+
+    partition: int
+    proven: Proven
+    unauthorized_decisions: list[str]
+    failure: Failure | None
+    fast: bool
+    """True when the fast path accepted the log; False when the reference path decided."""
+    cpu_s: float = 0.0
+    entries: int = 0
+
+
+@dataclass(slots=True)
+class _Job:
+    columns: LogColumns
+    signed: list[tuple[int, bytes, str]]
+    notes: list[str]
+    workflow_id: str | None
+
+
+def _seal_path_nodes(path: bytes) -> tuple[bytes, ...]:
+    return tuple(path[j : j + 32] for j in range(0, len(path), 32))
+
+
+def _fast(
+    cols: LogColumns,
+    signed: list[tuple[int, bytes, str]],
+    checker: Checker,
+    workflow_id: str | None,
+    bind: Callable[[str], None],
+) -> tuple[set[bytes], dict[str, str]]:
+    """The happy path: raises on anything it does not accept (the reference path then decides).
+
+    The same checks as ``stored._verify_partition``, in the same order, on column lists.
+    """
+    p = cols.partition
+    n = len(cols.log_index)
+    wfs, seqs, eids = cols.workflow_id, cols.chain_seq, cols.event_id
+    digests, prevs, stated = cols.event_digest, cols.prev_hash, cols.entry_hash
+    pols, bodies, sparts = cols.policy_digest, cols.event_bytes, cols.source_partition
+    lidx, sbytes, sidx, spath = cols.log_index, cols.seal_bytes, cols.seal_index, cols.seal_path
+    derived = cols.derived
+    lists = (wfs, seqs, eids, digests, prevs, stated, pols, bodies, sparts, sbytes, sidx, spath)
+    if any(len(c) != n for c in lists) or (derived is not None and len(derived) != n):
+        raise ValueError("columns of different lengths")
+    if lidx != list(range(n)) or any(s != p for s in sparts):
+        raise ValueError("log positions are not 0..n-1 of this partition")
+    heads: dict[str, tuple[int, bytes]] = {}
+    last_kind: dict[str, str] = {}
+    policies: set[bytes] = set()
+    proven = checker.proven
+    cr = merkle.CompactRange()
+    append = cr.append_hash
+    leaf_hash = merkle.leaf_hash
+    pending = iter(signed)
+    nxt = next(pending, None)
+    genesis = hashing.genesis_hash
+    event, bind_event, seal, note_event = (
+        checker.event,
+        checker.bind,
+        checker.seal,
+        checker.note_event,
+    )
+    full_all = workflow_id is None
+    for i in range(n):
+        wf = wfs[i]
+        if full_all or wf == workflow_id:
+            digest, record = event(bodies[i], digests[i])
+            bind_event(record, eids[i], wf, p)
+            if derived is not None and expected_columns(record) != derived[i]:
+                raise ValueError("a derived column differs")
+            seal(record, digest, sbytes[i], sidx[i], _seal_path_nodes(spath[i]))
+            note_event(record)
+            policies.add(pols[i])
+            last_kind[wf] = record["kind"]
+        head = heads.get(wf)
+        prev: bytes
+        if head is None:
+            bind(wf)
+            seq, prev = 0, genesis(wf)
+        else:
+            seq, prev = head
+        entry = chain_step(seq, prev, seqs[i], prevs[i], digests[i], pols[i], stated[i])
+        heads[wf] = (seq + 1, entry)
+        append(leaf_hash(entry))
+        while nxt is not None and nxt[0] == i + 1:
+            size, root, origin = nxt
+            if cr.root() != root:
+                raise ValueError("a checkpoint root differs")
+            proven.checkpoints.append(f"{origin} size {size} root {root.hex()}")
+            proven.note_log(origin, size, root)
+            nxt = next(pending, None)
+    if nxt is not None:
+        raise ValueError("a checkpoint covers more entries than the log holds")
+    return policies, last_kind
+
+
+def _finish(
+    proven: Proven,
+    size: int,
+    signed: list[tuple[int, bytes, str]],
+    policies: set[bytes],
+    last_kind: Mapping[str, str],
+) -> None:
+    """The partition's totals, as ``stored._verify_partition`` records them."""
+    proven.log_entries += size
+    proven.policy_digests.update(d.hex() for d in policies)
+    if signed:
+        proven.unanchored += size - signed[-1][0]
+        proven.complete_as_of.append(f"{signed[-1][2]} size {signed[-1][0]}")
+    else:
+        proven.unanchored += size
+    for wf, kind in last_kind.items():
+        if kind == "WORKFLOW_COMPLETED":
+            proven.completed_workflows.add(wf)
+
+
+def verify_log(
+    cols: LogColumns,
+    signed: list[tuple[int, bytes, str]],
+    notes: Sequence[str],
+    registry: KeyRegistry,
+    workflow_id: str | None,
+) -> Outcome:
+    """Verify one partition's columns; the reference path decides whatever the fast one refuses.
+
+    ``signed`` are the partition's verified (size, root, origin), ascending; ``notes`` its
+    verified checkpoint notes, oldest first (for the partition binding).
+    """
+    from lineage.verify.stored import _verify_partition
+
+    cpu = time.process_time()
+    p = cols.partition
+    proven = Proven()
+    checker = Checker(registry, [], proven, decisions_fail=False)
+    failure: Failure | None = None
+    fast = True
+    with gc_paused():
+        try:
+            bind, _ = claims.stored_binding(p, notes)
+            policies, last_kind = _fast(cols, signed, checker, workflow_id, bind)
+            _finish(proven, len(cols), signed, policies, last_kind)
+        except Exception:  # anything refused: the reference path gives the verdict and the words
+            fast = False
+            proven = Proven()
+            checker = Checker(registry, [], proven, decisions_fail=False)
+            check = check_stored_columns if cols.derived is not None else None
+            try:
+                bind, _ = claims.stored_binding(p, notes)
+                _verify_partition(p, cols.entries(), signed, checker, workflow_id, check, bind)
+            except Fail as exc:
+                failure = exc.failure
+            except claims.ClaimFailure as exc:
+                failure = Failure(
+                    FailureKind(exc.kind), str(exc), exc.where, exc.expected, exc.found
+                )
+    return Outcome(
+        p,
+        proven,
+        checker.unauthorized_decisions,
+        failure,
+        fast,
+        time.process_time() - cpu,
+        len(cols),
+    )
+
+
+_REGISTRY: list[KeyRegistry] = []
+
+
+def _init_worker(registry_doc: dict[str, Any]) -> None:
+    _REGISTRY[:] = [KeyRegistry.from_json(registry_doc)]
+
+
+def _run_job(job: _Job) -> Outcome:
+    return verify_log(job.columns, job.signed, job.notes, _REGISTRY[0], job.workflow_id)
+
+
+def default_jobs() -> int:
+    """Worker processes by default: the cores this process may run on."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+@dataclass(slots=True)
+class Usage:
+    """Where the time went: wall and CPU seconds, in this process and in the workers."""
+
+    jobs: int = 1
+    cpu_s: float = 0.0
+    worker_cpu_s: float = 0.0
+    fast: list[int] = field(default_factory=list)
+    reference: list[int] = field(default_factory=list)
+
+
+def outcomes(
+    sources: Mapping[int, ColumnSource],
+    signed: Mapping[int, list[tuple[int, bytes, str]]],
+    notes: Mapping[int, list[str]],
+    registry: KeyRegistry,
+    workflow_id: str | None,
+    jobs: int,
+    usage: Usage,
+) -> Iterator[Outcome]:
+    """Each partition's Outcome in partition order; ``jobs`` > 1 verifies in worker processes.
+
+    Columns are fetched here, in order, while the workers verify the partitions already
+    fetched. The caller may stop at the first failure; work not yet started is cancelled.
+    """
+    parts = list(sources)
+    jobs = max(1, min(jobs, len(parts)))
+    usage.jobs = jobs
+    if jobs == 1:
+        for p in parts:
+            out = verify_log(sources[p](), signed[p], notes[p], registry, workflow_id)
+            (usage.fast if out.fast else usage.reference).append(p)
+            yield out
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(
+        jobs, mp_context=ctx, initializer=_init_worker, initargs=(registry.to_json(),)
+    ) as pool:
+        futures: list[cf.Future[Outcome]] = []
+        try:
+            for p in parts:
+                job = _Job(sources[p](), signed[p], notes[p], workflow_id)
+                futures.append(pool.submit(_run_job, job))
+            for fut in futures:
+                out = fut.result()
+                usage.worker_cpu_s += out.cpu_s
+                (usage.fast if out.fast else usage.reference).append(out.partition)
+                yield out
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+
+def merge(into: Proven, part: Proven) -> None:
+    """Add one partition's Proven to the run's (partitions in order)."""
+    into.events += part.events
+    into.workflows |= part.workflows
+    into.completed_workflows |= part.completed_workflows
+    first, last = part.first_event_us, part.last_event_us
+    if first is not None and (into.first_event_us is None or first < into.first_event_us):
+        into.first_event_us = first
+    if last is not None and (into.last_event_us is None or last > into.last_event_us):
+        into.last_event_us = last
+    into.principals |= part.principals
+    into.agents |= part.agents
+    into.emitters |= part.emitters
+    into.keys |= part.keys
+    into.policy_digests |= part.policy_digests
+    into.checkpoints += part.checkpoints
+    for origin, (size, root) in part.logs.items():
+        into.note_log(origin, size, bytes.fromhex(root))
+    into.log_entries += part.log_entries
+    into.unanchored += part.unanchored
+    into.complete_as_of += part.complete_as_of
+
+
+__all__ = [
+    "DERIVED_COLUMNS",
+    "ColumnSource",
+    "LogColumns",
+    "Outcome",
+    "StoredEntry",
+    "Usage",
+    "check_stored_columns",
+    "default_jobs",
+    "expected_columns",
+    "merge",
+    "outcomes",
+    "verify_log",
+]
