@@ -11,6 +11,7 @@ columns from the caller (chDB allows one process per data directory).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import multiprocessing
 import os
 import time
@@ -18,10 +19,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lineage import claims, hashing, merkle
+from lineage import claims, codec, hashing, merkle
 from lineage.keys import KeyRegistry
 from lineage.model import ChainEntry
-from lineage.verify.checks import Checker, Fail, chain_step, gc_paused
+from lineage.verify import strict_avro
+from lineage.verify.checks import MAX_TIME_US, Checker, Fail, chain_step, gc_paused
 from lineage.verify.report import Failure, FailureKind, Proven
 
 DERIVED_COLUMNS: tuple[str, ...] = (
@@ -209,6 +211,28 @@ def _seal_path_nodes(path: bytes) -> tuple[bytes, ...]:
     return tuple(path[j : j + 32] for j in range(0, len(path), 32))
 
 
+def _event_check(checker: Checker) -> Callable[[bytes, bytes], tuple[bytes, dict[str, Any]]]:
+    """``Checker.event`` with the strict decoder: it raises on whatever it does not accept."""
+    decode = strict_avro.decoder_for("execution_event")
+    if decode is None:
+        return checker.event
+    header = checker.event_header
+    sha256 = hashlib.sha256
+    prefix = hashing.EVENT_PREFIX
+    hlen = codec.HEADER_LEN
+
+    def event(data: bytes, stated: bytes) -> tuple[bytes, dict[str, Any]]:
+        digest = sha256(prefix + data).digest()
+        if digest != stated or data[:hlen] != header:
+            raise ValueError("the event digest or header differs")
+        record = decode(data, hlen)
+        if not 0 <= record["event_time"] <= MAX_TIME_US:
+            raise ValueError("the event time is out of range")
+        return digest, record
+
+    return event
+
+
 def _fast(
     cols: LogColumns,
     signed: list[tuple[int, bytes, str]],
@@ -243,7 +267,7 @@ def _fast(
     nxt = next(pending, None)
     genesis = hashing.genesis_hash
     event, bind_event, seal, note_event = (
-        checker.event,
+        _event_check(checker),
         checker.bind,
         checker.seal,
         checker.note_event,
