@@ -520,6 +520,14 @@ def verify_cmd(
         str | None,
         typer.Option("--witness-url", help="with --clickhouse: fetch trusted checkpoints"),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            min=1,
+            help="with --clickhouse: processes verifying partition logs (default: one per core)",
+        ),
+    ] = None,
 ) -> None:
     """Verify an evidence bundle, or the ClickHouse tables, trusting only keys you name.
 
@@ -582,6 +590,7 @@ def verify_cmd(
                     workflow_id=workflow,
                     registry_source=keys_source,
                     independent=independent,
+                    jobs=jobs,
                 )
             except LineageError as exc:
                 raise _Unusable(str(exc)) from None
@@ -741,7 +750,13 @@ def print_report(report: Report, title: str, console: Console) -> None:
     table.add_row("decisions re-run", f"{p.decisions_rerun} (same outcome under their policy set)")
     if report.size_bytes is not None:
         table.add_row("input", f"{report.size_bytes:,} bytes")
-    table.add_row("speed", f"{report.entries_per_s:,.0f} entries/s ({report.elapsed_s:.3f} s)")
+    speed = f"{report.entries_per_s:,.0f} entries/s ({report.elapsed_s:.3f} s)"
+    if report.cpu_s > 0:
+        speed += (
+            f"; {report.entries_per_cpu_s:,.0f} per CPU s ({report.cpu_s:.3f} s CPU, "
+            f"{report.jobs} process{'es' if report.jobs > 1 else ''})"
+        )
+    table.add_row("speed", speed)
     console.print(table)
     if report.failure is not None:
         _print_failure(report.failure, console)
