@@ -14,6 +14,7 @@ import concurrent.futures as cf
 import hashlib
 import multiprocessing
 import os
+import struct
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from lineage import claims, codec, hashing, merkle
 from lineage.keys import KeyRegistry
 from lineage.model import ChainEntry
 from lineage.verify import strict_avro
-from lineage.verify.checks import MAX_TIME_US, Checker, Fail, chain_step, gc_paused
+from lineage.verify.checks import MAX_TIME_US, Checker, Fail, gc_paused
 from lineage.verify.report import Failure, FailureKind, Proven
 
 DERIVED_COLUMNS: tuple[str, ...] = (
@@ -262,7 +263,9 @@ def _fast(
     proven = checker.proven
     cr = merkle.CompactRange()
     append = cr.append_hash
-    leaf_hash = merkle.leaf_hash
+    sha256 = hashlib.sha256
+    entry_prefix, leaf_prefix = hashing.ENTRY_PREFIX, merkle.LEAF_PREFIX
+    u64 = struct.Struct(">Q").pack
     pending = iter(signed)
     nxt = next(pending, None)
     genesis = hashing.genesis_hash
@@ -291,9 +294,14 @@ def _fast(
             seq, prev = 0, genesis(wf)
         else:
             seq, prev = head
-        entry = chain_step(seq, prev, seqs[i], prevs[i], digests[i], pols[i], stated[i])
+        # chain_step and merkle.leaf_hash, inlined: the same preimages (docs/integrity.md)
+        if seqs[i] != seq or prevs[i] != prev:
+            raise ValueError("a chain link differs")
+        entry = sha256(entry_prefix + prev + digests[i] + u64(seq) + pols[i]).digest()
+        if entry != stated[i]:
+            raise ValueError("an entry hash differs")
         heads[wf] = (seq + 1, entry)
-        append(leaf_hash(entry))
+        append(sha256(leaf_prefix + entry).digest())
         while nxt is not None and nxt[0] == i + 1:
             size, root, origin = nxt
             if cr.root() != root:

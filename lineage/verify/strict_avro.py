@@ -94,9 +94,9 @@ class _Gen:
         self.emit(ind + 1, f"if {n} < 0:")
         self.emit(ind + 2, "raise Bad('negative length')")
         self.emit(ind + 1, f"end = pos + {n}")
-        self.emit(ind, "if end > size:")
-        self.emit(ind + 1, "raise Bad('string past the end')")
-        self.emit(ind, f"{target} = txt[pos:end] if txt else buf[pos:end].decode('utf-8')")
+        # An end past the body is caught later: every read after it is out of range, and the
+        # position must end exactly at the body's size.
+        self.emit(ind, f"{target} = @STRING@")
         self.emit(ind, "pos = end")
 
     def value(self, ind: int, schema: Any, target: str) -> None:
@@ -150,6 +150,8 @@ class _Gen:
         n, k, v = self.var("n"), self.var("k"), self.var("v")
         self.emit(ind, f"{target} = {{}}" if is_map else f"{target} = []")
         self.count(ind, n)
+        self.emit(ind, f"if {n} > size:")  # every item takes at least one byte
+        self.emit(ind + 1, "raise Bad('more items than bytes')")
         self.emit(ind, f"if {n}:")
         self.emit(ind + 1, f"for _ in range({n}):")
         if is_map:
@@ -181,26 +183,38 @@ def compile_decoder(schema: Any) -> Decoder | None:
         gen.record(2, schema, "out")
     except _Unsupported:
         return None
+    body = [
+        "    size = len(buf)",
+        "    pos = 0",
+        "    try:",
+        *gen.lines,
+        "    except IndexError:",
+        "        raise Bad('body ends early') from None",
+        "    except UnicodeDecodeError:",
+        "        raise Bad('string is not UTF-8') from None",
+        "    if pos != size:",
+        "        raise Bad('bytes after the record')",
+        "    return out",
+    ]
+    # Two variants: all-ASCII bodies slice their strings from one decoded text.
     source = "\n".join(
         [
+            "def ascii_body(buf, txt):",
+            *(line.replace("@STRING@", "txt[pos:end]") for line in body),
+            "def utf8_body(buf):",
+            *(line.replace("@STRING@", "buf[pos:end].decode('utf-8')") for line in body),
             "def decode(buf, pos):",
             "    if pos:",
-            "        buf, pos = buf[pos:], 0",
-            "    size = len(buf)",
-            "    txt = buf.decode('ascii') if buf.isascii() else None",
-            "    try:",
-            *gen.lines,
-            "    except IndexError:",
-            "        raise Bad('body ends early') from None",
-            "    except UnicodeDecodeError:",
-            "        raise Bad('string is not UTF-8') from None",
-            "    if pos != size:",
-            "        raise Bad('bytes after the record')",
-            "    return out",
+            "        buf = buf[pos:]",
+            "    if buf.isascii():",
+            "        return ascii_body(buf, buf.decode('ascii'))",
+            "    return utf8_body(buf)",
         ]
     )
     namespace: dict[str, Any] = {"varint": _varint, "Bad": StrictDecodeError, **gen.consts}
-    exec(compile(source, f"<strict decoder of {schema.get('name')}>", "exec"), namespace)  # source generated above
+    exec(
+        compile(source, f"<strict decoder of {schema.get('name')}>", "exec"), namespace
+    )  # source generated above
     decoder: Decoder = namespace["decode"]
     return decoder
 
