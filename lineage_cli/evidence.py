@@ -108,12 +108,24 @@ def _fetch_partition(client: Any, sql: str, params: dict[str, Any]) -> LogColumn
     derived = cols[14:]
     derived[_POLICIES] = _json_column(derived[_POLICIES])
     derived[_ATTRIBUTES] = _json_column(derived[_ATTRIBUTES])
-    c = cols
+    wf, seq, eid, digest, prev, entry, policy, body, part, offset, index, seal, at, path = cols[:14]
     return LogColumns(
         params["p"],
-        *(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12]),
-        c[13],
-        list(zip(*derived, strict=True)),
+        wf,
+        seq,
+        eid,
+        digest,
+        prev,
+        entry,
+        policy,
+        body,
+        part,
+        offset,
+        index,
+        seal,
+        at,
+        path,
+        derived,
     )
 
 

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +133,8 @@ class LogColumns:
     """One partition's stored log as the store returned it (unchecked), one list per column.
 
     Rows are in the store's log order. ``seal_path`` holds each row's path nodes concatenated
-    (32 bytes each); ``derived`` each row's DERIVED_COLUMNS values, or None to skip that check.
+    (32 bytes each); ``derived`` one list per DERIVED_COLUMNS column, or None to skip that check
+    (columns, not row tuples: they cross to a worker process far cheaper).
     """
 
     partition: int
@@ -150,14 +152,23 @@ class LogColumns:
     seal_bytes: list[bytes]
     seal_index: list[int]
     seal_path: list[bytes]
-    derived: list[tuple[Any, ...]] | None = None
+    derived: list[list[Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.log_index)
 
+    def derived_rows(self) -> list[tuple[Any, ...]] | None:
+        """Each row's DERIVED_COLUMNS values; a missing or short column makes them unusable."""
+        if self.derived is None:
+            return None
+        n = len(self.log_index)
+        if len(self.derived) != len(DERIVED_COLUMNS) or any(len(c) != n for c in self.derived):
+            raise ValueError("derived columns of another shape than the log")
+        return list(zip(*self.derived, strict=True))
+
     def entries(self) -> Iterator[ChainEntry]:
         """The rows as entries, for the reference path (``StoredEntry`` when derived is set)."""
-        derived = self.derived
+        derived = self.derived_rows()
         for i in range(len(self.log_index)):
             path = self.seal_path[i]
             values = (
@@ -184,6 +195,9 @@ class LogColumns:
 
 ColumnSource = Callable[[], LogColumns]
 """Fetches one partition's columns when called (lazily, in partition order)."""
+
+WORKER_MIN_ROWS = 5_000
+"""A partition with fewer rows is verified in the calling process: a worker costs more to start."""
 
 
 @dataclass(slots=True)
@@ -251,7 +265,7 @@ def _fast(
     digests, prevs, stated = cols.event_digest, cols.prev_hash, cols.entry_hash
     pols, bodies, sparts = cols.policy_digest, cols.event_bytes, cols.source_partition
     lidx, sbytes, sidx, spath = cols.log_index, cols.seal_bytes, cols.seal_index, cols.seal_path
-    derived = cols.derived
+    derived = cols.derived_rows()
     lists = (wfs, seqs, eids, digests, prevs, stated, pols, bodies, sparts, sbytes, sidx, spath)
     if any(len(c) != n for c in lists) or (derived is not None and len(derived) != n):
         raise ValueError("columns of different lengths")
@@ -426,34 +440,48 @@ def outcomes(
     """Each partition's Outcome in partition order; ``jobs`` > 1 verifies in worker processes.
 
     Columns are fetched here, in order, while the workers verify the partitions already
-    fetched. The caller may stop at the first failure; work not yet started is cancelled.
+    fetched; a partition of fewer than ``WORKER_MIN_ROWS`` rows is verified here. The caller
+    may stop at the first failure; work not yet started is then cancelled.
     """
     parts = list(sources)
     jobs = max(1, min(jobs, len(parts)))
-    usage.jobs = jobs
-    if jobs == 1:
+    usage.jobs = 1
+    pool: cf.ProcessPoolExecutor | None = None
+    queue: deque[Outcome | cf.Future[Outcome]] = deque()
+
+    def ready() -> bool:
+        return bool(queue) and (isinstance(queue[0], Outcome) or queue[0].done())
+
+    def take() -> Outcome:
+        head = queue.popleft()
+        out = head if isinstance(head, Outcome) else head.result()
+        if not isinstance(head, Outcome):
+            usage.worker_cpu_s += out.cpu_s
+        (usage.fast if out.fast else usage.reference).append(out.partition)
+        return out
+
+    try:
         for p in parts:
-            out = verify_log(sources[p](), signed[p], notes[p], registry, workflow_id)
-            (usage.fast if out.fast else usage.reference).append(p)
-            yield out
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(
-        jobs, mp_context=ctx, initializer=_init_worker, initargs=(registry.to_json(),)
-    ) as pool:
-        futures: list[cf.Future[Outcome]] = []
-        try:
-            for p in parts:
-                job = _Job(sources[p](), signed[p], notes[p], workflow_id)
-                futures.append(pool.submit(_run_job, job))
-            for fut in futures:
-                out = fut.result()
-                usage.worker_cpu_s += out.cpu_s
-                (usage.fast if out.fast else usage.reference).append(out.partition)
-                yield out
-        finally:
-            for fut in futures:
-                fut.cancel()
+            cols = sources[p]()
+            if jobs == 1 or len(cols) < WORKER_MIN_ROWS:
+                queue.append(verify_log(cols, signed[p], notes[p], registry, workflow_id))
+            else:
+                if pool is None:
+                    pool = cf.ProcessPoolExecutor(
+                        jobs,
+                        mp_context=multiprocessing.get_context("spawn"),
+                        initializer=_init_worker,
+                        initargs=(registry.to_json(),),
+                    )
+                    usage.jobs = jobs
+                queue.append(pool.submit(_run_job, _Job(cols, signed[p], notes[p], workflow_id)))
+            while ready():
+                yield take()
+        while queue:
+            yield take()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def merge(into: Proven, part: Proven) -> None:

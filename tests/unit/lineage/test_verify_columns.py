@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from lineage.model import ChainEntry
-from lineage.verify import FailureKind, Report, verify_entries
+from lineage.verify import FailureKind, Report, columns, verify_entries
 from lineage.verify.columns import (
     DERIVED_COLUMNS,
     LogColumns,
@@ -69,7 +69,9 @@ def _columns(p: int, entries: list[StoredEntry]) -> LogColumns:
         col("seal_bytes"),
         col("seal_index"),
         [b"".join(e.seal_path) for e in entries],
-        [e.columns for e in entries],
+        [list(c) for c in zip(*(e.columns for e in entries), strict=True)]
+        if entries
+        else [[] for _ in DERIVED_COLUMNS],
     )
 
 
@@ -92,6 +94,12 @@ def _comparable(report: Report) -> dict[str, Any]:
     for key in _TIMING:
         doc.pop(key)
     return doc
+
+
+@pytest.fixture(autouse=True)
+def _workers_for_small_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send even these small partitions to the worker processes when jobs > 1."""
+    monkeypatch.setattr(columns, "WORKER_MIN_ROWS", 0)
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
