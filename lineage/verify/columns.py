@@ -419,10 +419,9 @@ def default_jobs() -> int:
 
 @dataclass(slots=True)
 class Usage:
-    """Where the time went: wall and CPU seconds, in this process and in the workers."""
+    """What a run used: its processes, the workers' CPU seconds, which loop decided each partition."""
 
     jobs: int = 1
-    cpu_s: float = 0.0
     worker_cpu_s: float = 0.0
     fast: list[int] = field(default_factory=list)
     reference: list[int] = field(default_factory=list)

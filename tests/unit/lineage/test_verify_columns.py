@@ -207,3 +207,50 @@ def test_a_failure_on_workers_reads_as_in_one_process(data: Dataset) -> None:
     report = _by_columns(data, logs, 2)
     assert report.failure == reference.failure
     assert _comparable(report) == _comparable(reference)
+
+
+def test_cli_reports_jobs_and_entries_per_cpu_second(
+    chdb_client: Any,
+    ch_database: str,
+    data: Dataset,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from lineage_cli import evidence
+    from lineage_cli.main import app
+    from sinks import schema
+
+    schema.migrate(chdb_client, ch_database)
+    chdb_client.insert(
+        "lineage_entries",
+        [rows.entry_row(e) for e in data.entries],
+        column_names=list(rows.ENTRY_COLUMNS),
+        database=ch_database,
+    )
+    chdb_client.insert(
+        "checkpoints",
+        [rows.checkpoint_row(c) for c in data.checkpoints],
+        column_names=list(rows.CHECKPOINT_COLUMNS),
+        database=ch_database,
+    )
+    registry = tmp_path / "auditor.json"
+    data.registry.save(registry)
+    monkeypatch.setenv("LINEAGE_CLICKHOUSE_DATABASE", ch_database)
+    monkeypatch.setattr(evidence, "_client", lambda settings: chdb_client)
+    base = ["verify", "--clickhouse", "--data-dir", str(tmp_path), "--registry", str(registry)]
+    for jobs in ("1", "2"):
+        result = CliRunner().invoke(app, [*base, "--jobs", jobs, "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.output)
+        assert out["jobs"] == int(jobs)
+        assert out["proven"]["log_entries"] == len(data.entries)
+        assert out["entries_per_cpu_s"] > 0 and out["cpu_s"] > 0
+    result = CliRunner().invoke(app, [*base, "--jobs", "0"])
+    assert result.exit_code == 2
+    result = CliRunner().invoke(app, base)
+    assert result.exit_code == 0, result.output
+    assert "per CPU s" in result.output
