@@ -462,18 +462,24 @@ def outcomes(
     try:
         for p in parts:
             cols = sources[p]()
-            if jobs == 1 or len(cols) < WORKER_MIN_ROWS:
-                queue.append(verify_log(cols, signed[p], notes[p], registry, workflow_id))
-            else:
-                if pool is None:
-                    pool = cf.ProcessPoolExecutor(
-                        jobs,
-                        mp_context=multiprocessing.get_context("spawn"),
-                        initializer=_init_worker,
-                        initargs=(registry.to_json(),),
-                    )
+            job = _Job(cols, signed[p], notes[p], workflow_id)
+            submitted = False
+            if jobs > 1 and len(cols) >= WORKER_MIN_ROWS:
+                try:
+                    if pool is None:
+                        pool = cf.ProcessPoolExecutor(
+                            jobs,
+                            mp_context=multiprocessing.get_context("spawn"),
+                            initializer=_init_worker,
+                            initargs=(registry.to_json(),),
+                        )
+                    queue.append(pool.submit(_run_job, job))
                     usage.jobs = jobs
-                queue.append(pool.submit(_run_job, _Job(cols, signed[p], notes[p], workflow_id)))
+                    submitted = True
+                except (OSError, NotImplementedError):  # no processes here: verify in this one
+                    jobs = 1
+            if not submitted:
+                queue.append(verify_log(cols, signed[p], notes[p], registry, workflow_id))
             while ready():
                 yield take()
         while queue:

@@ -254,3 +254,16 @@ def test_cli_reports_jobs_and_entries_per_cpu_second(
     result = CliRunner().invoke(app, base)
     assert result.exit_code == 0, result.output
     assert "per CPU s" in result.output
+
+
+def test_without_worker_processes_it_verifies_in_this_one(
+    data: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_processes(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("no semaphores here")
+
+    monkeypatch.setattr(columns.cf, "ProcessPoolExecutor", no_processes)
+    logs = _stored(data)
+    report = _by_columns(data, logs, 2)
+    assert report.ok and report.jobs == 1
+    assert _comparable(report) == _comparable(_reference(data, logs))
