@@ -101,8 +101,11 @@ def _json_column(texts: Sequence[str]) -> list[Any]:
 
 def _fetch_partition(client: Any, sql: str, params: dict[str, Any]) -> LogColumns:
     """One partition's rows as columns (no Python object per row), with derived columns."""
-    result = client.query(sql, parameters=params, column_formats=_BYTES, column_oriented=True)
-    cols = [list(c) for c in result.result_columns]
+    result = client.query(sql, parameters=params, column_formats=_BYTES)
+    if hasattr(result, "result_columns"):  # clickhouse-connect: its native column blocks
+        cols = [list(c) for c in result.result_columns]
+    else:  # lineage_cli.remote (through `lineage up`) returns rows
+        cols = [list(c) for c in zip(*result.result_rows, strict=True)]
     if not cols:
         cols = [[] for _ in range(14 + len(DERIVED_COLUMNS))]
     derived = cols[14:]
