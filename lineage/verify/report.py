@@ -256,7 +256,8 @@ class Report:
     """What the witness checks established (``lineage.witnessed.WitnessFindings.to_json``),
     None when no witness key or trusted checkpoint was given."""
     cpu_s: float = 0.0
-    """CPU seconds of the verification, this process and its worker processes together."""
+    """CPU seconds of the verification, this process and its worker processes together
+    (stored logs; 0 where not measured)."""
     jobs: int = 1
     """Processes that verified partition logs (1: this one)."""
 
@@ -318,8 +319,9 @@ class Report:
             "not_proven": list(self.not_proven),
             "elapsed_s": round(self.elapsed_s, 6),
             "entries_per_s": round(self.entries_per_s, 1),
-            "cpu_s": round(self.cpu_s, 6),
-            "entries_per_cpu_s": round(self.entries_per_cpu_s, 1),
+            # None where the CPU time was not measured (bundle verification)
+            "cpu_s": round(self.cpu_s, 6) if self.cpu_s > 0 else None,
+            "entries_per_cpu_s": round(self.entries_per_cpu_s, 1) if self.cpu_s > 0 else None,
             "jobs": self.jobs,
             "warnings": list(self.warnings),
             "witness": self.witness,
