@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -405,6 +406,8 @@ _REGISTRY: list[KeyRegistry] = []
 
 
 def _init_worker(registry_doc: dict[str, Any]) -> None:
+    # A worker lives for one run and unpickles millions of acyclic objects: no cycle collector.
+    gc.disable()
     _REGISTRY[:] = [KeyRegistry.from_json(registry_doc)]
 
 
@@ -451,14 +454,16 @@ def outcomes(
     jobs: int,
     usage: Usage,
 ) -> Iterator[Outcome]:
-    """Each partition's Outcome in partition order; ``jobs`` > 1 verifies in worker processes.
+    """Each partition's Outcome in partition order, verified by ``jobs`` processes: this one and
+    ``jobs - 1`` workers.
 
-    Columns are fetched here, in order, while the workers verify the partitions already
-    fetched; a partition of fewer than ``WORKER_MIN_ROWS`` rows is verified here. The caller
-    may stop at the first failure; work not yet started is then cancelled.
+    Columns are fetched here, in order. A partition goes to a worker when one is free, it has
+    at least ``WORKER_MIN_ROWS`` rows and it is not the last; otherwise this process verifies it
+    (no pickling) while the workers verify theirs. The caller may stop at the first failure;
+    work not yet started is then cancelled.
     """
     parts = list(sources)
-    jobs = max(1, min(jobs, len(parts)))
+    workers = max(0, min(jobs, len(parts)) - 1)
     usage.jobs = 1
     pool: cf.ProcessPoolExecutor | None = None
     queue: deque[Outcome | cf.Future[Outcome]] = deque()
@@ -475,25 +480,26 @@ def outcomes(
         return out
 
     try:
-        for p in parts:
+        for k, p in enumerate(parts):
             cols = sources[p]()
-            job = _Job(cols, signed[p], notes[p], workflow_id)
+            busy = sum(1 for f in queue if isinstance(f, cf.Future) and not f.done())
             submitted = False
-            if jobs > 1 and len(cols) >= WORKER_MIN_ROWS:
+            if busy < workers and len(cols) >= WORKER_MIN_ROWS and k < len(parts) - 1:
                 try:
                     if pool is None:
                         pool = cf.ProcessPoolExecutor(
-                            jobs,
+                            workers,
                             mp_context=multiprocessing.get_context("spawn"),
                             initializer=_init_worker,
                             initargs=(registry.to_json(),),
                         )
                     with _without_main():
+                        job = _Job(cols, signed[p], notes[p], workflow_id)
                         queue.append(pool.submit(_run_job, job))
-                    usage.jobs = jobs
+                    usage.jobs = workers + 1
                     submitted = True
                 except (OSError, NotImplementedError):  # no processes here: verify in this one
-                    jobs = 1
+                    workers = 0
             if not submitted:
                 queue.append(verify_log(cols, signed[p], notes[p], registry, workflow_id))
             while ready():

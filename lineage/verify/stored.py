@@ -147,19 +147,20 @@ def verify_entries(
             for cp in checkpoints:
                 if cp.partition in notes:
                     notes[cp.partition].append((cp.tree_size, cp.note))
-            for out in columns.outcomes(
-                sources,
-                signed,
-                {p: [n for _, n in sorted(v)] for p, v in notes.items()},
-                registry,
-                workflow_id,
-                jobs,
-                usage,
-            ):
-                columns.merge(proven, out.proven)
-                found += out.unauthorized_decisions
-                if out.failure is not None:
-                    raise Fail(out.failure)
+            with gc_paused():  # the fetched columns are millions of acyclic objects
+                for out in columns.outcomes(
+                    sources,
+                    signed,
+                    {p: [n for _, n in sorted(v)] for p, v in notes.items()},
+                    registry,
+                    workflow_id,
+                    jobs,
+                    usage,
+                ):
+                    columns.merge(proven, out.proven)
+                    found += out.unauthorized_decisions
+                    if out.failure is not None:
+                        raise Fail(out.failure)
         with gc_paused():
             for p, entries in logs.items():
                 if callable(entries):
