@@ -262,7 +262,7 @@ def test_without_worker_processes_it_verifies_in_this_one(
     def no_processes(*args: Any, **kwargs: Any) -> Any:
         raise OSError("no semaphores here")
 
-    monkeypatch.setattr(columns.cf, "ProcessPoolExecutor", no_processes)
+    monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", no_processes)
     logs = _stored(data)
     report = _by_columns(data, logs, 2)
     assert report.ok and report.jobs == 1
