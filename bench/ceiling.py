@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -101,11 +102,18 @@ def run_ceiling(settings: Settings, log_dir: Path, duration: float) -> dict[str,
 # -- verification ----------------------------------------------------------------
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the verifier's worker processes)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def verify_throughput(client: Any, settings: Settings) -> dict[str, Any]:
     """Run the offline verifier over the run's ClickHouse data (``lineage verify --clickhouse``).
 
     Entries/s are given per second of wall time (chDB query included) and per CPU second of
-    this process; the processor and sink are stopped by then, so the verifier has the machine.
+    this process and its verifier worker processes; the processor and sink are stopped by then,
+    so the verifier has the machine.
     """
     try:
         from lineage.keys import KeyRegistry
@@ -116,12 +124,13 @@ def verify_throughput(client: Any, settings: Settings) -> dict[str, Any]:
             "note": f"no ClickHouse verifier to call ({exc}): not measured",
         }
     registry = KeyRegistry.load(settings.resolved_keys_file)
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    cpu0, t0, children0 = time.process_time(), time.perf_counter(), _children_cpu()
     try:
         report = verify_clickhouse(client, settings.clickhouse_database, registry=registry)
     except Exception as exc:
         return {"entries_per_s": None, "note": f"verify_clickhouse raised {exc!r}: not measured"}
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+    cpu += _children_cpu() - children0  # the verifier's worker processes (--jobs)
     entries = int(report.proven.log_entries)
     doc: dict[str, Any] = {
         "ok": report.ok,
@@ -130,6 +139,7 @@ def verify_throughput(client: Any, settings: Settings) -> dict[str, Any]:
         "cpu_s": round(cpu, 2),
         "entries_per_s": round(entries / wall) if wall > 0 else None,
         "entries_per_cpu_s": round(entries / cpu) if cpu > 0 else None,
+        "jobs": report.jobs,
         "note": f"verify_clickhouse over {entries:,} stored entries of this run, query included",
     }
     if not report.ok and report.failure is not None:

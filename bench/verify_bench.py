@@ -4,29 +4,31 @@ Builds real data with the processor (``tests/support/lineage_builder.py``: seale
 emitters, a PartitionPipeline run, signed checkpoints), then times ``verify_bundle`` on one long
 workflow's bundle, ``verify_entries`` over every stored partition log (with and without the
 derived-column check the ClickHouse verifier runs), and, with ``--chdb``, ``verify_clickhouse`` end
-to end on an in-process chDB engine (query and row parsing included). Each run is repeated and the
-best is kept; rates are given per wall-clock second and per CPU second of this process (the
-one-core figure on a busy machine). Run from the repository root.
+to end on an in-process chDB engine (query and row parsing included): the old path (rows streamed
+into one ``StoredEntry`` each, verified by the reference loop) and the column path with 1 and with
+``--jobs`` worker processes, in the same run. Each run is repeated and the best is kept; rates are
+given per wall-clock second and per CPU second (this process and its finished worker processes:
+the one-core figure). Run from the repository root.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import resource
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any
 
+from lineage.keys import KeyRegistry
 from lineage.model import ChainEntry
 from lineage.verify import Report, verify_bundle, verify_entries
-from lineage_cli.evidence import (
-    DERIVED_COLUMNS,
-    StoredEntry,
-    check_stored_columns,
-    verify_clickhouse,
-)
+from lineage.verify.columns import DERIVED_COLUMNS, StoredEntry, check_stored_columns, default_jobs
+from lineage_cli import evidence
+from lineage_cli.evidence import verify_clickhouse
 from sinks import rows
 from tests.support.lineage_builder import Dataset, build_dataset
 
@@ -43,13 +45,60 @@ def _stored(d: Dataset, p: int) -> list[ChainEntry]:
     return out
 
 
+_OLD_SQL = (
+    "SELECT workflow_id, chain_seq, event_id, event_digest, prev_hash, entry_hash, "
+    "policy_digest, event_bytes, source_partition, source_offset, log_index, seal_bytes, "
+    "seal_index, arrayStringConcat(arrayMap(x -> hex(x), seal_path)) AS seal_path, {derived} "
+    "FROM {db}.lineage_entries FINAL WHERE source_partition = {{p:UInt16}} ORDER BY log_index"
+)
+
+
+def _old_rows(client: Any, sql: str, p: int) -> Iterator[ChainEntry]:
+    """The verifier before the column path: rows streamed into one StoredEntry each."""
+    fmt = {"event_bytes": "bytes", "seal_bytes": "bytes"}
+    with client.query_row_block_stream(sql, parameters={"p": p}, column_formats=fmt) as stream:
+        for block in stream:
+            for r in block:
+                path = bytes.fromhex(r[13])
+                columns = list(r[14:])
+                columns[evidence._POLICIES] = json.loads(columns[evidence._POLICIES])
+                columns[evidence._ATTRIBUTES] = json.loads(columns[evidence._ATTRIBUTES])
+                yield StoredEntry(
+                    *(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]),
+                    r[11],
+                    r[12],
+                    tuple(path[i : i + 32] for i in range(0, len(path), 32)),
+                    (),
+                    tuple(columns),
+                )
+
+
+def _old_clickhouse(client: Any, db: str, registry: KeyRegistry) -> Report:
+    """``verify_clickhouse`` as it was at 36d8cb8 (all partitions, no workflow filter)."""
+    partitions = evidence._partitions(client, db, None)
+    sql = _OLD_SQL.format(derived=evidence._SELECT_DERIVED, db=db)
+    logs = {p: _old_rows(client, sql, p) for p in partitions}
+    return verify_entries(
+        logs,
+        evidence._checkpoints(client, db, partitions),
+        registry=registry,
+        check_columns=check_stored_columns,
+    )
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (worker processes)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ru.ru_utime + ru.ru_stime
+
+
 def _run(name: str, verify: Callable[[], Report], repeat: int) -> dict[str, Any]:
     """Best of ``repeat`` runs: wall and CPU seconds, entries per second of each."""
     best: tuple[float, float, int] | None = None
     for _ in range(repeat):
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu = time.perf_counter(), _cpu()
         report = verify()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall, cpu = time.perf_counter() - wall, _cpu() - cpu
         if not report.ok:
             raise SystemExit(f"{name}: verification failed: {report.failure}")
         n = max(report.proven.events, report.proven.log_entries)
@@ -79,6 +128,9 @@ def main() -> None:
     ap.add_argument("--seal-every", type=int, default=100, help="events per emitter seal")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (best is kept)")
     ap.add_argument("--chdb", action="store_true", help="also verify through chDB (query included)")
+    ap.add_argument(
+        "--jobs", type=int, default=default_jobs(), help="worker processes for the column path"
+    )
     ap.add_argument("--json", action="store_true", help="print results as JSON")
     args = ap.parse_args()
 
@@ -142,13 +194,28 @@ def main() -> None:
             database="bench",
         )
         client.command("OPTIMIZE TABLE bench.lineage_entries FINAL")
-        results.append(
-            _run(
-                "clickhouse (chDB, query included)",
-                lambda: verify_clickhouse(client, "bench", registry=d.registry),
+        old = _run(
+            "clickhouse, old path (rows)",
+            lambda: _old_clickhouse(client, "bench", d.registry),
+            args.repeat,
+        )
+        results.append(old)
+        for jobs in sorted({1, args.jobs}):
+            new = _run(
+                f"clickhouse, columns, --jobs {jobs}",
+                functools.partial(
+                    verify_clickhouse, client, "bench", registry=d.registry, jobs=jobs
+                ),
                 args.repeat,
             )
-        )
+            new["jobs"] = jobs
+            new["speedup_wall"] = old["wall_s"] / new["wall_s"]
+            new["speedup_cpu"] = old["cpu_s"] / new["cpu_s"]
+            print(
+                f"{'':<36} speed-up against the old path: {new['speedup_wall']:.1f}x wall, "
+                f"{new['speedup_cpu']:.1f}x per CPU s"
+            )
+            results.append(new)
     if args.json:
         print(json.dumps(results, indent=2))
 

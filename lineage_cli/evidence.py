@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -41,40 +41,20 @@ from lineage.verify import (
     verify_bundle_bytes,
     verify_entries,
 )
+from lineage.verify.columns import (
+    DERIVED_COLUMNS,
+    ColumnSource,
+    LogColumns,
+    check_stored_columns,
+    default_jobs,
+)
+from lineage.verify.columns import StoredEntry as StoredEntry  # re-exported: the row type
+from lineage.verify.columns import expected_columns as expected_columns  # re-exported
 from lineage.verify.report import printable, time_text
 from lineage.verify.witnessing import WITNESS_POLICY, WITNESS_REGISTRY
 from lineage_cli import witness as witness_cli
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-DERIVED_COLUMNS: tuple[str, ...] = (
-    "kind",
-    "event_time",
-    "principal",
-    "agent_id",
-    "model_id",
-    "model_version",
-    "action",
-    "resource",
-    "authorization_id",
-    "decision",
-    "auth_policy_id",
-    "auth_policy_digest",
-    "determining_policies",
-    "expires_at",
-    "attestation_type",
-    "measurement",
-    "host",
-    "image_digest",
-    "parent_event_id",
-    "parent_workflow_id",
-    "trace_id",
-    "span_id",
-    "emitter_id",
-    "emitter_seq",
-    "attributes",
-)
-"""``lineage_entries`` columns the sink derives from the event bytes; each is checked against them."""
 
 _AS_SELECTED = {
     "event_time": "toUnixTimestamp64Micro(event_time)",
@@ -86,20 +66,7 @@ _AS_SELECTED = {
 _SELECT_DERIVED = ", ".join(_AS_SELECTED.get(c, c) for c in DERIVED_COLUMNS)
 _POLICIES = DERIVED_COLUMNS.index("determining_policies")
 _ATTRIBUTES = DERIVED_COLUMNS.index("attributes")
-_NO_AUTH: dict[str, Any] = {
-    "decision": "",
-    "policy_id": "",
-    "policy_digest": "",
-    "determining_policies": [],
-    "expires_at": None,
-}
-_NO_RUNTIME: dict[str, Any] = {
-    "host": "",
-    "image_digest": None,
-    "attestation_type": None,
-    "measurement": None,
-}
-_BYTES = {"event_bytes": "bytes", "seal_bytes": "bytes"}
+_BYTES = {"event_bytes": "bytes", "seal_bytes": "bytes", "seal_path": "bytes"}
 
 
 def _db(database: str) -> str:
@@ -108,101 +75,61 @@ def _db(database: str) -> str:
     return f"`{database}`"
 
 
-def expected_columns(record: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The DERIVED_COLUMNS values the sink writes for a decoded event (as sinks.rows does)."""
-    auth = record["authorization"] or _NO_AUTH
-    rt = record["runtime"] or _NO_RUNTIME
-    return (
-        record["kind"],
-        record["event_time"],
-        record["principal"],
-        record["agent_id"] or "",
-        record["model_id"] or "",
-        record["model_version"] or "",
-        record["action"],
-        record["resource"] or "",
-        record["authorization_id"] or "",
-        auth["decision"],
-        auth["policy_id"],
-        auth["policy_digest"],
-        list(auth["determining_policies"]),
-        auth["expires_at"],
-        rt["attestation_type"] or "",
-        rt["measurement"] or "",
-        rt["host"],
-        rt["image_digest"] or "",
-        record["parent_event_id"] or "",
-        record["parent_workflow_id"] or "",
-        record["trace_id"] or "",
-        record["span_id"] or "",
-        record["emitter_id"],
-        record["emitter_seq"],
-        dict(record["attributes"]),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEntry(ChainEntry):
-    """A ``lineage_entries`` row: the chain entry plus its stored DERIVED_COLUMNS values."""
-
-    columns: tuple[Any, ...] = ()
-
-
-def check_stored_columns(
-    entry: ChainEntry, record: Mapping[str, Any]
-) -> tuple[str, object, object] | None:
-    """The first stored derived column that differs from the decoded event, as (name, want, got)."""
-    if not isinstance(entry, StoredEntry):
-        return None
-    found = entry.columns
-    expected = expected_columns(record)
-    if expected == found:
-        return None
-    for name, want, got in zip(DERIVED_COLUMNS, expected, found, strict=True):
-        if want != got:
-            return name, want, got
-    return None
-
-
 def _entries_sql(database: str, workflow_id: str | None) -> str:
     wanted = "1" if workflow_id is None else "workflow_id = {wf:String}"
     return (
         f"SELECT workflow_id, chain_seq, event_id, event_digest, prev_hash, entry_hash, "
         f"policy_digest, if({wanted}, event_bytes, '') AS event_bytes, source_partition, "
         f"source_offset, log_index, if({wanted}, seal_bytes, '') AS seal_bytes, seal_index, "
-        f"arrayStringConcat(arrayMap(x -> hex(x), seal_path)) AS seal_path, "
+        # unhex(hex(x)): toString of a FixedString drops its trailing zero bytes
+        f"arrayStringConcat(arrayMap(x -> unhex(hex(x)), seal_path)) AS seal_path, "
         f"{_SELECT_DERIVED} FROM {_db(database)}.lineage_entries FINAL "
         f"WHERE source_partition = {{p:UInt16}} ORDER BY log_index"
     )
 
 
-def _stream_partition(client: Any, sql: str, params: dict[str, Any]) -> Iterator[ChainEntry]:
-    """One partition's rows as chain entries carrying their stored derived columns."""
-    with client.query_row_block_stream(sql, parameters=params, column_formats=_BYTES) as stream:
-        for block in stream:
-            for r in block:
-                path = bytes.fromhex(r[13])
-                columns = list(r[14:])
-                columns[_POLICIES] = json.loads(columns[_POLICIES])
-                columns[_ATTRIBUTES] = json.loads(columns[_ATTRIBUTES])
-                yield StoredEntry(
-                    r[0],
-                    r[1],
-                    r[2],
-                    r[3],
-                    r[4],
-                    r[5],
-                    r[6],
-                    r[7],
-                    r[8],
-                    r[9],
-                    r[10],
-                    r[11],
-                    r[12],
-                    tuple(path[i : i + 32] for i in range(0, len(path), 32)),
-                    (),
-                    tuple(columns),
-                )
+def _json_column(texts: Sequence[str]) -> list[Any]:
+    """JSON texts parsed in one call; text by text when the store's texts do not join up."""
+    try:
+        values = json.loads("[" + ",".join(texts) + "]")
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or len(values) != len(texts):
+        values = [json.loads(t) for t in texts]
+    return values
+
+
+def _fetch_partition(client: Any, sql: str, params: dict[str, Any]) -> LogColumns:
+    """One partition's rows as columns (no Python object per row), with derived columns."""
+    result = client.query(sql, parameters=params, column_formats=_BYTES)
+    if hasattr(result, "result_columns"):  # clickhouse-connect: its native column blocks
+        cols = [list(c) for c in result.result_columns]
+    else:  # lineage_cli.remote (through `lineage up`) returns rows
+        cols = [list(c) for c in zip(*result.result_rows, strict=True)]
+    if not cols:
+        cols = [[] for _ in range(14 + len(DERIVED_COLUMNS))]
+    derived = cols[14:]
+    derived[_POLICIES] = _json_column(derived[_POLICIES])
+    derived[_ATTRIBUTES] = _json_column(derived[_ATTRIBUTES])
+    wf, seq, eid, digest, prev, entry, policy, body, part, offset, index, seal, at, path = cols[:14]
+    return LogColumns(
+        params["p"],
+        wf,
+        seq,
+        eid,
+        digest,
+        prev,
+        entry,
+        policy,
+        body,
+        part,
+        offset,
+        index,
+        seal,
+        at,
+        path,
+        derived,
+    )
 
 
 def _checkpoints(client: Any, database: str, partitions: Sequence[int] | None) -> list[Checkpoint]:
@@ -238,6 +165,7 @@ def verify_clickhouse(
     workflow_id: str | None = None,
     registry_source: str = "the registry given by the caller",
     independent: bool = True,
+    jobs: int | None = None,
 ) -> Report:
     """Verify the lineage tables of ``database``, trusting only ``registry`` and the vkeys.
 
@@ -248,6 +176,9 @@ def verify_clickhouse(
     entry hashes and compared with every signed checkpoint; all chains are checked; the entries
     verified in full (the workflow's, or all) have their event digest, decoding, seal and every
     derived column checked against the exact event bytes.
+
+    Rows are fetched as columns, partition by partition, and verified on ``jobs`` worker
+    processes (default: one per core; 1 verifies in this process).
     """
     partitions = _partitions(client, database, workflow_id)
     if workflow_id is not None and not partitions:
@@ -268,7 +199,10 @@ def verify_clickhouse(
         )
         return everything
     sql = _entries_sql(database, workflow_id)
-    logs = {p: _stream_partition(client, sql, {"p": p, "wf": workflow_id}) for p in partitions}
+    logs: dict[int, ColumnSource] = {
+        p: functools.partial(_fetch_partition, client, sql, {"p": p, "wf": workflow_id})
+        for p in partitions
+    }
     checkpoints = _checkpoints(client, database, partitions)
     report = verify_entries(
         logs,
@@ -280,6 +214,7 @@ def verify_clickhouse(
         source=f"clickhouse {database}",
         registry_source=registry_source,
         independent=independent,
+        jobs=default_jobs() if jobs is None else jobs,
     )
     if report.consistent:
         check_stored_findings(report, checkpoints, _violations(client, database, partitions))
@@ -389,7 +324,7 @@ def export_bundle(
     sql = _entries_sql(database, workflow_id)
     for p in partitions:
         records: list[bytes] = []
-        for e in _stream_partition(client, sql, {"p": p, "wf": workflow_id}):
+        for e in _fetch_partition(client, sql, {"p": p, "wf": workflow_id}).entries():
             if e.log_index != len(records):
                 raise BundleError(
                     f"partition {p}: expected log index {len(records)}, found "
@@ -600,6 +535,14 @@ def verify_cmd(
         str | None,
         typer.Option("--witness-url", help="with --clickhouse: fetch trusted checkpoints"),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            min=1,
+            help="with --clickhouse: processes verifying partition logs (default: one per core)",
+        ),
+    ] = None,
 ) -> None:
     """Verify an evidence bundle, or the ClickHouse tables, trusting only keys you name.
 
@@ -662,6 +605,7 @@ def verify_cmd(
                     workflow_id=workflow,
                     registry_source=keys_source,
                     independent=independent,
+                    jobs=jobs,
                 )
             except LineageError as exc:
                 raise _Unusable(str(exc)) from None
@@ -821,7 +765,13 @@ def print_report(report: Report, title: str, console: Console) -> None:
     table.add_row("decisions re-run", f"{p.decisions_rerun} (same outcome under their policy set)")
     if report.size_bytes is not None:
         table.add_row("input", f"{report.size_bytes:,} bytes")
-    table.add_row("speed", f"{report.entries_per_s:,.0f} entries/s ({report.elapsed_s:.3f} s)")
+    speed = f"{report.entries_per_s:,.0f} entries/s ({report.elapsed_s:.3f} s)"
+    if report.cpu_s > 0:
+        speed += (
+            f"; {report.entries_per_cpu_s:,.0f} per CPU s ({report.cpu_s:.3f} s CPU, "
+            f"{report.jobs} process{'es' if report.jobs > 1 else ''})"
+        )
+    table.add_row("speed", speed)
     console.print(table)
     if report.failure is not None:
         _print_failure(report.failure, console)

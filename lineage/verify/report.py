@@ -255,6 +255,11 @@ class Report:
     witness: dict[str, Any] | None = None
     """What the witness checks established (``lineage.witnessed.WitnessFindings.to_json``),
     None when no witness key or trusted checkpoint was given."""
+    cpu_s: float = 0.0
+    """CPU seconds of the verification, this process and its worker processes together
+    (stored logs; 0 where not measured)."""
+    jobs: int = 1
+    """Processes that verified partition logs (1: this one)."""
 
     @property
     def consistent(self) -> bool:
@@ -291,6 +296,12 @@ class Report:
         n = max(self.proven.log_entries, self.proven.events)
         return n / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def entries_per_cpu_s(self) -> float:
+        """Entries checked per CPU second: the rate of one core."""
+        n = max(self.proven.log_entries, self.proven.events)
+        return n / self.cpu_s if self.cpu_s > 0 else 0.0
+
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
@@ -308,6 +319,10 @@ class Report:
             "not_proven": list(self.not_proven),
             "elapsed_s": round(self.elapsed_s, 6),
             "entries_per_s": round(self.entries_per_s, 1),
+            # None where the CPU time was not measured (bundle verification)
+            "cpu_s": round(self.cpu_s, 6) if self.cpu_s > 0 else None,
+            "entries_per_cpu_s": round(self.entries_per_cpu_s, 1) if self.cpu_s > 0 else None,
+            "jobs": self.jobs,
             "warnings": list(self.warnings),
             "witness": self.witness,
         }

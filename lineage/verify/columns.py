@@ -1,0 +1,550 @@
+"""Stored partition logs verified from column lists (the ClickHouse fast path), on one or more cores.
+
+A store hands back each partition's log as columns; ``verify_log`` checks them in one tight loop
+with the same per-entry checks as ``stored`` (no ``ChainEntry`` per row). Anything it cannot
+accept sends the partition to the reference path (``stored._verify_partition`` over rebuilt
+entries), so a failure is reported exactly as there: same kind, place, expected and found.
+Partitions are independent, so several can be verified at once in worker processes that get the
+columns from the caller (chDB allows one process per data directory).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import gc
+import hashlib
+import multiprocessing
+import os
+import struct
+import sys
+import time
+import types
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lineage import claims, codec, hashing, merkle
+from lineage.keys import KeyRegistry
+from lineage.model import ChainEntry
+from lineage.verify import strict_avro
+from lineage.verify.checks import MAX_TIME_US, Checker, Fail, gc_paused
+from lineage.verify.report import Failure, FailureKind, Proven
+
+DERIVED_COLUMNS: tuple[str, ...] = (
+    "kind",
+    "event_time",
+    "principal",
+    "agent_id",
+    "model_id",
+    "model_version",
+    "action",
+    "resource",
+    "authorization_id",
+    "decision",
+    "auth_policy_id",
+    "auth_policy_digest",
+    "determining_policies",
+    "expires_at",
+    "attestation_type",
+    "measurement",
+    "host",
+    "image_digest",
+    "parent_event_id",
+    "parent_workflow_id",
+    "trace_id",
+    "span_id",
+    "emitter_id",
+    "emitter_seq",
+    "attributes",
+)
+"""``lineage_entries`` columns the sink derives from the event bytes; each is checked against them."""
+
+_NO_AUTH: dict[str, Any] = {
+    "decision": "",
+    "policy_id": "",
+    "policy_digest": "",
+    "determining_policies": [],
+    "expires_at": None,
+}
+_NO_RUNTIME: dict[str, Any] = {
+    "host": "",
+    "image_digest": None,
+    "attestation_type": None,
+    "measurement": None,
+}
+
+
+def expected_columns(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The DERIVED_COLUMNS values the sink writes for a decoded event (as sinks.rows does)."""
+    auth = record["authorization"] or _NO_AUTH
+    rt = record["runtime"] or _NO_RUNTIME
+    return (
+        record["kind"],
+        record["event_time"],
+        record["principal"],
+        record["agent_id"] or "",
+        record["model_id"] or "",
+        record["model_version"] or "",
+        record["action"],
+        record["resource"] or "",
+        record["authorization_id"] or "",
+        auth["decision"],
+        auth["policy_id"],
+        auth["policy_digest"],
+        list(auth["determining_policies"]),
+        auth["expires_at"],
+        rt["attestation_type"] or "",
+        rt["measurement"] or "",
+        rt["host"],
+        rt["image_digest"] or "",
+        record["parent_event_id"] or "",
+        record["parent_workflow_id"] or "",
+        record["trace_id"] or "",
+        record["span_id"] or "",
+        record["emitter_id"],
+        record["emitter_seq"],
+        dict(record["attributes"]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry(ChainEntry):
+    """A ``lineage_entries`` row: the chain entry plus its stored DERIVED_COLUMNS values."""
+
+    columns: tuple[Any, ...] = ()
+
+
+def check_stored_columns(
+    entry: ChainEntry, record: Mapping[str, Any]
+) -> tuple[str, object, object] | None:
+    """The first stored derived column that differs from the decoded event, as (name, want, got)."""
+    if not isinstance(entry, StoredEntry):
+        return None
+    found = entry.columns
+    expected = expected_columns(record)
+    if expected == found:
+        return None
+    for name, want, got in zip(DERIVED_COLUMNS, expected, found, strict=True):
+        if want != got:
+            return name, want, got
+    return None
+
+
+@dataclass(slots=True)
+class LogColumns:
+    """One partition's stored log as the store returned it (unchecked), one list per column.
+
+    Rows are in the store's log order. ``seal_path`` holds each row's path nodes concatenated
+    (32 bytes each); ``derived`` one list per DERIVED_COLUMNS column, or None to skip that check
+    (columns, not row tuples: they cross to a worker process far cheaper).
+    """
+
+    partition: int
+    workflow_id: list[str]
+    chain_seq: list[int]
+    event_id: list[str]
+    event_digest: list[bytes]
+    prev_hash: list[bytes]
+    entry_hash: list[bytes]
+    policy_digest: list[bytes]
+    event_bytes: list[bytes]
+    source_partition: list[int]
+    source_offset: list[int]
+    log_index: list[int]
+    seal_bytes: list[bytes]
+    seal_index: list[int]
+    seal_path: list[bytes]
+    derived: list[list[Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.log_index)
+
+    def derived_rows(self) -> list[tuple[Any, ...]] | None:
+        """Each row's DERIVED_COLUMNS values; a missing or short column makes them unusable."""
+        if self.derived is None:
+            return None
+        n = len(self.log_index)
+        if len(self.derived) != len(DERIVED_COLUMNS) or any(len(c) != n for c in self.derived):
+            raise ValueError("derived columns of another shape than the log")
+        return list(zip(*self.derived, strict=True))
+
+    def entries(self) -> Iterator[ChainEntry]:
+        """The rows as entries, for the reference path (``StoredEntry`` when derived is set)."""
+        derived = self.derived_rows()
+        for i in range(len(self.log_index)):
+            path = self.seal_path[i]
+            values = (
+                self.workflow_id[i],
+                self.chain_seq[i],
+                self.event_id[i],
+                self.event_digest[i],
+                self.prev_hash[i],
+                self.entry_hash[i],
+                self.policy_digest[i],
+                self.event_bytes[i],
+                self.source_partition[i],
+                self.source_offset[i],
+                self.log_index[i],
+                self.seal_bytes[i],
+                self.seal_index[i],
+                tuple(path[j : j + 32] for j in range(0, len(path), 32)),
+            )
+            if derived is None:
+                yield ChainEntry(*values)
+            else:
+                yield StoredEntry(*values, (), derived[i])
+
+
+ColumnSource = Callable[[], LogColumns]
+"""Fetches one partition's columns when called (lazily, in partition order)."""
+
+WORKER_MIN_ROWS = 5_000
+"""A partition with fewer rows is verified in the calling process: a worker costs more to start."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What verifying one partition log gave: its own Proven, and the failure if any."""
+
+    partition: int
+    proven: Proven
+    unauthorized_decisions: list[str]
+    failure: Failure | None
+    fast: bool
+    """True when the fast path accepted the log; False when the reference path decided."""
+    cpu_s: float = 0.0
+    entries: int = 0
+
+
+@dataclass(slots=True)
+class _Job:
+    columns: LogColumns
+    signed: list[tuple[int, bytes, str]]
+    notes: list[str]
+    workflow_id: str | None
+
+
+def _seal_path_nodes(path: bytes) -> tuple[bytes, ...]:
+    return tuple(path[j : j + 32] for j in range(0, len(path), 32))
+
+
+def _event_check(checker: Checker) -> Callable[[bytes, bytes], tuple[bytes, dict[str, Any]]]:
+    """``Checker.event`` with the strict decoder: it raises on whatever it does not accept."""
+    decode = strict_avro.decoder_for("execution_event")
+    if decode is None:
+        return checker.event
+    header = checker.event_header
+    sha256 = hashlib.sha256
+    prefix = hashing.EVENT_PREFIX
+    hlen = codec.HEADER_LEN
+
+    def event(data: bytes, stated: bytes) -> tuple[bytes, dict[str, Any]]:
+        digest = sha256(prefix + data).digest()
+        if digest != stated or data[:hlen] != header:
+            raise ValueError("the event digest or header differs")
+        record = decode(data, hlen)
+        if not 0 <= record["event_time"] <= MAX_TIME_US:
+            raise ValueError("the event time is out of range")
+        return digest, record
+
+    return event
+
+
+def _fast(
+    cols: LogColumns,
+    signed: list[tuple[int, bytes, str]],
+    checker: Checker,
+    workflow_id: str | None,
+    bind: Callable[[str], None],
+) -> tuple[set[bytes], dict[str, str]]:
+    """The happy path: raises on anything it does not accept (the reference path then decides).
+
+    The same checks as ``stored._verify_partition``, in the same order, on column lists.
+    """
+    p = cols.partition
+    n = len(cols.log_index)
+    wfs, seqs, eids = cols.workflow_id, cols.chain_seq, cols.event_id
+    digests, prevs, stated = cols.event_digest, cols.prev_hash, cols.entry_hash
+    pols, bodies, sparts = cols.policy_digest, cols.event_bytes, cols.source_partition
+    lidx, sbytes, sidx, spath = cols.log_index, cols.seal_bytes, cols.seal_index, cols.seal_path
+    derived = cols.derived_rows()
+    lists = (wfs, seqs, eids, digests, prevs, stated, pols, bodies, sparts, sbytes, sidx, spath)
+    if any(len(c) != n for c in lists) or (derived is not None and len(derived) != n):
+        raise ValueError("columns of different lengths")
+    if lidx != list(range(n)) or any(s != p for s in sparts):
+        raise ValueError("log positions are not 0..n-1 of this partition")
+    heads: dict[str, tuple[int, bytes]] = {}
+    last_kind: dict[str, str] = {}
+    policies: set[bytes] = set()
+    proven = checker.proven
+    cr = merkle.CompactRange()
+    append = cr.append_hash
+    sha256 = hashlib.sha256
+    entry_prefix, leaf_prefix = hashing.ENTRY_PREFIX, merkle.LEAF_PREFIX
+    u64 = struct.Struct(">Q").pack
+    pending = iter(signed)
+    nxt = next(pending, None)
+    genesis = hashing.genesis_hash
+    event, bind_event, seal, note_event = (
+        _event_check(checker),
+        checker.bind,
+        checker.seal,
+        checker.note_event,
+    )
+    full_all = workflow_id is None
+    for i in range(n):
+        wf = wfs[i]
+        if full_all or wf == workflow_id:
+            digest, record = event(bodies[i], digests[i])
+            bind_event(record, eids[i], wf, p)
+            if derived is not None and expected_columns(record) != derived[i]:
+                raise ValueError("a derived column differs")
+            seal(record, digest, sbytes[i], sidx[i], _seal_path_nodes(spath[i]))
+            note_event(record)
+            policies.add(pols[i])
+            last_kind[wf] = record["kind"]
+        head = heads.get(wf)
+        prev: bytes
+        if head is None:
+            bind(wf)
+            seq, prev = 0, genesis(wf)
+        else:
+            seq, prev = head
+        # chain_step and merkle.leaf_hash, inlined: the same preimages (docs/integrity.md)
+        if seqs[i] != seq or prevs[i] != prev:
+            raise ValueError("a chain link differs")
+        entry = sha256(entry_prefix + prev + digests[i] + u64(seq) + pols[i]).digest()
+        if entry != stated[i]:
+            raise ValueError("an entry hash differs")
+        heads[wf] = (seq + 1, entry)
+        append(sha256(leaf_prefix + entry).digest())
+        while nxt is not None and nxt[0] == i + 1:
+            size, root, origin = nxt
+            if cr.root() != root:
+                raise ValueError("a checkpoint root differs")
+            proven.checkpoints.append(f"{origin} size {size} root {root.hex()}")
+            proven.note_log(origin, size, root)
+            nxt = next(pending, None)
+    if nxt is not None:
+        raise ValueError("a checkpoint covers more entries than the log holds")
+    return policies, last_kind
+
+
+def _finish(
+    proven: Proven,
+    size: int,
+    signed: list[tuple[int, bytes, str]],
+    policies: set[bytes],
+    last_kind: Mapping[str, str],
+) -> None:
+    """The partition's totals, as ``stored._verify_partition`` records them."""
+    proven.log_entries += size
+    proven.policy_digests.update(d.hex() for d in policies)
+    if signed:
+        proven.unanchored += size - signed[-1][0]
+        proven.complete_as_of.append(f"{signed[-1][2]} size {signed[-1][0]}")
+    else:
+        proven.unanchored += size
+    for wf, kind in last_kind.items():
+        if kind == "WORKFLOW_COMPLETED":
+            proven.completed_workflows.add(wf)
+
+
+def verify_log(
+    cols: LogColumns,
+    signed: list[tuple[int, bytes, str]],
+    notes: Sequence[str],
+    registry: KeyRegistry,
+    workflow_id: str | None,
+) -> Outcome:
+    """Verify one partition's columns; the reference path decides whatever the fast one refuses.
+
+    ``signed`` are the partition's verified (size, root, origin), ascending; ``notes`` its
+    verified checkpoint notes, oldest first (for the partition binding).
+    """
+    from lineage.verify.stored import _verify_partition
+
+    cpu = time.process_time()
+    p = cols.partition
+    proven = Proven()
+    checker = Checker(registry, [], proven, decisions_fail=False)
+    failure: Failure | None = None
+    fast = True
+    with gc_paused():
+        try:
+            bind, _ = claims.stored_binding(p, notes)
+            policies, last_kind = _fast(cols, signed, checker, workflow_id, bind)
+            _finish(proven, len(cols), signed, policies, last_kind)
+        except Exception:  # anything refused: the reference path gives the verdict and the words
+            fast = False
+            proven = Proven()
+            checker = Checker(registry, [], proven, decisions_fail=False)
+            check = check_stored_columns if cols.derived is not None else None
+            try:
+                bind, _ = claims.stored_binding(p, notes)
+                _verify_partition(p, cols.entries(), signed, checker, workflow_id, check, bind)
+            except Fail as exc:
+                failure = exc.failure
+            except claims.ClaimFailure as exc:
+                failure = Failure(
+                    FailureKind(exc.kind), str(exc), exc.where, exc.expected, exc.found
+                )
+    return Outcome(
+        p,
+        proven,
+        checker.unauthorized_decisions,
+        failure,
+        fast,
+        time.process_time() - cpu,
+        len(cols),
+    )
+
+
+_REGISTRY: list[KeyRegistry] = []
+
+
+def _init_worker(registry_doc: dict[str, Any]) -> None:
+    # A worker lives for one run and unpickles millions of acyclic objects: no cycle collector.
+    gc.disable()
+    _REGISTRY[:] = [KeyRegistry.from_json(registry_doc)]
+
+
+def _run_job(job: _Job) -> Outcome:
+    return verify_log(job.columns, job.signed, job.notes, _REGISTRY[0], job.workflow_id)
+
+
+@contextlib.contextmanager
+def _without_main() -> Iterator[None]:
+    """Workers started meanwhile do not import the caller's ``__main__`` (the CLI's: ~1.3 s of
+    CPU each); they need only this module, which the pickled jobs name."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def default_jobs() -> int:
+    """Worker processes by default: the cores this process may run on."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+@dataclass(slots=True)
+class Usage:
+    """What a run used: its processes, the workers' CPU seconds, which loop decided each partition."""
+
+    jobs: int = 1
+    worker_cpu_s: float = 0.0
+    fast: list[int] = field(default_factory=list)
+    reference: list[int] = field(default_factory=list)
+
+
+def outcomes(
+    sources: Mapping[int, ColumnSource],
+    signed: Mapping[int, list[tuple[int, bytes, str]]],
+    notes: Mapping[int, list[str]],
+    registry: KeyRegistry,
+    workflow_id: str | None,
+    jobs: int,
+    usage: Usage,
+) -> Iterator[Outcome]:
+    """Each partition's Outcome in partition order, verified by ``jobs`` processes: this one and
+    ``jobs - 1`` workers.
+
+    Columns are fetched here, in order. A partition goes to a worker when one is free, it has
+    at least ``WORKER_MIN_ROWS`` rows and it is not the last; otherwise this process verifies it
+    (no pickling) while the workers verify theirs. The caller may stop at the first failure;
+    work not yet started is then cancelled.
+    """
+    parts = list(sources)
+    workers = max(0, min(jobs, len(parts)) - 1)
+    usage.jobs = 1
+    pool: cf.ProcessPoolExecutor | None = None
+    queue: deque[Outcome | cf.Future[Outcome]] = deque()
+
+    def ready() -> bool:
+        return bool(queue) and (isinstance(queue[0], Outcome) or queue[0].done())
+
+    def take() -> Outcome:
+        head = queue.popleft()
+        out = head if isinstance(head, Outcome) else head.result()
+        if not isinstance(head, Outcome):
+            usage.worker_cpu_s += out.cpu_s
+        (usage.fast if out.fast else usage.reference).append(out.partition)
+        return out
+
+    try:
+        for k, p in enumerate(parts):
+            cols = sources[p]()
+            busy = sum(1 for f in queue if isinstance(f, cf.Future) and not f.done())
+            submitted = False
+            if busy < workers and len(cols) >= WORKER_MIN_ROWS and k < len(parts) - 1:
+                try:
+                    if pool is None:
+                        pool = cf.ProcessPoolExecutor(
+                            workers,
+                            mp_context=multiprocessing.get_context("spawn"),
+                            initializer=_init_worker,
+                            initargs=(registry.to_json(),),
+                        )
+                    with _without_main():
+                        job = _Job(cols, signed[p], notes[p], workflow_id)
+                        queue.append(pool.submit(_run_job, job))
+                    usage.jobs = workers + 1
+                    submitted = True
+                except (OSError, NotImplementedError):  # no processes here: verify in this one
+                    workers = 0
+            if not submitted:
+                queue.append(verify_log(cols, signed[p], notes[p], registry, workflow_id))
+            while ready():
+                yield take()
+        while queue:
+            yield take()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def merge(into: Proven, part: Proven) -> None:
+    """Add one partition's Proven to the run's (partitions in order)."""
+    into.events += part.events
+    into.workflows |= part.workflows
+    into.completed_workflows |= part.completed_workflows
+    first, last = part.first_event_us, part.last_event_us
+    if first is not None and (into.first_event_us is None or first < into.first_event_us):
+        into.first_event_us = first
+    if last is not None and (into.last_event_us is None or last > into.last_event_us):
+        into.last_event_us = last
+    into.principals |= part.principals
+    into.agents |= part.agents
+    into.emitters |= part.emitters
+    into.keys |= part.keys
+    into.policy_digests |= part.policy_digests
+    into.checkpoints += part.checkpoints
+    for origin, (size, root) in part.logs.items():
+        into.note_log(origin, size, bytes.fromhex(root))
+    into.log_entries += part.log_entries
+    into.unanchored += part.unanchored
+    into.complete_as_of += part.complete_as_of
+
+
+__all__ = [
+    "DERIVED_COLUMNS",
+    "ColumnSource",
+    "LogColumns",
+    "Outcome",
+    "StoredEntry",
+    "Usage",
+    "check_stored_columns",
+    "default_jobs",
+    "expected_columns",
+    "merge",
+    "outcomes",
+    "verify_log",
+]
