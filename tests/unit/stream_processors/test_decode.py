@@ -261,3 +261,28 @@ def test_the_pipeline_quarantines_each_bad_record_byte_for_byte() -> None:
         (r.value, r.key, r.offset, TOPIC) for r in records[2:]
     ]
     assert out.violations == []
+
+
+def test_events_decode_through_the_strict_decoder_to_the_reference_record() -> None:
+    from stream_processors.decode import _strict_event
+
+    _, raw = _one_event(principal="user:ålice", attributes={"k": "v"})
+    value = raw.value or b""
+    strict = _strict_event(value)
+    assert strict is not None, "a canonical event must take the fast path"
+    assert strict == codec.load("execution_event").decode_body(value)
+
+
+def test_a_non_canonical_spelling_is_refused_as_before_through_the_reference_decoder() -> None:
+    from stream_processors.decode import _strict_event
+
+    _, raw = _one_event(principal="user:alice")
+    value = raw.value or b""
+    # The principal's length (10, zig-zag 0x14) spelled as an over-long two-byte varint: fastavro
+    # reads the same record, so only the canonical-spelling check can refuse it.
+    at = value.index(b"\x14user:alice")
+    longer = value[:at] + b"\x94\x00" + value[at + 1 :]
+    assert _strict_event(longer) is None
+    with pytest.raises(DecodeError, match="not the canonical Avro binary encoding") as err:
+        Decoder(Limits()).decode(replace_value(raw, longer))
+    assert err.value.code == "MALFORMED_AVRO"
