@@ -97,6 +97,7 @@ class TableStore:
         ``table.send_changelog``, which queues it in faust's producer buffer)."""
         self.table = table
         self.partition = partition
+        self._undo_kept: list[bytes] = []  # keys whose in-memory record still holds an undo value
         self.send = send or table.send_changelog
         if fence is not None:
             found = table.data.get(fence_key(partition))
@@ -126,11 +127,27 @@ class TableStore:
         return batch, body[:n] if flags & 1 else None, body[n:] if flags & 2 else None
 
     def _write(self, raw: bytes, batch: int, prev: bytes | None, value: bytes | None) -> None:
-        flags = int(prev is not None) | int(value is not None) << 1
-        head = self._HEAD.pack(self._FORMAT, batch, flags, len(prev or b""))
-        data = head + (prev or b"") + (value or b"")
+        data = self._pack(batch, prev, value)
         self.table.data[raw] = data
         self.send(self.partition, raw, data)
+        if prev is not None:
+            self._undo_kept.append(raw)
+
+    def _pack(self, batch: int, prev: bytes | None, value: bytes | None) -> bytes:
+        flags = int(prev is not None) | int(value is not None) << 1
+        head = self._HEAD.pack(self._FORMAT, batch, flags, len(prev or b""))
+        return head + (prev or b"") + (value or b"")
+
+    def _drop_committed_undo(self) -> None:
+        """Once the meta record committed a batch, its records' replaced values are needed only
+        by a restore, which reads the changelog (where they stay), never this process's memory:
+        keep the in-memory copies without them. Otherwise every key keeps the last value it
+        replaced, e.g. a completed workflow's whole state next to its ~90-byte shrunk record."""
+        for raw in self._undo_kept:
+            rec = self._record(raw)
+            if rec is not None and rec[0] <= self.committed and rec[1] is not None:
+                self.table.data[raw] = self._pack(rec[0], None, rec[2])
+        self._undo_kept.clear()
 
     def _roll_back(self) -> None:
         undone = 0
@@ -184,6 +201,7 @@ class TableStore:
         self._write(raw, self.batch, None, value)  # the pipeline writes its meta last: the commit
         self.committed = self.batch
         self.batch += 1
+        self._drop_committed_undo()
 
     def _put_parts(self, raw: bytes, value: bytes) -> bytes:
         """Write ``value`` as part records of this batch; returns the index record's value.
