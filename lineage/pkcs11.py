@@ -164,6 +164,21 @@ def _read_pin(path: Path, what: str) -> str:
 
 _libs: dict[str, Any] = {}
 _libs_lock = threading.Lock()
+_call_locks: dict[str, threading.RLock] = {}
+
+
+def _library_lock(module: str) -> threading.RLock:
+    """The lock every call into ``module`` holds.
+
+    python-pkcs11 initialises the library with ``C_Initialize(NULL)``, which tells it that
+    the application never calls it from two threads at once, and it releases the GIL during
+    each call. SoftHSM2 then does no locking of its own: two emitters signing at the same time
+    through their own sessions corrupted its session table and crashed the process in
+    ``C_Sign``. One signature costs about 200 µs and there is one per seal, so serialising is
+    cheap.
+    """
+    with _libs_lock:
+        return _call_locks.setdefault(module, threading.RLock())
 
 
 def _pkcs11() -> Any:
@@ -262,18 +277,19 @@ def _raw_public(ec_point: bytes) -> bytes:
 class TokenKey(ExternalEd25519Key):
     """A private Ed25519 key object inside a PKCS#11 token, used through one logged-in session.
 
-    Signing is serialised (a PKCS#11 session is not for concurrent use) and reopens the
-    session once if the token dropped it.
+    Signing is serialised with every other call into the same library (``_library_lock``)
+    and reopens the session once if the token dropped it.
     """
 
     def __init__(self, uri: Pkcs11Uri, config: TokenConfig, expected_public: bytes | None) -> None:
         self._uri = uri
         self._config = config
-        self._lock = threading.Lock()
+        self._lock = _library_lock(config.module_for(uri))
         self._session: Any = None
         self._key: Any = None
         self._closed = False
-        public = self._open()
+        with self._lock:
+            public = self._open()
         if expected_public is not None and public != expected_public:
             self._close()
             raise ConfigError(
@@ -376,9 +392,6 @@ def generate_token_key(
     existing object with the same label is never replaced. The record's ``key_uri`` is the
     given URI without its query (no module path or PIN source is recorded).
     """
-    pkcs11 = _pkcs11()
-    from pkcs11 import Attribute, KeyType, Mechanism
-
     if not subject:
         raise ConfigError("subject must be a non-empty string")
     if valid_days is not None and valid_days < 1:
@@ -387,6 +400,28 @@ def generate_token_key(
     config = config or TokenConfig()
     label = parsed.label
     key_id_attr = parsed.path.get("id") or label.encode("utf-8")
+    with _library_lock(config.module_for(parsed)):
+        raw = _generate_pair(uri, parsed, config, label, key_id_attr)
+    now = _now_us() if not_before_us is None else not_before_us
+    return KeyRecord(
+        key_id=key_id_for(raw),
+        public_key=raw,
+        role=role,
+        subject=subject,
+        not_before_us=now,
+        not_after_us=None if valid_days is None else now + valid_days * 86_400_000_000,
+        custody=CUSTODY_PKCS11,
+        key_uri=uri.split("?", 1)[0],
+    )
+
+
+def _generate_pair(
+    uri: str, parsed: Pkcs11Uri, config: TokenConfig, label: str, key_id_attr: bytes
+) -> bytes:
+    """Generate the pair on the token; returns its raw public key."""
+    pkcs11 = _pkcs11()
+    from pkcs11 import Attribute, KeyType, Mechanism
+
     token = _token(parsed, config)
     session = _open_session(token, parsed, config, rw=True)
     try:
@@ -421,20 +456,9 @@ def generate_token_key(
                 f"{uri}: the token cannot generate an Ed25519 key pair "
                 f"(CKM_EC_EDWARDS_KEY_PAIR_GEN): {exc!r}"
             ) from None
-        raw = _raw_public(public[Attribute.EC_POINT])
+        return _raw_public(public[Attribute.EC_POINT])
     finally:
         session.close()
-    now = _now_us() if not_before_us is None else not_before_us
-    return KeyRecord(
-        key_id=key_id_for(raw),
-        public_key=raw,
-        role=role,
-        subject=subject,
-        not_before_us=now,
-        not_after_us=None if valid_days is None else now + valid_days * 86_400_000_000,
-        custody=CUSTODY_PKCS11,
-        key_uri=uri.split("?", 1)[0],
-    )
 
 
 def ensure_token_keys(

@@ -289,3 +289,49 @@ def test_token_key_reopens_a_dropped_session(hsm: SoftHsm) -> None:
     key.close()
     with pytest.raises(ConfigError, match="the token key was closed"):
         key.sign(b"closed")
+
+
+_CONCURRENT_SIGNERS = """
+import sys, threading
+from lineage.pkcs11 import TokenConfig, generate_token_key, open_token_key
+from lineage.keys import Role
+from pathlib import Path
+module, pin_file, label = sys.argv[1:4]
+config = TokenConfig(module=module, pin_file=Path(pin_file))
+uris = [f"pkcs11:token={label};object=k{i}" for i in range(4)]
+records = [generate_token_key(u, f"s{i}", Role.EMITTER, config=config) for i, u in enumerate(uris)]
+keys = [open_token_key(u, r.public_key, config) for u, r in zip(uris, records)]
+failures = []
+
+def run(key):
+    try:
+        for n in range(300):
+            message = b"seal %d" % n
+            key.public_key().verify(key.sign(message), message)
+    except Exception as exc:  # reported below; the parent asserts on it
+        failures.append(repr(exc))
+
+threads = [threading.Thread(target=run, args=(k,)) for k in keys]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("signed", 4 * 300, "failures", failures)
+"""
+
+
+def test_keys_of_one_token_sign_from_many_threads_at_once(hsm: SoftHsm) -> None:
+    """Four emitters' seal timers sign at the same time (the demo's case). python-pkcs11 tells
+    the library it is never called concurrently and SoftHSM2 then does no locking: unserialised,
+    C_Sign crashed the process. The run is a child process so a crash cannot take pytest down."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _CONCURRENT_SIGNERS, hsm.module, str(hsm.pin_file), hsm.label],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
+    assert run.stdout.strip() == "signed 1200 failures []", run.stdout
