@@ -86,6 +86,17 @@ class _Consumer(faust_aiokafka.Consumer):
         self.seek_targets.set(partition, offset)
         await super().seek(partition, offset)
 
+    async def _seek(self, partition: Any, offset: int) -> None:
+        # faust calls aiokafka's seek from this loop's thread while the consumer thread may be
+        # inside fetched_records, which then deletes a partition's records the seek has already
+        # deleted (KeyError, the worker crashes). The seek runs in the consumer's own thread.
+        thread = self._thread
+
+        async def seek_there() -> None:
+            thread.seek(partition, offset)
+
+        await thread.call_thread(seek_there)
+
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         targets = self.seek_targets
         async for tp, message in super().getmany(timeout):

@@ -88,3 +88,30 @@ def test_catch_up_waits_for_the_target_and_asks_again_after_a_while() -> None:
     records, retry = cu.admit(0, _records([41, 42]))
     assert records == [] and retry, "expected the seek repeated when the target never came"
     assert cu.seeking[0][0] == 20
+
+
+def test_the_seek_runs_in_the_consumer_thread() -> None:
+    """faust calls aiokafka's seek from the agent loop's thread while the consumer thread may be
+    inside ``fetched_records``; both delete the partition's fetched records and the second
+    delete crashed the restarted worker (KeyError in aiokafka's fetcher, CI run of stop 15)."""
+    calls: list[tuple[str, Any, int]] = []
+
+    class _Thread:
+        inside = False
+
+        async def call_thread(self, fn: Any) -> Any:
+            self.inside = True
+            try:
+                return await fn()
+            finally:
+                self.inside = False
+
+        def seek(self, tp: Any, offset: int) -> None:
+            calls.append(("in consumer thread" if self.inside else "in caller thread", tp, offset))
+
+    consumer = object.__new__(_Consumer)
+    consumer._thread = _Thread()
+    tp = TP("ev", 3)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, consumer._seek(tp, 20)).result(timeout=10)
+    assert calls == [("in consumer thread", tp, 20)]
