@@ -8,7 +8,7 @@ from typing import Any
 from lineage import codec, hashing
 from lineage.errors import DecodeError, SchemaViolation
 from lineage.model import SEALED_BATCH_VERSION, ExecutionEvent, Seal
-from lineage.verify.strict_avro import StrictDecodeError, decoder_for
+from lineage.verify.strict_avro import decoder_for
 from stream_processors.records import DecodedBatch, DecodedSeal, PendingEvent, RawRecord
 
 BATCH_KEY_PREFIX = b"batch:"
@@ -182,5 +182,5 @@ def _strict_event(value: bytes) -> dict[str, Any] | None:
         return None
     try:
         return _STRICT_EVENT(value, codec.HEADER_LEN)
-    except (StrictDecodeError, Exception):  # any refusal routes to the reference decoder
+    except Exception:  # any refusal (StrictDecodeError or other) routes to the reference decoder
         return None

@@ -97,7 +97,8 @@ class TableStore:
         ``table.send_changelog``, which queues it in faust's producer buffer)."""
         self.table = table
         self.partition = partition
-        self._undo_kept: list[bytes] = []  # keys whose in-memory record still holds an undo value
+        # keys whose in-memory record still holds an undo value: their batch and new value
+        self._undo_kept: dict[bytes, tuple[int, bytes | None]] = {}
         self.send = send or table.send_changelog
         if fence is not None:
             found = table.data.get(fence_key(partition))
@@ -131,7 +132,7 @@ class TableStore:
         self.table.data[raw] = data
         self.send(self.partition, raw, data)
         if prev is not None:
-            self._undo_kept.append(raw)
+            self._undo_kept[raw] = (batch, value)
 
     def _pack(self, batch: int, prev: bytes | None, value: bytes | None) -> bytes:
         flags = int(prev is not None) | int(value is not None) << 1
@@ -143,10 +144,8 @@ class TableStore:
         by a restore, which reads the changelog (where they stay), never this process's memory:
         keep the in-memory copies without them. Otherwise every key keeps the last value it
         replaced, e.g. a completed workflow's whole state next to its ~90-byte shrunk record."""
-        for raw in self._undo_kept:
-            rec = self._record(raw)
-            if rec is not None and rec[0] <= self.committed and rec[1] is not None:
-                self.table.data[raw] = self._pack(rec[0], None, rec[2])
+        for raw, (batch, value) in self._undo_kept.items():
+            self.table.data[raw] = self._pack(batch, None, value)
         self._undo_kept.clear()
 
     def _roll_back(self) -> None:
@@ -222,6 +221,7 @@ class TableStore:
         unreferenced record behind, nothing worse.
         """
         raw = key.encode()
+        self._undo_kept.pop(raw, None)
         if self.table.data.pop(raw, None) is not None:
             self.send(self.partition, raw, None)
 
