@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import threading
 import time
@@ -61,8 +62,6 @@ def begin_epoch(settings: Settings) -> Path | None:
     epoch: the previous tables move, intact and verifiable, to ``<data dir>/epochs/<n>/`` with a
     copy of the public key registry, and this run starts new tables.
     """
-    import shutil
-
     chdb = settings.chdb_path
     if settings.clickhouse_url or not chdb.exists() or not any(chdb.iterdir()):
         return None
@@ -86,6 +85,97 @@ def begin_epoch(settings: Settings) -> Path | None:
         json.dumps({"epoch": n, "archived_at": time.time(), "reason": "lineage up restarted"})
     )
     return target
+
+
+STORE_MARKER = "lineage-snapshot-marker"
+
+
+def claim_resume(settings: Settings, console: Console) -> Path | None:
+    """The broker snapshot the previous run saved, if this run can resume from it.
+
+    It can when the embedded broker and chDB are in use and the chDB directory still holds the
+    marker the snapshot names (the store is the one the snapshot goes with). The snapshot is
+    claimed either way: it is never loaded twice, so a run that crashes before saving its own
+    comes back as a new epoch, not as a state older than its store.
+    """
+    from infra import broker_snapshot
+
+    if settings.clickhouse_url or not settings.embedded_broker:
+        return None
+    claimed = broker_snapshot.take(settings.data_dir)
+    if claimed is None:
+        return None
+    marker = settings.chdb_path / STORE_MARKER
+    try:
+        manifest = broker_snapshot.read_manifest(claimed)
+    except broker_snapshot.SnapshotError as exc:
+        console.print(f"[yellow]cannot resume:[/] {exc}")
+        return None
+    found = marker.read_text().strip() if marker.exists() else None
+    if found is None or manifest.store.get("marker") != found:
+        console.print(
+            f"[yellow]cannot resume:[/] the broker snapshot {claimed.name} does not go with the "
+            "stored lineage (its store marker is missing or another)"
+        )
+        return None
+    marker.unlink()
+    return claimed
+
+
+def _resume_into(stack: Any, claimed: Path, console: Console) -> None:
+    from infra import broker_snapshot
+
+    started = time.monotonic()
+    manifest = broker_snapshot.load(stack.bootstrap, claimed)
+    records = sum(n for ps in manifest.records.values() for n in ps.values())
+    shutil.rmtree(claimed, ignore_errors=True)  # loaded once, never again (a failed load stays)
+    console.print(
+        f"resumed: {records:,} records of {len(manifest.topics)} topics and the offsets of "
+        f"{len(manifest.groups)} consumer groups loaded into the broker from {claimed.name} in "
+        f"{time.monotonic() - started:.1f} s; workflows continue their chains (docs/console.md)",
+        soft_wrap=True,
+    )
+
+
+def save_on_stop(settings: Settings, stack: Any, processor: Any, console: Console) -> None:
+    """Stop the processor, then copy the broker's topics to disk for the next run to resume.
+
+    Runs after the sink and the web app have stopped and before the broker does. A failure is
+    reported, not raised: the next run then starts a new log epoch.
+    """
+    from infra import broker_snapshot
+    from infra.embedded import stop_process
+
+    stop_process(processor, timeout=20)
+    started = time.monotonic()
+    token = secrets.token_hex(16)
+    try:
+        manifest = broker_snapshot.save(stack.bootstrap, settings.data_dir, store={"marker": token})
+        (settings.chdb_path / STORE_MARKER).write_text(token + "\n")
+    except Exception as exc:  # reported: the broker is about to stop either way
+        console.print(
+            f"[red]could not save the broker's topics:[/] {exc!r}; the next lineage up starts a "
+            "new log epoch",
+            soft_wrap=True,
+        )
+        return
+    records = sum(n for ps in manifest.records.values() for n in ps.values())
+    console.print(
+        f"saved {records:,} records of {len(manifest.topics)} topics to "
+        f"{settings.data_dir / broker_snapshot.SNAPSHOT_DIR} in "
+        f"{time.monotonic() - started:.1f} s; the next lineage up resumes from them",
+        soft_wrap=True,
+    )
+
+
+def _announce_epoch(settings: Settings, console: Console) -> None:
+    archived = begin_epoch(settings)
+    if archived is not None:
+        console.print(
+            f"new log epoch: the previous run's lineage is kept, verifiable, in {archived} "
+            f"(lineage verify --clickhouse --data-dir {archived} --registry REGISTRY); "
+            "see docs/console.md"
+        )
 
 
 def _port_free(port: int) -> bool:
@@ -201,13 +291,9 @@ def run_up(
     # A shell starting us in the background ignores SIGINT; Ctrl-C and `kill -INT` must stop us.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    archived = begin_epoch(settings)
-    if archived is not None:
-        console.print(
-            f"new log epoch: the previous run's lineage is kept, verifiable, in {archived} "
-            f"(lineage verify --clickhouse --data-dir {archived} --registry REGISTRY); "
-            "see docs/console.md"
-        )
+    resume = claim_resume(settings, console)
+    if resume is None:
+        _announce_epoch(settings, console)
     signers = demo_signers(settings)
     policy = PolicySet.load(settings.resolved_policy_file)
     token = settings.console_token.get_secret_value() if settings.console_token else None
@@ -216,9 +302,19 @@ def run_up(
     try:
         with terminate_on_signals():
             stack = _open_stack_on_saved_port(settings, console)
+            if resume is not None:
+                try:
+                    _resume_into(stack, resume, console)
+                except Exception as exc:  # a partly loaded broker is dropped, not used
+                    stack.stop()
+                    console.print(f"[yellow]cannot resume from {resume.name}:[/] {exc}")
+                    _announce_epoch(settings, console)
+                    stack = _open_stack_on_saved_port(settings, console)
             served.add(stack.stop)
             metrics = _start_metrics(settings, served)  # the processor child serves port + 1
             processor = start_processor(stack, settings, "w0")
+            if settings.embedded_broker and not settings.clickhouse_url:
+                served.add(lambda: save_on_stop(settings, stack, processor, console))
             proc_log = settings.data_dir / "logs" / "processor-w0.log"
             client = open_client(settings)
             sink = SinkThread(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,9 +133,14 @@ def _run_once(data: Path, log: Path) -> tuple[int, str]:
 def test_lineage_up_serves_routes_the_cli_stops_and_restarts_as_a_new_epoch(
     tmp_path: Path,
 ) -> None:
+    """Without a broker snapshot (a run that was killed saves none) a restart begins a new epoch;
+    tests/console/test_up_resume.py has the restart that resumes."""
     data = tmp_path / "data"
     code, first_wf = _run_once(data, tmp_path / "up1.log")
     assert code == 0
+    snapshot = data / "broker-snapshot"
+    assert (snapshot / "manifest.json").exists(), "a stopped run saves the broker's topics"
+    shutil.rmtree(snapshot)  # as if the run had been killed: the next one cannot resume
     code, _ = _run_once(data, tmp_path / "up2.log")
     assert code == 0
     log1 = (tmp_path / "up1.log").read_text()
