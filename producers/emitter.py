@@ -195,6 +195,7 @@ class Emitter:
     # Built in __init__, or on the first emit() by subclasses that skip __init__ (bench._offline).
     _hot: _HotPath | None = None
     _produced = False
+    _released = False  # the Kafka client is closed (after a close() with nothing pending)
     reference_encoding = False
 
     def __init__(
@@ -496,7 +497,7 @@ class Emitter:
         try:
             if seal:
                 self.seal_all()
-            remaining = self._producer.flush(timeout)
+            remaining = 0 if self._released else self._producer.flush(timeout)
         except (KafkaException, SystemError) as exc:  # a fatal client error surfaces here
             raise EmitterError(f"producer failed: {self.fatal or exc}") from exc
         errors = (*self.errors, self.fatal) if self.fatal else tuple(self.errors)
@@ -504,7 +505,7 @@ class Emitter:
 
     def pending(self) -> int:
         """Records handed to the client but not yet acknowledged by the broker."""
-        return len(self._producer)
+        return 0 if self._released else len(self._producer)
 
     def close(self, timeout: float = 30.0) -> FlushReport:
         """Seal, flush and stop; returns the final delivery report.
@@ -518,6 +519,11 @@ class Emitter:
                 self._closed = True
             self._stop.set()
             self._timer.join(timeout=2)
+            if not self._released and not self._timer.is_alive() and len(self._producer) == 0:
+                # nothing left to deliver: release the client now, or it keeps reconnecting to
+                # a broker that has gone for as long as this object is referenced
+                self._producer.close()
+                self._released = True
 
     def __enter__(self) -> Emitter:
         return self

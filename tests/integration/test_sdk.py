@@ -147,7 +147,9 @@ def test_broker_down_flush_reports_undelivered_and_backpressure_blocks(tmp_path:
     )
     with pytest.raises(BackpressureTimeout, match="local queue full"):
         em.emit(workflow_id="wf", kind=EventKind.RESOURCE_ACCESS, principal="p", action="a")
-    assert em.pending() == 5, "nothing was dropped"
+    # librdkafka's queue length also counts its own queued requests and delivery reports (the
+    # producer-id request waiting for the broker), so it may exceed the 5 records
+    assert em.pending() >= 5, "nothing was dropped"
     em.close(timeout=0.1)
 
 

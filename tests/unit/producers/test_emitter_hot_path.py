@@ -26,6 +26,7 @@ class _RecordingProducer:
 
     def __init__(self, conf: dict[str, Any]) -> None:
         self.records: list[tuple[bytes, bytes, int]] = []
+        self.closed = False
 
     def list_topics(self, topic: str, timeout: float) -> Any:
         meta = SimpleNamespace(partitions=dict.fromkeys(range(4)), error=None)
@@ -44,6 +45,10 @@ class _RecordingProducer:
 
     def __len__(self) -> int:
         return 0
+
+    def close(self) -> bool:
+        self.closed = True
+        return True
 
 
 @pytest.fixture
@@ -263,3 +268,12 @@ def test_emit_returns_the_event_it_was_given(recording: None) -> None:
     assert event == expected
     _, batch = codec.decode(em._producer.records[0][1])  # type: ignore[attr-defined]
     assert ExecutionEvent.from_record(codec.decode(batch["events"][0])[1]) == expected
+
+
+def test_close_releases_the_kafka_client_once_nothing_is_pending(recording: None) -> None:
+    """A closed emitter kept referenced must not keep reconnecting to a broker that has gone."""
+    em = Emitter(bootstrap="unused:9092", topic="lineage.events", signer=SIGNER, instance="i2")
+    producer: _RecordingProducer = em._producer  # type: ignore[assignment]
+    report = em.close(0)
+    assert producer.closed and report.undelivered == 0
+    assert em.pending() == 0 and em.flush(0).undelivered == 0, "usable after close, not raising"
