@@ -19,6 +19,8 @@ from lineage import codec
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+"""Deleted from a body to count its bytes >= 0x80."""
 
 Decoder = Callable[[bytes, int], dict[str, Any]]
 """Decodes the body that starts at the offset and ends at the end of the bytes."""
@@ -33,24 +35,57 @@ class _Unsupported(Exception):
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """A zigzag varint of at most 10 bytes in its shortest spelling: (value, next position)."""
-    shift = 0
-    acc = 0
-    start = pos
-    while True:
-        b = buf[pos]
-        pos += 1
-        acc |= (b & 0x7F) << shift
-        if not b & 0x80:
-            break
-        shift += 7
-        if pos - start >= 10:
-            raise StrictDecodeError("varint longer than 10 bytes")
-    if b == 0 and pos - start > 1:
+    """A zigzag varint of at most 10 bytes in its shortest spelling: (value, next position).
+
+    Unrolled (no loop): the multi-byte varints of an event (times, long sequence numbers) are
+    most of what its decoding costs after the strings.
+    """
+    b = buf[pos]
+    acc = b & 0x7F
+    n = 1
+    if b & 0x80:
+        b = buf[pos + 1]
+        acc |= (b & 0x7F) << 7
+        n = 2
+        if b & 0x80:
+            b = buf[pos + 2]
+            acc |= (b & 0x7F) << 14
+            n = 3
+            if b & 0x80:
+                b = buf[pos + 3]
+                acc |= (b & 0x7F) << 21
+                n = 4
+                if b & 0x80:
+                    b = buf[pos + 4]
+                    acc |= (b & 0x7F) << 28
+                    n = 5
+                    if b & 0x80:
+                        b = buf[pos + 5]
+                        acc |= (b & 0x7F) << 35
+                        n = 6
+                        if b & 0x80:
+                            b = buf[pos + 6]
+                            acc |= (b & 0x7F) << 42
+                            n = 7
+                            if b & 0x80:
+                                b = buf[pos + 7]
+                                acc |= (b & 0x7F) << 49
+                                n = 8
+                                if b & 0x80:
+                                    b = buf[pos + 8]
+                                    acc |= (b & 0x7F) << 56
+                                    n = 9
+                                    if b & 0x80:
+                                        b = buf[pos + 9]
+                                        acc |= (b & 0x7F) << 63
+                                        n = 10
+                                        if b & 0x80:
+                                            raise StrictDecodeError("varint longer than 10 bytes")
+    if b == 0 and n > 1:
         raise StrictDecodeError("varint not in its shortest spelling")
     if acc >= 1 << 64:
         raise StrictDecodeError("varint beyond 64 bits")
-    return (acc >> 1) ^ -(acc & 1), pos
+    return (acc >> 1) ^ -(acc & 1), pos + n
 
 
 class _Gen:
@@ -71,8 +106,17 @@ class _Gen:
         self.emit(ind, "if b < 0x80:")
         self.emit(ind + 1, f"{target} = (b >> 1) ^ -(b & 1)")
         self.emit(ind + 1, "pos += 1")
+        # two bytes, the second neither 0 (not the shortest spelling) nor continued: at most
+        # 14 bits, within every int and long range (counts and enums check their own)
+        self.emit(ind, "elif 0 < buf[pos + 1] < 0x80:")
+        self.emit(ind + 1, "b = (b & 0x7F) | buf[pos + 1] << 7")
+        self.emit(ind + 1, f"{target} = (b >> 1) ^ -(b & 1)")
+        self.emit(ind + 1, "pos += 2")
+        self.emit(ind + 1, "high += 1")
         self.emit(ind, "else:")
+        self.emit(ind + 1, "start = pos")
         self.emit(ind + 1, f"{target}, pos = varint(buf, pos)")
+        self.emit(ind + 1, "high += pos - start - 1")
         self.emit(ind + 1, f"if not {lo} <= {target} <= {hi}:")
         self.emit(ind + 2, "raise Bad('number out of range')")
 
@@ -83,14 +127,20 @@ class _Gen:
         self.emit(ind + 1, "raise Bad('negative length or count')")
 
     def string(self, ind: int, target: str) -> None:
-        """Length, then UTF-8: sliced from the body's text when the body is all ASCII."""
+        """Length, then UTF-8: sliced from the body's Latin-1 text in the first variant."""
         n = self.var("n")
         self.emit(ind, "b = buf[pos]")
         self.emit(ind, "if b < 0x80 and not b & 1:")
         self.emit(ind + 1, "pos += 1")
         self.emit(ind + 1, "end = pos + (b >> 1)")
+        self.emit(ind, "elif b >= 0x80 and not b & 1 and 0 < buf[pos + 1] < 0x80:")
+        self.emit(ind + 1, "end = pos + 2 + ((b & 0x7F) >> 1 | buf[pos + 1] << 6)")
+        self.emit(ind + 1, "pos += 2")
+        self.emit(ind + 1, "high += 1")
         self.emit(ind, "else:")
+        self.emit(ind + 1, "start = pos")
         self.emit(ind + 1, f"{n}, pos = varint(buf, pos)")
+        self.emit(ind + 1, "high += pos - start - 1")
         self.emit(ind + 1, f"if {n} < 0:")
         self.emit(ind + 2, "raise Bad('negative length')")
         self.emit(ind + 1, f"end = pos + {n}")
@@ -186,6 +236,7 @@ def compile_decoder(schema: Any) -> Decoder | None:
     body = [
         "    size = len(buf)",
         "    pos = 0",
+        "    high = 0",
         "    try:",
         *gen.lines,
         "    except IndexError:",
@@ -194,24 +245,43 @@ def compile_decoder(schema: Any) -> Decoder | None:
         "        raise Bad('string is not UTF-8') from None",
         "    if pos != size:",
         "        raise Bad('bytes after the record')",
-        "    return out",
+        "    return @RETURN@",
     ]
-    # Two variants: all-ASCII bodies slice their strings from one decoded text.
+    # Two variants. The first slices every string from the body decoded as Latin-1 (one call,
+    # one character per byte) and counts the bytes >= 0x80 that its multi-byte varints hold (all
+    # but their last byte; every other byte outside a string is < 0x80 or refused). When the body
+    # holds no other byte >= 0x80, every string is ASCII, so each slice is its UTF-8 decoding;
+    # otherwise the second variant decodes each string as strict UTF-8. Both read the same
+    # structure (string lengths count bytes in both), so they refuse the same spellings.
+    latin = {"@STRING@": "txt[pos:end]", "@RETURN@": "out, high"}
+    utf8 = {"@STRING@": "buf[pos:end].decode('utf-8')", "@RETURN@": "out"}
+
+    def variant(line: str, values: dict[str, str]) -> str:
+        for key, value in values.items():
+            line = line.replace(key, value)
+        return line
+
     source = "\n".join(
         [
-            "def ascii_body(buf, txt):",
-            *(line.replace("@STRING@", "txt[pos:end]") for line in body),
+            "def latin_body(buf, txt):",
+            *(variant(line, latin) for line in body),
             "def utf8_body(buf):",
-            *(line.replace("@STRING@", "buf[pos:end].decode('utf-8')") for line in body),
+            *(variant(line, utf8) for line in body),
             "def decode(buf, pos):",
             "    if pos:",
             "        buf = buf[pos:]",
-            "    if buf.isascii():",
-            "        return ascii_body(buf, buf.decode('ascii'))",
+            "    out, high = latin_body(buf, buf.decode('latin-1'))",
+            "    if len(buf) - len(buf.translate(None, HIGH)) == high:",
+            "        return out",
             "    return utf8_body(buf)",
         ]
     )
-    namespace: dict[str, Any] = {"varint": _varint, "Bad": StrictDecodeError, **gen.consts}
+    namespace: dict[str, Any] = {
+        "varint": _varint,
+        "Bad": StrictDecodeError,
+        "HIGH": _HIGH_BYTES,
+        **gen.consts,
+    }
     exec(
         compile(source, f"<strict decoder of {schema.get('name')}>", "exec"), namespace
     )  # source generated above
