@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import functools
 import gc
 import hashlib
 import multiprocessing
@@ -26,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lineage import claims, codec, hashing, merkle
-from lineage.keys import KeyRegistry
-from lineage.model import ChainEntry
+from lineage.keys import KeyRegistry, Role
+from lineage.model import ChainEntry, Seal
 from lineage.verify import strict_avro
 from lineage.verify.checks import MAX_TIME_US, Checker, Fail, gc_paused
 from lineage.verify.report import Failure, FailureKind, Proven
@@ -252,6 +253,105 @@ def _event_check(checker: Checker) -> Callable[[bytes, bytes], tuple[bytes, dict
     return event
 
 
+@functools.cache
+def _path_plan(count: int) -> tuple[tuple[int, ...], ...]:
+    """For a seal tree of ``count`` leaves: each leaf's inclusion path as positions in the tree's
+    nodes listed level by level (leaves first, then their parents, ... the root last).
+
+    The level-by-level fold that promotes a level's odd last node is RFC 9162's tree
+    (``merkle._subtree``); a node's sibling is at its index XOR 1, and a promoted node has none:
+    the nodes ``merkle.inclusion_proof_from_hashes`` returns, leaf to root.
+    """
+    sizes = [count]
+    while sizes[-1] > 1:
+        sizes.append((sizes[-1] + 1) // 2)
+    offsets = [0]
+    for size in sizes[:-1]:
+        offsets.append(offsets[-1] + size)
+    plan = []
+    for j in range(count):
+        nodes = []
+        k = j
+        for level, size in enumerate(sizes[:-1]):
+            if k ^ 1 < size:
+                nodes.append(offsets[level] + (k ^ 1))
+            k >>= 1
+        plan.append(tuple(nodes))
+    return tuple(plan)
+
+
+@functools.cache
+def _in_order(count: int) -> list[int]:
+    return list(range(count))
+
+
+@dataclass(slots=True)
+class _SealLeaves:
+    """The entries of one seal met so far: their seal indexes, leaf hashes and stored paths."""
+
+    seal: Seal
+    indexes: list[int] = field(default_factory=list)
+    leaves: list[bytes] = field(default_factory=list)
+    paths: list[bytes] = field(default_factory=list)
+
+
+def _seal_tree(group: _SealLeaves) -> None:
+    """Every path of a seal whose every leaf is here, checked against its tree (built once).
+
+    The seal's tree is rebuilt from its leaves (one hash per node) and its root compared with
+    the signed root; each stored path must then be the leaf's path in that tree, node for node.
+    That holds exactly when the path leads from the leaf to the signed root (another path doing
+    so would be a SHA-256 collision), as ``PathMemo.verify`` checks entry by entry, for about
+    one hash per leaf instead of two and no tuple of nodes per entry. Raises on any difference
+    (the reference loop then decides); a seal whose indexes are not each of 0..count-1 once
+    goes to ``_seal_paths``.
+    """
+    s = group.seal
+    count = s.count
+    indexes = group.indexes
+    if indexes == _in_order(count):
+        leaves = group.leaves
+    else:
+        placed: list[bytes | None] = [None] * count
+        for j, leaf in zip(indexes, group.leaves, strict=True):
+            if not 0 <= j < count or placed[j] is not None:
+                _seal_paths(group)
+                return
+            placed[j] = leaf
+        if None in placed:
+            _seal_paths(group)
+            return
+        leaves = placed  # type: ignore[assignment]
+    sha256 = hashlib.sha256
+    node_prefix = merkle.NODE_PREFIX
+    nodes = list(leaves)
+    level = leaves
+    while len(level) > 1:
+        up = [
+            sha256(node_prefix + level[k] + level[k + 1]).digest()
+            for k in range(0, len(level) - 1, 2)
+        ]
+        if len(level) & 1:
+            up.append(level[-1])
+        nodes += up
+        level = up
+    if level[0] != s.merkle_root:
+        raise ValueError("a seal's leaves do not give its root")
+    at = nodes.__getitem__
+    plan = _path_plan(count)
+    join = b"".join
+    if [join(map(at, plan[j])) for j in indexes] != group.paths:
+        raise ValueError("a seal path differs from the leaf's path in the seal's tree")
+
+
+def _seal_paths(group: _SealLeaves) -> None:
+    """Every path of a seal checked entry by entry (``PathMemo``, as ``Checker.seal`` does)."""
+    memo = merkle.PathMemo(group.seal.count, group.seal.merkle_root)
+    for index, leaf, path in zip(group.indexes, group.leaves, group.paths, strict=True):
+        if not memo.verify(leaf, index, _seal_path_nodes(path)):
+            raise ValueError("a seal path does not lead to the seal's root")
+
+
 def _fast(
     cols: LogColumns,
     signed: list[tuple[int, bytes, str]],
@@ -261,7 +361,9 @@ def _fast(
 ) -> tuple[set[bytes], dict[str, str]]:
     """The happy path: raises on anything it does not accept (the reference path then decides).
 
-    The same checks as ``stored._verify_partition``, in the same order, on column lists.
+    The same checks as ``stored._verify_partition``, on column lists; a seal's inclusion paths
+    are checked together once all its leaves have been met (``_seal_tree``), or at the end of
+    the log, path by path, for seals not all of whose leaves the log holds (``_seal_paths``).
     """
     p = cols.partition
     n = len(cols.log_index)
@@ -287,24 +389,76 @@ def _fast(
     pending = iter(signed)
     nxt = next(pending, None)
     genesis = hashing.genesis_hash
-    event, bind_event, seal, note_event = (
-        _event_check(checker),
-        checker.bind,
-        checker.seal,
-        checker.note_event,
-    )
+    event = _event_check(checker)
+    seals, parse_seal, key = checker.seals, checker._parse_seal, checker._key
+    unauthorized = checker.unauthorized_decisions
+    groups: dict[bytes, _SealLeaves] = {}
+    events = 0
+    first: int | None = None
+    last: int | None = None
+    workflows, principals = proven.workflows, proven.principals
+    agents, emitters = proven.agents, proven.emitters
+    authorizer = Role.AUTHORIZER
     full_all = workflow_id is None
     for i in range(n):
         wf = wfs[i]
         if full_all or wf == workflow_id:
             digest, record = event(bodies[i], digests[i])
-            bind_event(record, eids[i], wf, p)
+            # Checker.bind
+            if record["event_id"] != eids[i] or record["workflow_id"] != wf:
+                raise ValueError("the event is another one")
+            if record["partition"] != p:
+                raise ValueError("the event is of another partition")
             if derived is not None and expected_columns(record) != derived[i]:
                 raise ValueError("a derived column differs")
-            seal(record, digest, sbytes[i], sidx[i], _seal_path_nodes(spath[i]))
-            note_event(record)
+            # Checker.seal, the inclusion path deferred to the seal's group
+            data = sbytes[i]
+            if not data:
+                raise ValueError("no seal")
+            info = seals.get(data) or parse_seal(data)
+            s = info.seal
+            index = sidx[i]
+            if (
+                record["emitter_seq"] != s.first_seq + index
+                or record["emitter_id"] != s.emitter_id
+                or record["partition"] != s.partition
+                or record["topic"] != s.topic
+                or index >= s.count
+            ):
+                raise ValueError("the seal is not the event's")
+            t = record["event_time"]
+            if not info.not_before_us <= t <= info.not_after_us:
+                key(s, info, t)
+            group = groups.get(data)
+            if group is None:
+                group = groups[data] = _SealLeaves(s)
+            group.indexes.append(index)
+            group.leaves.append(sha256(leaf_prefix + digest).digest())
+            group.paths.append(spath[i])
+            if len(group.indexes) == s.count:
+                del groups[data]
+                _seal_tree(group)
+            kind = record["kind"]
+            if kind == "AUTHORIZATION_DECISION" and info.role is not authorizer:
+                role = info.role.value if info.role is not None else "none"
+                unauthorized.append(
+                    f"{record['workflow_id']} event {record['event_id']}: decision sealed by "
+                    f"{s.key_id} (role {role}), not an authorizer"
+                )
+            # Checker.note_event
+            events += 1
+            workflows.add(wf)
+            if first is None or t < first:
+                first = t
+            if last is None or t > last:
+                last = t
+            principals.add(record["principal"])
+            agent = record["agent_id"]
+            if agent:
+                agents.add(agent)
+            emitters.add(record["emitter_id"])
             policies.add(pols[i])
-            last_kind[wf] = record["kind"]
+            last_kind[wf] = kind
         head = heads.get(wf)
         prev: bytes
         if head is None:
@@ -329,6 +483,13 @@ def _fast(
             nxt = next(pending, None)
     if nxt is not None:
         raise ValueError("a checkpoint covers more entries than the log holds")
+    for group in groups.values():  # seals not all of whose leaves are in this log
+        _seal_paths(group)
+    proven.events += events
+    if first is not None and (proven.first_event_us is None or first < proven.first_event_us):
+        proven.first_event_us = first
+    if last is not None and (proven.last_event_us is None or last > proven.last_event_us):
+        proven.last_event_us = last
     return policies, last_kind
 
 

@@ -1,0 +1,275 @@
+"""The column path's cheaper checks accept exactly what the per-entry checks accept.
+
+Seal inclusion paths are checked once per seal against the seal's tree rebuilt from its leaves
+(``columns._seal_tree``) instead of leaf by leaf; the strict decoder reads strings from the
+body's Latin-1 text and proves them ASCII by counting high bytes. Each test here can fail: a
+refusal the reference path would not make, or an acceptance it would refuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from lineage import codec, merkle
+from lineage.errors import LineageError
+from lineage.model import Seal
+from lineage.verify import FailureKind, columns
+from lineage.verify.checks import Checker, parse_vkeys
+from lineage.verify.columns import LogColumns, verify_log
+from lineage.verify.report import Proven
+from lineage.verify.stored import _stored_checkpoints
+from lineage.verify.strict_avro import StrictDecodeError, decoder_for
+from tests.support.lineage_builder import Dataset, build_dataset
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _leaves(count: int) -> list[bytes]:
+    return [hashlib.sha256(b"leaf %d" % k).digest() for k in range(count)]
+
+
+@pytest.mark.parametrize("count", [*range(1, 40), 63, 64, 65, 100, 127, 128, 129])
+def test_path_plan_gives_the_rfc9162_paths(count: int) -> None:
+    leaves = _leaves(count)
+    nodes = list(leaves)
+    level = leaves
+    while len(level) > 1:
+        up = [merkle.node_hash(level[k], level[k + 1]) for k in range(0, len(level) - 1, 2)]
+        nodes += up + ([level[-1]] if len(level) % 2 else [])
+        level = up + ([level[-1]] if len(level) % 2 else [])
+    assert nodes[-1] == merkle.root_from_hashes(leaves)
+    for j, plan in enumerate(columns._path_plan(count)):
+        assert [nodes[x] for x in plan] == merkle.inclusion_proof_from_hashes(j, leaves)
+
+
+def _seal(count: int, root: bytes) -> Seal:
+    return Seal("e#1", "k", "t", 0, 10, 10 + count - 1, root, bytes(32), bytes(64))
+
+
+def _group(count: int, order: list[int] | None = None) -> columns._SealLeaves:
+    leaves = _leaves(count)
+    group = columns._SealLeaves(_seal(count, merkle.root_from_hashes(leaves)))
+    for j in order if order is not None else range(count):
+        group.indexes.append(j)
+        group.leaves.append(leaves[j])
+        group.paths.append(b"".join(merkle.inclusion_proof_from_hashes(j, leaves)))
+    return group
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 8, 13, 100])
+def test_a_complete_seal_is_accepted_in_any_order(count: int) -> None:
+    columns._seal_tree(_group(count))
+    columns._seal_tree(_group(count, list(reversed(range(count)))))
+    columns._seal_paths(_group(count))
+
+
+def _refused(group: columns._SealLeaves) -> bool:
+    """Whether the per-seal check and the per-entry one both refuse the group."""
+    refused = []
+    for check in (columns._seal_tree, columns._seal_paths):
+        try:
+            check(group)
+            refused.append(False)
+        except ValueError:
+            refused.append(True)
+    assert refused[0] == refused[1], refused
+    return refused[0]
+
+
+def test_a_wrong_path_leaf_or_root_is_refused() -> None:
+    group = _group(7)
+    group.paths[3] = group.paths[4]  # another leaf's valid path
+    assert _refused(group)
+    group = _group(7)
+    group.paths[6] = group.paths[6][:-1]  # a node cut short
+    assert _refused(group)
+    group = _group(7)
+    group.paths[0] = group.paths[0] + bytes(32)  # one node too many
+    assert _refused(group)
+    group = _group(7)
+    group.leaves[2] = bytes(32)
+    assert _refused(group)
+    group = _group(7)
+    group.seal = replace(group.seal, merkle_root=bytes(32))
+    assert _refused(group)
+    group = _group(1)
+    group.paths[0] = bytes(32)  # a one-leaf seal has an empty path
+    assert _refused(group)
+
+
+def test_seals_without_each_index_once_are_checked_entry_by_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    per_entry = columns._seal_paths
+
+    def counted(group: columns._SealLeaves) -> None:
+        calls.append(len(group.indexes))
+        per_entry(group)
+
+    monkeypatch.setattr(columns, "_seal_paths", counted)
+    columns._seal_tree(_group(4, [0, 1, 1, 3]))  # a duplicate: paths all valid
+    assert calls == [4]
+    for at, index in ((3, 9), (1, -1), (0, 4)):
+        group = _group(4)
+        group.indexes[at] = index  # out of range: no path leads to the root from there
+        with pytest.raises(ValueError):
+            columns._seal_tree(group)
+    assert calls == [4, 4, 4, 4]
+
+
+# -- through verify_log, on a processor run --
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    return build_dataset(workflows=6, steps=3, seal_every=5, checkpoint_every=10)
+
+
+def _columns(data: Dataset, p: int) -> LogColumns:
+    es = data.partition_entries(p)
+
+    def col(name: str) -> list[Any]:
+        return [getattr(e, name) for e in es]
+
+    return LogColumns(
+        p,
+        col("workflow_id"),
+        col("chain_seq"),
+        col("event_id"),
+        col("event_digest"),
+        col("prev_hash"),
+        col("entry_hash"),
+        col("policy_digest"),
+        col("event_bytes"),
+        col("source_partition"),
+        col("source_offset"),
+        col("log_index"),
+        col("seal_bytes"),
+        col("seal_index"),
+        [b"".join(e.seal_path) for e in es],
+        None,
+    )
+
+
+def _verify(data: Dataset, cols: LogColumns, workflow_id: str | None = None) -> columns.Outcome:
+    checker = Checker(data.registry, parse_vkeys([data.checkpoint_vkey]), Proven())
+    signed = _stored_checkpoints(data.checkpoints, [cols.partition], checker)
+    notes = [
+        n
+        for _, n in sorted(
+            (c.tree_size, c.note) for c in data.partition_checkpoints(cols.partition)
+        )
+    ]
+    return verify_log(cols, signed[cols.partition], notes, data.registry, workflow_id)
+
+
+def test_clean_logs_check_every_seal_by_its_tree(
+    data: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trees: list[int] = []
+    per_seal = columns._seal_tree
+
+    def counted(group: columns._SealLeaves) -> None:
+        trees.append(len(group.indexes))
+        per_seal(group)
+
+    monkeypatch.setattr(columns, "_seal_tree", counted)
+    for p in (0, 1):
+        out = _verify(data, _columns(data, p))
+        assert out.failure is None and out.fast
+    assert sum(trees) == len(data.entries)
+
+
+def test_one_workflow_leaves_seals_incomplete_and_still_takes_the_fast_path(
+    data: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    per_entry: list[int] = []
+    paths = columns._seal_paths
+
+    def counted(group: columns._SealLeaves) -> None:
+        per_entry.append(len(group.indexes))
+        paths(group)
+
+    monkeypatch.setattr(columns, "_seal_paths", counted)
+    wf = data.workflows[0]
+    p = data.workflow_entries(wf)[0].source_partition
+    out = _verify(data, _columns(data, p), wf)
+    assert out.failure is None and out.fast
+    assert out.proven.events == len(data.workflow_entries(wf))
+    assert per_entry  # some seals hold other workflows' events too
+
+
+@pytest.mark.parametrize("workflow", [None, 0])
+def test_a_path_of_another_leaf_fails_as_the_reference_does(
+    data: Dataset, workflow: int | None
+) -> None:
+    cols = _columns(data, 1)
+    seal = cols.seal_bytes[0]
+    same = [i for i, s in enumerate(cols.seal_bytes) if s == seal]
+    assert len(same) >= 2
+    cols.seal_path[same[0]] = cols.seal_path[same[1]]
+    wf = None if workflow is None else cols.workflow_id[same[0]]
+    out = _verify(data, cols, wf)
+    assert not out.fast
+    assert out.failure is not None and out.failure.kind is FailureKind.SEAL_INCLUSION
+    assert out.failure.where["log_index"] == same[0]
+
+
+# -- the strict decoder's Latin-1 variant --
+
+SCHEMA = codec.load("execution_event")
+DECODE = decoder_for("execution_event")
+
+
+def _event(data: Dataset, **changes: Any) -> bytes:
+    record = dict(SCHEMA.decode_body(data.entries[3].event_bytes))
+    record.update(changes)
+    return SCHEMA.encode(record)
+
+
+def _reference(body: bytes) -> dict[str, Any] | None:
+    try:
+        return SCHEMA.decode_body(body)
+    except (LineageError, ValueError, TypeError, IndexError, OverflowError):
+        return None
+
+
+def _strict(body: bytes) -> dict[str, Any] | None:
+    assert DECODE is not None
+    try:
+        return DECODE(body, codec.HEADER_LEN)
+    except StrictDecodeError:
+        return None
+
+
+@pytest.mark.parametrize("text", ["é", "日本語", "a" * 70 + "ü", "\x7f", "x" * 200])
+def test_non_ascii_strings_decode_as_the_reference_does(data: Dataset, text: str) -> None:
+    body = _event(data, principal=text, attributes={text: text, "k": "v"}, emitter_seq=2**40)
+    assert _strict(body) == _reference(body) is not None
+    assert _strict(body)["principal"] == text  # type: ignore[index]
+
+
+@pytest.mark.parametrize("bad", [b"\xff", b"\xe9", b"\xc3", b"\xc3\x28", b"\xed\xa0\x80"])
+def test_strings_not_utf8_are_refused_beside_long_varints(data: Dataset, bad: bytes) -> None:
+    marker = "Q" * len(bad)
+    body = _event(data, principal=marker, emitter_seq=2**40, event_time=2**50)
+    assert body.count(marker.encode()) == 1
+    spoiled = body.replace(marker.encode(), bad)
+    assert _reference(spoiled) is None
+    assert _strict(spoiled) is None
+
+
+def test_two_byte_lengths_and_numbers_in_their_shortest_spelling_only(data: Dataset) -> None:
+    body = _event(data, principal="p" * 100, emitter_seq=100)
+    assert _strict(body) == _reference(body) is not None
+    length = bytes([0x80 | (200 & 0x7F), 200 >> 7])  # zigzag(100) as two bytes: c8 01
+    assert length in body
+    over_long = body.replace(length + b"p", bytes([0x80 | (200 & 0x7F), 0x81, 0x00]) + b"p", 1)
+    assert _reference(over_long) is None and _strict(over_long) is None
+    zero = body.replace(length + b"p", bytes([0x80 | (200 & 0x7F), 0x00]) + b"p", 1)
+    assert _strict(zero) is None  # a continued byte then 0: not the shortest spelling
