@@ -15,6 +15,7 @@ import contextlib
 import functools
 import gc
 import hashlib
+import itertools
 import multiprocessing
 import os
 import struct
@@ -107,6 +108,34 @@ def expected_columns(record: Mapping[str, Any]) -> tuple[Any, ...]:
         record["emitter_id"],
         record["emitter_seq"],
         dict(record["attributes"]),
+    )
+
+
+_ROW_PROJECTION = (
+    "({kind}, {event_time}, {principal}, {agent_id} or '', {model_id} or '', "
+    "{model_version} or '', {action}, {resource} or '', {authorization_id} or '', "
+    "(auth_ := {authorization} or NO_AUTH)['decision'], auth_['policy_id'], "
+    "auth_['policy_digest'], list(auth_['determining_policies']), auth_['expires_at'], "
+    "(rt_ := {runtime} or NO_RUNTIME)['attestation_type'] or '', rt_['measurement'] or '', "
+    "rt_['host'], rt_['image_digest'] or '', {parent_event_id} or '', "
+    "{parent_workflow_id} or '', {trace_id} or '', {span_id} or '', {emitter_id}, "
+    "{emitter_seq}, {attributes}, {event_id}, {workflow_id}, {partition}, {topic})"
+)
+"""What the strict decoder gives an event as in the column path: ``expected_columns`` of its
+record (DERIVED_COLUMNS, in order), then its event id, workflow id, partition and topic; the
+row a stored entry must match (``_fast_rows``), with no dict per event."""
+_KIND, _TIME, _PRINCIPAL, _AGENT = 0, 1, 2, 3
+_EMITTER, _EMITTER_SEQ = DERIVED_COLUMNS.index("emitter_id"), DERIVED_COLUMNS.index("emitter_seq")
+_EVENT_ID = len(DERIVED_COLUMNS)
+
+
+@functools.cache
+def row_projection() -> strict_avro.Projector | None:
+    """The strict decoder of events that gives ``_ROW_PROJECTION``'s tuple (None: cannot)."""
+    return strict_avro.compile_projection(
+        codec.load("execution_event").parsed,
+        _ROW_PROJECTION,
+        {"NO_AUTH": _NO_AUTH, "NO_RUNTIME": _NO_RUNTIME},
     )
 
 
@@ -377,6 +406,9 @@ def _fast(
         raise ValueError("columns of different lengths")
     if lidx != list(range(n)) or any(s != p for s in sparts):
         raise ValueError("log positions are not 0..n-1 of this partition")
+    project = row_projection()
+    if derived is not None and project is not None:
+        return _fast_rows(cols, derived, signed, checker, workflow_id, bind, project)
     heads: dict[str, tuple[int, bytes]] = {}
     last_kind: dict[str, str] = {}
     policies: set[bytes] = set()
@@ -457,6 +489,162 @@ def _fast(
             if agent:
                 agents.add(agent)
             emitters.add(record["emitter_id"])
+            policies.add(pols[i])
+            last_kind[wf] = kind
+        head = heads.get(wf)
+        prev: bytes
+        if head is None:
+            bind(wf)
+            seq, prev = 0, genesis(wf)
+        else:
+            seq, prev = head
+        # chain_step and merkle.leaf_hash, inlined: the same preimages (docs/integrity.md)
+        if seqs[i] != seq or prevs[i] != prev:
+            raise ValueError("a chain link differs")
+        entry = sha256(entry_prefix + prev + digests[i] + u64(seq) + pols[i]).digest()
+        if entry != stated[i]:
+            raise ValueError("an entry hash differs")
+        heads[wf] = (seq + 1, entry)
+        append(sha256(leaf_prefix + entry).digest())
+        while nxt is not None and nxt[0] == i + 1:
+            size, root, origin = nxt
+            if cr.root() != root:
+                raise ValueError("a checkpoint root differs")
+            proven.checkpoints.append(f"{origin} size {size} root {root.hex()}")
+            proven.note_log(origin, size, root)
+            nxt = next(pending, None)
+    if nxt is not None:
+        raise ValueError("a checkpoint covers more entries than the log holds")
+    for group in groups.values():  # seals not all of whose leaves are in this log
+        _seal_paths(group)
+    proven.events += events
+    if first is not None and (proven.first_event_us is None or first < proven.first_event_us):
+        proven.first_event_us = first
+    if last is not None and (proven.last_event_us is None or last > proven.last_event_us):
+        proven.last_event_us = last
+    return policies, last_kind
+
+
+def _fast_rows(
+    cols: LogColumns,
+    derived: list[tuple[Any, ...]],
+    signed: list[tuple[int, bytes, str]],
+    checker: Checker,
+    workflow_id: str | None,
+    bind: Callable[[str], None],
+    project: strict_avro.Projector,
+) -> tuple[set[bytes], dict[str, str]]:
+    """``_fast`` for logs with derived columns: each event is decoded straight to the row its
+    stored entry must match (``_ROW_PROJECTION``: the derived columns, event id, workflow id,
+    partition and topic), compared in one tuple comparison, with no dict per event.
+
+    The checks are ``_fast``'s: ``expected_columns`` and ``Checker.bind`` are the row
+    comparison; the event's topic is compared with the first checked event's, which its seal's
+    topic must then equal (a log whose events name several topics goes to the reference loop).
+    """
+    p = cols.partition
+    n = len(cols.log_index)
+    wfs, seqs, eids = cols.workflow_id, cols.chain_seq, cols.event_id
+    digests, prevs, stated = cols.event_digest, cols.prev_hash, cols.entry_hash
+    pols, bodies = cols.policy_digest, cols.event_bytes
+    sbytes, sidx, spath = cols.seal_bytes, cols.seal_index, cols.seal_path
+    full_all = workflow_id is None
+    header = checker.event_header
+    hlen = codec.HEADER_LEN
+    full = [i for i in range(n) if full_all or wfs[i] == workflow_id]
+    topic = ""
+    if full:
+        body = bodies[full[0]]
+        if body[:hlen] != header:
+            raise ValueError("not an event")
+        topic = project(body, hlen)[-1]
+    stored = list(
+        zip(*zip(*derived, strict=True), eids, wfs, itertools.repeat(p), itertools.repeat(topic))
+    )
+    heads: dict[str, tuple[int, bytes]] = {}
+    last_kind: dict[str, str] = {}
+    policies: set[bytes] = set()
+    proven = checker.proven
+    cr = merkle.CompactRange()
+    append = cr.append_hash
+    sha256 = hashlib.sha256
+    entry_prefix, leaf_prefix = hashing.ENTRY_PREFIX, merkle.LEAF_PREFIX
+    event_prefix = hashing.EVENT_PREFIX
+    u64 = struct.Struct(">Q").pack
+    pending = iter(signed)
+    nxt = next(pending, None)
+    genesis = hashing.genesis_hash
+    seals, parse_seal, key = checker.seals, checker._parse_seal, checker._key
+    unauthorized = checker.unauthorized_decisions
+    groups: dict[bytes, _SealLeaves] = {}
+    events = 0
+    first: int | None = None
+    last: int | None = None
+    workflows, principals = proven.workflows, proven.principals
+    agents, emitters = proven.agents, proven.emitters
+    authorizer = Role.AUTHORIZER
+    kind_at, time_at, principal_at, agent_at = _KIND, _TIME, _PRINCIPAL, _AGENT
+    emitter_at, seq_at = _EMITTER, _EMITTER_SEQ
+    for i in range(n):
+        wf = wfs[i]
+        if full_all or wf == workflow_id:
+            # Checker.event with the strict decoder
+            body = bodies[i]
+            digest = sha256(event_prefix + body).digest()
+            if digest != digests[i] or body[:hlen] != header:
+                raise ValueError("the event digest or header differs")
+            row = project(body, hlen)
+            # expected_columns and Checker.bind, at once
+            if row != stored[i]:
+                raise ValueError("a derived column, the event id, workflow or partition differs")
+            t = row[time_at]
+            if not 0 <= t <= MAX_TIME_US:
+                raise ValueError("the event time is out of range")
+            # Checker.seal, the inclusion path deferred to the seal's group
+            data = sbytes[i]
+            if not data:
+                raise ValueError("no seal")
+            info = seals.get(data) or parse_seal(data)
+            s = info.seal
+            index = sidx[i]
+            if (
+                row[seq_at] != s.first_seq + index
+                or row[emitter_at] != s.emitter_id
+                or p != s.partition
+                or topic != s.topic
+                or index >= s.count
+            ):
+                raise ValueError("the seal is not the event's")
+            if not info.not_before_us <= t <= info.not_after_us:
+                key(s, info, t)
+            group = groups.get(data)
+            if group is None:
+                group = groups[data] = _SealLeaves(s)
+            group.indexes.append(index)
+            group.leaves.append(sha256(leaf_prefix + digest).digest())
+            group.paths.append(spath[i])
+            if len(group.indexes) == s.count:
+                del groups[data]
+                _seal_tree(group)
+            kind = row[kind_at]
+            if kind == "AUTHORIZATION_DECISION" and info.role is not authorizer:
+                role = info.role.value if info.role is not None else "none"
+                unauthorized.append(
+                    f"{wf} event {eids[i]}: decision sealed by "
+                    f"{s.key_id} (role {role}), not an authorizer"
+                )
+            # Checker.note_event
+            events += 1
+            workflows.add(wf)
+            if first is None or t < first:
+                first = t
+            if last is None or t > last:
+                last = t
+            principals.add(row[principal_at])
+            agent = row[agent_at]
+            if agent:
+                agents.add(agent)
+            emitters.add(row[emitter_at])
             policies.add(pols[i])
             last_kind[wf] = kind
         head = heads.get(wf)

@@ -11,7 +11,7 @@ Schemas with types it does not compile (bytes, fixed, float, boolean, named refe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
@@ -24,6 +24,8 @@ _HIGH_BYTES = bytes(range(0x80, 0x100))
 
 Decoder = Callable[[bytes, int], dict[str, Any]]
 """Decodes the body that starts at the offset and ends at the end of the bytes."""
+Projector = Callable[[bytes, int], tuple[Any, ...]]
+"""Decodes such a body to a tuple of values computed from its fields (``compile_projection``)."""
 
 
 class StrictDecodeError(ValueError):
@@ -215,22 +217,46 @@ class _Gen:
         self.emit(ind + 2, "raise Bad('array or map in more than one block')")
         self.emit(ind + 1, "pos += 1")
 
-    def record(self, ind: int, schema: dict[str, Any], target: str) -> None:
+    def record(
+        self, ind: int, schema: dict[str, Any], target: str, project: str | None = None
+    ) -> None:
+        """A record as a dict; or, with ``project``, as that expression, whose ``{name}``
+        placeholders stand for the fields' values (nested records stay dicts)."""
         names = []
         for f in schema["fields"]:
             var = self.var("f")
             self.value(ind, f["type"], var)
             names.append((f["name"], var))
-        self.emit(ind, f"{target} = {{" + ", ".join(f"{n!r}: {v}" for n, v in names) + "}")
+        if project is None:
+            self.emit(ind, f"{target} = {{" + ", ".join(f"{n!r}: {v}" for n, v in names) + "}")
+        else:
+            try:
+                self.emit(ind, f"{target} = {project.format_map(dict(names))}")
+            except KeyError as exc:
+                raise ValueError(f"projection names no field {exc}") from None
 
 
 def compile_decoder(schema: Any) -> Decoder | None:
     """A strict decoder of ``schema`` (fastavro's parsed form), or None if it cannot compile it."""
+    decoder: Decoder | None = _compile(schema, None, {})
+    return decoder
+
+
+def compile_projection(schema: Any, project: str, consts: Mapping[str, Any]) -> Projector | None:
+    """A strict decoder of ``schema`` that gives, instead of the record's dict, the tuple that
+    the Python expression ``project`` computes from its fields (``{name}`` stands for a field's
+    value, nested records are dicts; ``consts`` are names the expression may use). It accepts
+    exactly the bytes ``compile_decoder``'s decoder accepts. None if it cannot compile."""
+    projector: Projector | None = _compile(schema, project, consts)
+    return projector
+
+
+def _compile(schema: Any, project: str | None, consts: Mapping[str, Any]) -> Any:
     if not isinstance(schema, dict) or schema.get("type") != "record":
         return None
     gen = _Gen()
     try:
-        gen.record(2, schema, "out")
+        gen.record(2, schema, "out", project)
     except _Unsupported:
         return None
     body = [
@@ -280,13 +306,13 @@ def compile_decoder(schema: Any) -> Decoder | None:
         "varint": _varint,
         "Bad": StrictDecodeError,
         "HIGH": _HIGH_BYTES,
+        **consts,
         **gen.consts,
     }
     exec(
         compile(source, f"<strict decoder of {schema.get('name')}>", "exec"), namespace
     )  # source generated above
-    decoder: Decoder = namespace["decode"]
-    return decoder
+    return namespace["decode"]
 
 
 @cache

@@ -267,3 +267,27 @@ def test_without_worker_processes_it_verifies_in_this_one(
     report = _by_columns(data, logs, 2)
     assert report.ok and report.jobs == 1
     assert _comparable(report) == _comparable(_reference(data, logs))
+
+
+def test_logs_with_derived_columns_are_checked_row_by_projection(
+    data: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lineage.verify.checks import Checker, parse_vkeys
+    from lineage.verify.report import Proven
+    from lineage.verify.stored import _stored_checkpoints
+
+    calls: list[int] = []
+    rows_loop = columns._fast_rows
+
+    def counted(cols: LogColumns, *args: Any) -> Any:
+        calls.append(cols.partition)
+        return rows_loop(cols, *args)
+
+    monkeypatch.setattr(columns, "_fast_rows", counted)
+    checker = Checker(data.registry, parse_vkeys([data.checkpoint_vkey]), Proven())
+    signed = _stored_checkpoints(data.checkpoints, [0, 1], checker)
+    for p, entries in _stored(data).items():
+        notes = [n for _, n in sorted((c.tree_size, c.note) for c in data.partition_checkpoints(p))]
+        out = verify_log(_columns(p, entries), signed[p], notes, data.registry, None)
+        assert out.failure is None and out.fast
+    assert calls == [0, 1]

@@ -273,3 +273,84 @@ def test_two_byte_lengths_and_numbers_in_their_shortest_spelling_only(data: Data
     assert _reference(over_long) is None and _strict(over_long) is None
     zero = body.replace(length + b"p", bytes([0x80 | (200 & 0x7F), 0x00]) + b"p", 1)
     assert _strict(zero) is None  # a continued byte then 0: not the shortest spelling
+
+
+# -- the row projection: expected_columns and the bound fields, without a dict per event --
+
+
+def _row(record: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        *columns.expected_columns(record),
+        record["event_id"],
+        record["workflow_id"],
+        record["partition"],
+        record["topic"],
+    )
+
+
+def test_the_projection_is_expected_columns_of_every_real_event(data: Dataset) -> None:
+    project = columns.row_projection()
+    assert project is not None
+    kinds = set()
+    for e in data.entries:
+        record = SCHEMA.decode_body(e.event_bytes)
+        kinds.add((record["kind"], record["authorization"] is None, record["runtime"] is None))
+        assert project(e.event_bytes, codec.HEADER_LEN) == _row(record)
+    assert len(kinds) >= 4  # with and without authorization and runtime
+
+
+@pytest.mark.parametrize("auth", [None, "ALLOW", "DENY"])
+@pytest.mark.parametrize("runtime", [None, "bare", "full"])
+def test_the_projection_follows_optional_records(
+    data: Dataset, auth: str | None, runtime: str | None
+) -> None:
+    record = dict(SCHEMA.decode_body(data.entries[3].event_bytes))
+    record["authorization"] = (
+        None
+        if auth is None
+        else {
+            "decision": auth,
+            "policy_id": "p",
+            "policy_digest": "sha256:" + "ab" * 32,
+            "determining_policies": ["a", "b"],
+            "input_digest": "sha256:" + "cd" * 32,
+            "expires_at": 2**45,
+            "authorized_action": "x",
+            "authorized_resource": None,
+        }
+    )
+    record["runtime"] = (
+        None
+        if runtime is None
+        else {
+            "host": "h",
+            "image_digest": None if runtime == "bare" else "img",
+            "attestation_type": None if runtime == "bare" else "tpm2",
+            "measurement": None if runtime == "bare" else "m",
+        }
+    )
+    record.update(agent_id=None, resource=None, trace_id=None, attributes={"k": "é"})
+    body = SCHEMA.encode(record)
+    project = columns.row_projection()
+    assert project is not None
+    assert project(body, codec.HEADER_LEN) == _row(SCHEMA.decode_body(body))
+
+
+@pytest.mark.parametrize("at", range(codec.HEADER_LEN, 120, 3))
+def test_the_projection_refuses_what_the_decoder_refuses(data: Dataset, at: int) -> None:
+    project = columns.row_projection()
+    assert project is not None and DECODE is not None
+    for e in data.entries[:40:7]:
+        for value in (0x00, 0x7F, 0x80, 0xFF):
+            spoiled = bytearray(e.event_bytes)
+            if at >= len(spoiled):
+                continue
+            spoiled[at] = value
+            results = []
+            for decode in (DECODE, project):
+                try:
+                    decode(bytes(spoiled), codec.HEADER_LEN)
+                    results.append(True)
+                except StrictDecodeError:
+                    results.append(False)
+            assert results[0] == results[1]
