@@ -400,15 +400,17 @@ def _fast(
     digests, prevs, stated = cols.event_digest, cols.prev_hash, cols.entry_hash
     pols, bodies, sparts = cols.policy_digest, cols.event_bytes, cols.source_partition
     lidx, sbytes, sidx, spath = cols.log_index, cols.seal_bytes, cols.seal_index, cols.seal_path
-    derived = cols.derived_rows()
     lists = (wfs, seqs, eids, digests, prevs, stated, pols, bodies, sparts, sbytes, sidx, spath)
-    if any(len(c) != n for c in lists) or (derived is not None and len(derived) != n):
+    if any(len(c) != n for c in lists):
         raise ValueError("columns of different lengths")
     if lidx != list(range(n)) or any(s != p for s in sparts):
         raise ValueError("log positions are not 0..n-1 of this partition")
     project = row_projection()
-    if derived is not None and project is not None:
-        return _fast_rows(cols, derived, signed, checker, workflow_id, bind, project)
+    if cols.derived is not None and project is not None:
+        if len(cols.derived) != len(DERIVED_COLUMNS) or any(len(c) != n for c in cols.derived):
+            raise ValueError("derived columns of another shape than the log")
+        return _fast_rows(cols, cols.derived, signed, checker, workflow_id, bind, project)
+    derived = cols.derived_rows()
     heads: dict[str, tuple[int, bytes]] = {}
     last_kind: dict[str, str] = {}
     policies: set[bytes] = set()
@@ -525,9 +527,17 @@ def _fast(
     return policies, last_kind
 
 
+def _frontier_root(frontier: list[bytes]) -> bytes:
+    """``merkle.CompactRange.root`` of a non-empty frontier."""
+    root = frontier[-1]
+    for h in reversed(frontier[:-1]):
+        root = merkle.node_hash(h, root)
+    return root
+
+
 def _fast_rows(
     cols: LogColumns,
-    derived: list[tuple[Any, ...]],
+    derived: list[list[Any]],
     signed: list[tuple[int, bytes, str]],
     checker: Checker,
     workflow_id: str | None,
@@ -551,22 +561,21 @@ def _fast_rows(
     full_all = workflow_id is None
     header = checker.event_header
     hlen = codec.HEADER_LEN
-    full = [i for i in range(n) if full_all or wfs[i] == workflow_id]
     topic = ""
-    if full:
-        body = bodies[full[0]]
-        if body[:hlen] != header:
-            raise ValueError("not an event")
-        topic = project(body, hlen)[-1]
-    stored = list(
-        zip(*zip(*derived, strict=True), eids, wfs, itertools.repeat(p), itertools.repeat(topic))
-    )
+    for i in range(n):
+        if full_all or wfs[i] == workflow_id:
+            body = bodies[i]
+            if body[:hlen] != header:
+                raise ValueError("not an event")
+            topic = project(body, hlen)[-1]
+            break
+    stored = list(zip(*derived, eids, wfs, itertools.repeat(p), itertools.repeat(topic)))
     heads: dict[str, tuple[int, bytes]] = {}
     last_kind: dict[str, str] = {}
     policies: set[bytes] = set()
     proven = checker.proven
-    cr = merkle.CompactRange()
-    append = cr.append_hash
+    frontier: list[bytes] = []  # merkle.CompactRange's, appended inline
+    node_prefix = merkle.NODE_PREFIX
     sha256 = hashlib.sha256
     entry_prefix, leaf_prefix = hashing.ENTRY_PREFIX, merkle.LEAF_PREFIX
     event_prefix = hashing.EVENT_PREFIX
@@ -661,10 +670,15 @@ def _fast_rows(
         if entry != stated[i]:
             raise ValueError("an entry hash differs")
         heads[wf] = (seq + 1, entry)
-        append(sha256(leaf_prefix + entry).digest())
+        leaf = sha256(leaf_prefix + entry).digest()
+        below = i  # leaves before this one: a perfect subtree per set bit
+        while below & 1:
+            leaf = sha256(node_prefix + frontier.pop() + leaf).digest()
+            below >>= 1
+        frontier.append(leaf)
         while nxt is not None and nxt[0] == i + 1:
             size, root, origin = nxt
-            if cr.root() != root:
+            if _frontier_root(frontier) != root:
                 raise ValueError("a checkpoint root differs")
             proven.checkpoints.append(f"{origin} size {size} root {root.hex()}")
             proven.note_log(origin, size, root)

@@ -21,6 +21,8 @@ INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 _HIGH_BYTES = bytes(range(0x80, 0x100))
 """Deleted from a body to count its bytes >= 0x80."""
+_SHORT_LENGTHS = tuple(b >> 1 if b < 0x80 and not b & 1 else -1 for b in range(256))
+"""The string length each one-byte spelling gives; -1 for bytes that are not one."""
 
 Decoder = Callable[[bytes, int], dict[str, Any]]
 """Decodes the body that starts at the offset and ends at the end of the bytes."""
@@ -131,25 +133,23 @@ class _Gen:
     def string(self, ind: int, target: str) -> None:
         """Length, then UTF-8: sliced from the body's Latin-1 text in the first variant."""
         n = self.var("n")
-        self.emit(ind, "b = buf[pos]")
-        self.emit(ind, "if b < 0x80 and not b & 1:")
-        self.emit(ind + 1, "pos += 1")
-        self.emit(ind + 1, "end = pos + (b >> 1)")
-        self.emit(ind, "elif b >= 0x80 and not b & 1 and 0 < buf[pos + 1] < 0x80:")
-        self.emit(ind + 1, "end = pos + 2 + ((b & 0x7F) >> 1 | buf[pos + 1] << 6)")
-        self.emit(ind + 1, "pos += 2")
+        # SHORT[b]: the length a one-byte spelling b gives (b < 0x80 and even), else -1
+        self.emit(ind, f"{n} = SHORT[buf[pos]]")
+        self.emit(ind, f"if {n} >= 0:")
+        self.emit(ind + 1, "start = pos + 1")
+        self.emit(ind, "elif not (b := buf[pos]) & 1 and 0 < buf[pos + 1] < 0x80:")
+        self.emit(ind + 1, f"{n} = (b & 0x7F) >> 1 | buf[pos + 1] << 6")
+        self.emit(ind + 1, "start = pos + 2")
         self.emit(ind + 1, "high += 1")
         self.emit(ind, "else:")
-        self.emit(ind + 1, "start = pos")
-        self.emit(ind + 1, f"{n}, pos = varint(buf, pos)")
-        self.emit(ind + 1, "high += pos - start - 1")
+        self.emit(ind + 1, f"{n}, start = varint(buf, pos)")
+        self.emit(ind + 1, "high += start - pos - 1")
         self.emit(ind + 1, f"if {n} < 0:")
         self.emit(ind + 2, "raise Bad('negative length')")
-        self.emit(ind + 1, f"end = pos + {n}")
         # An end past the body is caught later: every read after it is out of range, and the
         # position must end exactly at the body's size.
+        self.emit(ind, f"pos = start + {n}")
         self.emit(ind, f"{target} = @STRING@")
-        self.emit(ind, "pos = end")
 
     def value(self, ind: int, schema: Any, target: str) -> None:
         if schema == "string":
@@ -279,8 +279,8 @@ def _compile(schema: Any, project: str | None, consts: Mapping[str, Any]) -> Any
     # holds no other byte >= 0x80, every string is ASCII, so each slice is its UTF-8 decoding;
     # otherwise the second variant decodes each string as strict UTF-8. Both read the same
     # structure (string lengths count bytes in both), so they refuse the same spellings.
-    latin = {"@STRING@": "txt[pos:end]", "@RETURN@": "out, high"}
-    utf8 = {"@STRING@": "buf[pos:end].decode('utf-8')", "@RETURN@": "out"}
+    latin = {"@STRING@": "txt[start:pos]", "@RETURN@": "out, high"}
+    utf8 = {"@STRING@": "buf[start:pos].decode('utf-8')", "@RETURN@": "out"}
 
     def variant(line: str, values: dict[str, str]) -> str:
         for key, value in values.items():
@@ -306,6 +306,7 @@ def _compile(schema: Any, project: str | None, consts: Mapping[str, Any]) -> Any
         "varint": _varint,
         "Bad": StrictDecodeError,
         "HIGH": _HIGH_BYTES,
+        "SHORT": _SHORT_LENGTHS,
         **consts,
         **gen.consts,
     }
