@@ -17,15 +17,18 @@ import argparse
 import functools
 import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any
 
 from lineage.keys import KeyRegistry
 from lineage.model import ChainEntry
-from lineage.verify import Report, verify_bundle, verify_entries
+from lineage.verify import Report, stored, verify_bundle, verify_entries
 from lineage.verify.columns import DERIVED_COLUMNS, StoredEntry, check_stored_columns, default_jobs
 from lineage_cli import evidence
 from lineage_cli.evidence import verify_clickhouse
@@ -86,6 +89,45 @@ def _old_clickhouse(client: Any, db: str, registry: KeyRegistry) -> Report:
     )
 
 
+def _baseline_columns(ref: str) -> types.ModuleType:
+    """``lineage.verify.columns`` (with its ``strict_avro``) as it was at git ``ref``, loaded
+    beside the current one, to measure the column path before and after in one run."""
+
+    def load(path: str, name: str, extra: dict[str, Any]) -> types.ModuleType:
+        source = subprocess.run(
+            ["git", "show", f"{ref}:{path}"], check=True, capture_output=True, text=True
+        ).stdout
+        for line in extra.pop("_drop", ()):
+            source = source.replace(line, "")
+        module = types.ModuleType(name)
+        module.__dict__.update(extra)
+        sys.modules[name] = module  # dataclasses look their module up
+        exec(compile(source, f"{ref}:{path}", "exec"), module.__dict__)  # our own git history
+        return module
+
+    strict = load("lineage/verify/strict_avro.py", "_baseline_strict_avro", {})
+    return load(
+        "lineage/verify/columns.py",
+        "_baseline_columns",
+        {"strict_avro": strict, "_drop": ["from lineage.verify import strict_avro\n"]},
+    )
+
+
+def _with_columns(module: types.ModuleType, verify: Callable[[], Report]) -> Callable[[], Report]:
+    """``verify`` run with ``module`` as the column path ``verify_entries`` calls (one process)."""
+
+    def run() -> Report:
+        names = vars(stored)
+        saved = names["columns"]
+        names["columns"] = module
+        try:
+            return verify()
+        finally:
+            names["columns"] = saved
+
+    return run
+
+
 def _cpu() -> float:
     """CPU seconds of this process and of its finished children (worker processes)."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -130,6 +172,11 @@ def main() -> None:
     ap.add_argument("--chdb", action="store_true", help="also verify through chDB (query included)")
     ap.add_argument(
         "--jobs", type=int, default=default_jobs(), help="worker processes for the column path"
+    )
+    ap.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="with --chdb, also time the column path as it was at this git commit (--jobs 1)",
     )
     ap.add_argument("--json", action="store_true", help="print results as JSON")
     args = ap.parse_args()
@@ -200,6 +247,20 @@ def main() -> None:
             args.repeat,
         )
         results.append(old)
+        before: dict[str, Any] | None = None
+        if args.baseline:
+            before = _run(
+                f"clickhouse, columns at {args.baseline}",
+                _with_columns(
+                    _baseline_columns(args.baseline),
+                    functools.partial(
+                        verify_clickhouse, client, "bench", registry=d.registry, jobs=1
+                    ),
+                ),
+                args.repeat,
+            )
+            before["baseline"] = args.baseline
+            results.append(before)
         for jobs in sorted({1, args.jobs}):
             new = _run(
                 f"clickhouse, columns, --jobs {jobs}",
@@ -215,6 +276,13 @@ def main() -> None:
                 f"{'':<36} speed-up against the old path: {new['speedup_wall']:.1f}x wall, "
                 f"{new['speedup_cpu']:.1f}x per CPU s"
             )
+            if before is not None:
+                new["vs_baseline_wall"] = before["wall_s"] / new["wall_s"]
+                new["vs_baseline_cpu"] = before["cpu_s"] / new["cpu_s"]
+                print(
+                    f"{'':<36} against the columns at {args.baseline}: "
+                    f"{new['vs_baseline_wall']:.2f}x wall, {new['vs_baseline_cpu']:.2f}x per CPU s"
+                )
             results.append(new)
     if args.json:
         print(json.dumps(results, indent=2))
