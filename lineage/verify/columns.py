@@ -22,7 +22,7 @@ import struct
 import sys
 import time
 import types
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -527,8 +527,16 @@ def _fast(
     return policies, last_kind
 
 
-def _frontier_root(frontier: list[bytes]) -> bytes:
-    """``merkle.CompactRange.root`` of a non-empty frontier."""
+def _log_root(levels: list[list[bytes]], size: int) -> bytes:
+    """The root of the log's first ``size`` leaves (``merkle.CompactRange.root`` at that size),
+    from ``levels``: the log's perfect subtrees, level by level (``levels[h][k]`` covers
+    leaves ``k * 2**h`` up to ``(k + 1) * 2**h``)."""
+    frontier = []
+    start = 0
+    for height in reversed(range(size.bit_length())):
+        if size >> height & 1:
+            frontier.append(levels[height][start >> height])
+            start += 1 << height
     root = frontier[-1]
     for h in reversed(frontier[:-1]):
         root = merkle.node_hash(h, root)
@@ -544,13 +552,19 @@ def _fast_rows(
     bind: Callable[[str], None],
     project: strict_avro.Projector,
 ) -> tuple[set[bytes], dict[str, str]]:
-    """``_fast`` for logs with derived columns: each event is decoded straight to the row its
-    stored entry must match (``_ROW_PROJECTION``: the derived columns, event id, workflow id,
-    partition and topic), compared in one tuple comparison, with no dict per event.
+    """``_fast`` for logs with derived columns, with as little Python per entry as it can.
 
-    The checks are ``_fast``'s: ``expected_columns`` and ``Checker.bind`` are the row
-    comparison; the event's topic is compared with the first checked event's, which its seal's
-    topic must then equal (a log whose events name several topics goes to the reference loop).
+    Each event is decoded straight to the row its stored entry must match
+    (``_ROW_PROJECTION``: the derived columns, event id, workflow id, partition and topic) and
+    compared in one tuple comparison, with no dict per event; its seal is bound and its key
+    window checked. Everything else is checked over whole columns once that loop has passed:
+    seal paths per seal (``_seal_tree``), the event time range and what ``note_event`` records
+    (from the stored columns, which equal the decoded rows), every entry hash (one list
+    comparison), each workflow's chain (its entries' sequence numbers and previous hashes as
+    lists), and each signed checkpoint's root from the log's perfect subtrees, built level by
+    level. The same checks as ``_fast``; the event's topic is compared with the first checked
+    event's, which its seal's topic must then equal (a log whose events name several topics
+    goes to the reference loop).
     """
     p = cols.partition
     n = len(cols.log_index)
@@ -559,139 +573,129 @@ def _fast_rows(
     pols, bodies = cols.policy_digest, cols.event_bytes
     sbytes, sidx, spath = cols.seal_bytes, cols.seal_index, cols.seal_path
     full_all = workflow_id is None
+    chosen: Sequence[int] = range(n) if full_all else [i for i in range(n) if wfs[i] == workflow_id]
     header = checker.event_header
     hlen = codec.HEADER_LEN
     topic = ""
-    for i in range(n):
-        if full_all or wfs[i] == workflow_id:
-            body = bodies[i]
-            if body[:hlen] != header:
-                raise ValueError("not an event")
-            topic = project(body, hlen)[-1]
-            break
+    if chosen:
+        body = bodies[chosen[0]]
+        if body[:hlen] != header:
+            raise ValueError("not an event")
+        topic = project(body, hlen)[-1]
     stored = list(zip(*derived, eids, wfs, itertools.repeat(p), itertools.repeat(topic)))
-    heads: dict[str, tuple[int, bytes]] = {}
-    last_kind: dict[str, str] = {}
-    policies: set[bytes] = set()
     proven = checker.proven
-    frontier: list[bytes] = []  # merkle.CompactRange's, appended inline
-    node_prefix = merkle.NODE_PREFIX
     sha256 = hashlib.sha256
-    entry_prefix, leaf_prefix = hashing.ENTRY_PREFIX, merkle.LEAF_PREFIX
     event_prefix = hashing.EVENT_PREFIX
-    u64 = struct.Struct(">Q").pack
-    pending = iter(signed)
-    nxt = next(pending, None)
-    genesis = hashing.genesis_hash
     seals, parse_seal, key = checker.seals, checker._parse_seal, checker._key
     unauthorized = checker.unauthorized_decisions
-    groups: dict[bytes, _SealLeaves] = {}
-    events = 0
-    first: int | None = None
-    last: int | None = None
-    workflows, principals = proven.workflows, proven.principals
-    agents, emitters = proven.agents, proven.emitters
+    members: defaultdict[bytes, list[int]] = defaultdict(list)
     authorizer = Role.AUTHORIZER
-    kind_at, time_at, principal_at, agent_at = _KIND, _TIME, _PRINCIPAL, _AGENT
-    emitter_at, seq_at = _EMITTER, _EMITTER_SEQ
-    for i in range(n):
-        wf = wfs[i]
-        if full_all or wf == workflow_id:
-            # Checker.event with the strict decoder
-            body = bodies[i]
-            digest = sha256(event_prefix + body).digest()
-            if digest != digests[i] or body[:hlen] != header:
-                raise ValueError("the event digest or header differs")
-            row = project(body, hlen)
-            # expected_columns and Checker.bind, at once
-            if row != stored[i]:
-                raise ValueError("a derived column, the event id, workflow or partition differs")
-            t = row[time_at]
-            if not 0 <= t <= MAX_TIME_US:
-                raise ValueError("the event time is out of range")
-            # Checker.seal, the inclusion path deferred to the seal's group
-            data = sbytes[i]
-            if not data:
-                raise ValueError("no seal")
-            info = seals.get(data) or parse_seal(data)
-            s = info.seal
-            index = sidx[i]
-            if (
-                row[seq_at] != s.first_seq + index
-                or row[emitter_at] != s.emitter_id
-                or p != s.partition
-                or topic != s.topic
-                or index >= s.count
-            ):
-                raise ValueError("the seal is not the event's")
-            if not info.not_before_us <= t <= info.not_after_us:
-                key(s, info, t)
-            group = groups.get(data)
-            if group is None:
-                group = groups[data] = _SealLeaves(s)
-            group.indexes.append(index)
-            group.leaves.append(sha256(leaf_prefix + digest).digest())
-            group.paths.append(spath[i])
-            if len(group.indexes) == s.count:
-                del groups[data]
-                _seal_tree(group)
-            kind = row[kind_at]
-            if kind == "AUTHORIZATION_DECISION" and info.role is not authorizer:
-                role = info.role.value if info.role is not None else "none"
-                unauthorized.append(
-                    f"{wf} event {eids[i]}: decision sealed by "
-                    f"{s.key_id} (role {role}), not an authorizer"
-                )
-            # Checker.note_event
-            events += 1
-            workflows.add(wf)
-            if first is None or t < first:
-                first = t
-            if last is None or t > last:
-                last = t
-            principals.add(row[principal_at])
-            agent = row[agent_at]
-            if agent:
-                agents.add(agent)
-            emitters.add(row[emitter_at])
-            policies.add(pols[i])
-            last_kind[wf] = kind
-        head = heads.get(wf)
-        prev: bytes
-        if head is None:
-            bind(wf)
-            seq, prev = 0, genesis(wf)
-        else:
-            seq, prev = head
-        # chain_step and merkle.leaf_hash, inlined: the same preimages (docs/integrity.md)
-        if seqs[i] != seq or prevs[i] != prev:
+    kind_at, emitter_at, seq_at = _KIND, _EMITTER, _EMITTER_SEQ
+    for i in chosen:
+        # Checker.event with the strict decoder
+        body = bodies[i]
+        if sha256(event_prefix + body).digest() != digests[i] or body[:hlen] != header:
+            raise ValueError("the event digest or header differs")
+        row = project(body, hlen)
+        # expected_columns and Checker.bind, at once
+        if row != stored[i]:
+            raise ValueError("a derived column, the event id, workflow or partition differs")
+        # Checker.seal; the inclusion paths are checked per seal below
+        data = sbytes[i]
+        if not data:
+            raise ValueError("no seal")
+        info = seals.get(data) or parse_seal(data)
+        s = info.seal
+        index = sidx[i]
+        if (
+            row[seq_at] != s.first_seq + index
+            or row[emitter_at] != s.emitter_id
+            or p != s.partition
+            or topic != s.topic
+            or index >= s.count
+        ):
+            raise ValueError("the seal is not the event's")
+        t = row[_TIME]
+        if not info.not_before_us <= t <= info.not_after_us:
+            key(s, info, t)
+        members[data].append(i)
+        if row[kind_at] == "AUTHORIZATION_DECISION" and info.role is not authorizer:
+            role = info.role.value if info.role is not None else "none"
+            unauthorized.append(
+                f"{wfs[i]} event {eids[i]}: decision sealed by "
+                f"{s.key_id} (role {role}), not an authorizer"
+            )
+    # seal inclusion paths: a seal at a time
+    leaf_prefix = merkle.LEAF_PREFIX
+    for data, at in members.items():
+        s = (seals.get(data) or parse_seal(data)).seal
+        group = _SealLeaves(
+            s,
+            [sidx[i] for i in at],
+            [sha256(leaf_prefix + digests[i]).digest() for i in at],
+            [spath[i] for i in at],
+        )
+        if len(at) == s.count:
+            _seal_tree(group)
+        else:  # not all its leaves in this log (or some twice)
+            _seal_paths(group)
+
+    # Checker.event's time range and Checker.note_event, over the checked rows' columns
+    def picked(column: list[Any]) -> list[Any]:
+        return column if full_all else [column[i] for i in chosen]
+
+    last_kind: dict[str, str] = {}
+    policies: set[bytes] = set()
+    if chosen:
+        times = picked(derived[_TIME])
+        first, last = min(times), max(times)
+        if first < 0 or last > MAX_TIME_US:
+            raise ValueError("an event time is out of range")
+        proven.events += len(chosen)
+        proven.workflows.update(picked(wfs))
+        if proven.first_event_us is None or first < proven.first_event_us:
+            proven.first_event_us = first
+        if proven.last_event_us is None or last > proven.last_event_us:
+            proven.last_event_us = last
+        proven.principals.update(picked(derived[_PRINCIPAL]))
+        proven.agents.update(filter(None, picked(derived[_AGENT])))
+        proven.emitters.update(picked(derived[_EMITTER]))
+        policies.update(picked(pols))
+        last_kind.update(zip(picked(wfs), picked(derived[_KIND]), strict=True))
+    # chain_step: every entry hash, then each workflow's links in log order
+    entry_prefix = hashing.ENTRY_PREFIX
+    u64 = struct.Struct(">Q").pack
+    if [
+        sha256(entry_prefix + prev + digest + u64(seq) + policy).digest()
+        for prev, digest, seq, policy in zip(prevs, digests, seqs, pols, strict=True)
+    ] != stated:
+        raise ValueError("an entry hash differs")
+    genesis = hashing.genesis_hash
+    for wf, group_at in itertools.groupby(sorted(range(n), key=wfs.__getitem__), wfs.__getitem__):
+        at = list(group_at)
+        bind(wf)
+        if list(map(seqs.__getitem__, at)) != list(range(len(at))):
+            raise ValueError("a chain sequence number differs")
+        if list(map(prevs.__getitem__, at)) != [genesis(wf), *map(stated.__getitem__, at[:-1])]:
             raise ValueError("a chain link differs")
-        entry = sha256(entry_prefix + prev + digests[i] + u64(seq) + pols[i]).digest()
-        if entry != stated[i]:
-            raise ValueError("an entry hash differs")
-        heads[wf] = (seq + 1, entry)
-        leaf = sha256(leaf_prefix + entry).digest()
-        below = i  # leaves before this one: a perfect subtree per set bit
-        while below & 1:
-            leaf = sha256(node_prefix + frontier.pop() + leaf).digest()
-            below >>= 1
-        frontier.append(leaf)
-        while nxt is not None and nxt[0] == i + 1:
-            size, root, origin = nxt
-            if _frontier_root(frontier) != root:
-                raise ValueError("a checkpoint root differs")
-            proven.checkpoints.append(f"{origin} size {size} root {root.hex()}")
-            proven.note_log(origin, size, root)
-            nxt = next(pending, None)
-    if nxt is not None:
-        raise ValueError("a checkpoint covers more entries than the log holds")
-    for group in groups.values():  # seals not all of whose leaves are in this log
-        _seal_paths(group)
-    proven.events += events
-    if first is not None and (proven.first_event_us is None or first < proven.first_event_us):
-        proven.first_event_us = first
-    if last is not None and (proven.last_event_us is None or last > proven.last_event_us):
-        proven.last_event_us = last
+    # the log: leaf hashes, its perfect subtrees, each signed root
+    levels = [[sha256(leaf_prefix + entry).digest() for entry in stated]]
+    node_prefix = merkle.NODE_PREFIX
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        levels.append(
+            [
+                sha256(node_prefix + below[k] + below[k + 1]).digest()
+                for k in range(0, len(below) - 1, 2)
+            ]
+        )
+    for size, root, origin in signed:
+        if not 0 < size <= n:
+            raise ValueError("a checkpoint covers more entries than the log holds")
+        if _log_root(levels, size) != root:
+            raise ValueError("a checkpoint root differs")
+        proven.checkpoints.append(f"{origin} size {size} root {root.hex()}")
+        proven.note_log(origin, size, root)
     return policies, last_kind
 
 

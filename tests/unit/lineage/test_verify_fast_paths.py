@@ -9,6 +9,7 @@ refusal the reference path would not make, or an acceptance it would refuse.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -354,3 +355,105 @@ def test_the_projection_refuses_what_the_decoder_refuses(data: Dataset, at: int)
                 except StrictDecodeError:
                     results.append(False)
             assert results[0] == results[1]
+
+
+# -- whole-column checks: every tampering still fails, as the reference loop reports it --
+
+
+def _swap(cols: LogColumns, i: int, j: int) -> None:
+    for name in (
+        "workflow_id",
+        "chain_seq",
+        "event_id",
+        "event_digest",
+        "prev_hash",
+        "entry_hash",
+        "policy_digest",
+        "event_bytes",
+        "source_offset",
+        "seal_bytes",
+        "seal_index",
+        "seal_path",
+    ):
+        column = getattr(cols, name)
+        column[i], column[j] = column[j], column[i]
+
+
+def _same_workflow(cols: LogColumns) -> tuple[int, int]:
+    first = cols.workflow_id[3]
+    at = [i for i, wf in enumerate(cols.workflow_id) if wf == first]
+    return at[0], at[1]
+
+
+def _other_workflows(cols: LogColumns) -> tuple[int, int]:
+    i = 3
+    j = next(j for j in range(i + 1, len(cols)) if cols.workflow_id[j] != cols.workflow_id[i])
+    return i, j
+
+
+def _tamper_seq(cols: LogColumns) -> int:
+    cols.chain_seq[5] += 1
+    return 5
+
+
+def _tamper_prev(cols: LogColumns) -> int:
+    cols.prev_hash[6] = bytes(32)
+    return 6
+
+
+def _tamper_entry(cols: LogColumns) -> int:
+    cols.entry_hash[len(cols) - 1] = bytes(32)
+    return len(cols) - 1
+
+
+def _tamper_time(cols: LogColumns) -> int:
+    cols.event_bytes[2] = cols.event_bytes[2][:-1] + b"\x01"
+    return 2
+
+
+def _swapped(cols: LogColumns, i: int, j: int) -> int:
+    _swap(cols, i, j)
+    return i
+
+
+TAMPERING: dict[str, Callable[[LogColumns], int]] = {
+    "reordered in a workflow": lambda c: _swapped(c, *_same_workflow(c)),
+    "two workflows' entries swapped": lambda c: _swapped(c, *_other_workflows(c)),
+    "sequence number": _tamper_seq,
+    "previous hash": _tamper_prev,
+    "last entry hash": _tamper_entry,
+    "event bytes": _tamper_time,
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERING))
+@pytest.mark.parametrize("one_workflow", [False, True])
+def test_tampered_logs_fail_whole_column_checks_as_the_reference_does(
+    data: Dataset, case: str, one_workflow: bool
+) -> None:
+    from lineage.verify.columns import check_stored_columns
+    from lineage.verify.stored import verify_entries
+    from sinks import rows
+
+    cols = _columns(data, 1)
+    index = {c: i for i, c in enumerate(rows.ENTRY_COLUMNS)}
+    es = data.partition_entries(1)
+    cols.derived = [
+        [rows.entry_row(e)[index[name]] for e in es] for name in columns.DERIVED_COLUMNS
+    ]
+    clean = _verify(data, cols)
+    assert clean.failure is None and clean.fast
+    touched = TAMPERING[case](cols)
+    wf = cols.workflow_id[touched] if one_workflow else None  # a workflow verified in full
+    out = _verify(data, cols, wf)
+    assert not out.fast
+    reference = verify_entries(
+        {1: list(cols.entries())},
+        data.checkpoints,
+        registry=data.registry,
+        trusted_checkpoint_vkeys=[data.checkpoint_vkey],
+        workflow_id=wf,
+        check_columns=check_stored_columns,
+    )
+    assert reference.failure is not None
+    assert out.failure == reference.failure
