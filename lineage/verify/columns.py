@@ -586,52 +586,60 @@ def _fast_rows(
     proven = checker.proven
     sha256 = hashlib.sha256
     event_prefix = hashing.EVENT_PREFIX
-    seals, parse_seal, key = checker.seals, checker._parse_seal, checker._key
-    unauthorized = checker.unauthorized_decisions
     members: defaultdict[bytes, list[int]] = defaultdict(list)
-    authorizer = Role.AUTHORIZER
-    kind_at, emitter_at, seq_at = _KIND, _EMITTER, _EMITTER_SEQ
     for i in chosen:
         # Checker.event with the strict decoder
         body = bodies[i]
         if sha256(event_prefix + body).digest() != digests[i] or body[:hlen] != header:
             raise ValueError("the event digest or header differs")
-        row = project(body, hlen)
         # expected_columns and Checker.bind, at once
-        if row != stored[i]:
+        if project(body, hlen) != stored[i]:
             raise ValueError("a derived column, the event id, workflow or partition differs")
-        # Checker.seal; the inclusion paths are checked per seal below
-        data = sbytes[i]
-        if not data:
-            raise ValueError("no seal")
-        info = seals.get(data) or parse_seal(data)
-        s = info.seal
-        index = sidx[i]
-        if (
-            row[seq_at] != s.first_seq + index
-            or row[emitter_at] != s.emitter_id
-            or p != s.partition
-            or topic != s.topic
-            or index >= s.count
-        ):
-            raise ValueError("the seal is not the event's")
-        t = row[_TIME]
-        if not info.not_before_us <= t <= info.not_after_us:
-            key(s, info, t)
-        members[data].append(i)
-        if row[kind_at] == "AUTHORIZATION_DECISION" and info.role is not authorizer:
-            role = info.role.value if info.role is not None else "none"
-            unauthorized.append(
-                f"{wfs[i]} event {eids[i]}: decision sealed by "
-                f"{s.key_id} (role {role}), not an authorizer"
-            )
-    # seal inclusion paths: a seal at a time
+        members[sbytes[i]].append(i)
+    # Checker.seal, a seal at a time, on the stored columns (which equal the decoded rows)
+    if b"" in members:
+        raise ValueError("an event without a seal")
+    seals, parse_seal, key = checker.seals, checker._parse_seal, checker._key
+    kinds, times = derived[_KIND], derived[_TIME]
+    emitter_ids, emitter_seqs = derived[_EMITTER], derived[_EMITTER_SEQ]
+    decisions: list[tuple[int, str]] = []
     leaf_prefix = merkle.LEAF_PREFIX
     for data, at in members.items():
-        s = (seals.get(data) or parse_seal(data)).seal
+        info = seals.get(data) or parse_seal(data)
+        s = info.seal
+        indexes = [sidx[i] for i in at]
+        if (
+            [emitter_seqs[i] for i in at] != [s.first_seq + index for index in indexes]
+            or {emitter_ids[i] for i in at} != {s.emitter_id}
+            or p != s.partition
+            or topic != s.topic
+            or max(indexes) >= s.count
+        ):
+            raise ValueError("a seal is not its events' seal")
+        # the key's trusted window, an interval: checked at the seal's first and last event
+        early = min(times[i] for i in at)
+        late = max(times[i] for i in at)
+        if not info.not_before_us <= early <= late <= info.not_after_us:
+            key(s, info, early)
+            if not info.not_before_us <= early <= late <= info.not_after_us:
+                key(s, info, late)
+                if not info.not_before_us <= early <= late <= info.not_after_us:
+                    raise ValueError("a seal's events lie in several windows of its key")
+        if info.role is not Role.AUTHORIZER:
+            role = info.role.value if info.role is not None else "none"
+            decisions += [
+                (
+                    i,
+                    f"{wfs[i]} event {eids[i]}: decision sealed by "
+                    f"{s.key_id} (role {role}), not an authorizer",
+                )
+                for i in at
+                if kinds[i] == "AUTHORIZATION_DECISION"
+            ]
+        # the inclusion paths
         group = _SealLeaves(
             s,
-            [sidx[i] for i in at],
+            indexes,
             [sha256(leaf_prefix + digests[i]).digest() for i in at],
             [spath[i] for i in at],
         )
@@ -639,6 +647,7 @@ def _fast_rows(
             _seal_tree(group)
         else:  # not all its leaves in this log (or some twice)
             _seal_paths(group)
+    checker.unauthorized_decisions += [found for _, found in sorted(decisions)]
 
     # Checker.event's time range and Checker.note_event, over the checked rows' columns
     def picked(column: list[Any]) -> list[Any]:

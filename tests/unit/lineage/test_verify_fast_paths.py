@@ -457,3 +457,91 @@ def test_tampered_logs_fail_whole_column_checks_as_the_reference_does(
     )
     assert reference.failure is not None
     assert out.failure == reference.failure
+
+
+# -- seal binding and key windows checked per seal: the same verdicts and listings --
+
+
+def _time_text(us: int) -> str:
+    import datetime
+
+    t = datetime.datetime.fromtimestamp(us / 1e6, tz=datetime.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _registry_case(data: Dataset, case: str) -> Any:
+    from lineage.keys import KeyRegistry
+
+    doc = data.registry.to_json()
+    runtime = data.signers["agent-runtime#i1"].key_id
+    gate = data.signers["policy-gate#g1"].key_id
+    times = sorted(SCHEMA.decode_body(e.event_bytes)["event_time"] for e in data.entries)
+    middle = times[len(times) // 2]
+    for key in doc["keys"]:
+        if case == "gate not an authorizer" and key["key_id"] == gate:
+            key["role"] = "emitter"
+        elif case == "runtime key expires midway" and key["key_id"] == runtime:
+            key["not_after"] = _time_text(middle)
+        elif case == "runtime key valid from midway" and key["key_id"] == runtime:
+            key["not_before"] = _time_text(middle)
+        elif case == "runtime key compromised midway" and key["key_id"] == runtime:
+            doc["format"] = "lineage-key-registry/v2"
+            key["revoked_at"] = _time_text(times[-1] + 10)
+            key["compromised_at"] = _time_text(middle)
+            key["revocation_reason"] = "stolen"
+    if doc["format"].endswith("v2"):
+        for key in doc["keys"]:
+            key.setdefault("compromised_at", None)
+            key.setdefault("custody", None)
+            key.setdefault("key_uri", None)
+    return KeyRegistry.from_json(doc)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "gate not an authorizer",
+        "runtime key expires midway",
+        "runtime key valid from midway",
+        "runtime key compromised midway",
+    ],
+)
+def test_key_windows_and_roles_give_the_reference_report(data: Dataset, case: str) -> None:
+    import functools
+
+    from lineage.verify.columns import check_stored_columns
+    from lineage.verify.stored import verify_entries
+    from sinks import rows
+
+    registry = _registry_case(data, case)
+    index = {c: i for i, c in enumerate(rows.ENTRY_COLUMNS)}
+
+    def fetched(p: int) -> LogColumns:
+        cols = _columns(data, p)
+        cols.derived = [
+            [rows.entry_row(e)[index[name]] for e in data.partition_entries(p)]
+            for name in columns.DERIVED_COLUMNS
+        ]
+        return cols
+
+    by_columns = verify_entries(
+        {p: functools.partial(fetched, p) for p in (0, 1)},
+        data.checkpoints,
+        registry=registry,
+        trusted_checkpoint_vkeys=[data.checkpoint_vkey],
+    )
+    reference = verify_entries(
+        {p: list(fetched(p).entries()) for p in (0, 1)},
+        data.checkpoints,
+        registry=registry,
+        trusted_checkpoint_vkeys=[data.checkpoint_vkey],
+        check_columns=check_stored_columns,
+    )
+    assert by_columns.failure == reference.failure
+    assert by_columns.not_proven == reference.not_proven
+    assert by_columns.proven == reference.proven
+    if case == "gate not an authorizer":
+        assert by_columns.failure is None
+        assert sum("not an authorizer" in g for g in by_columns.not_proven) >= 2
+    else:
+        assert by_columns.failure is not None
