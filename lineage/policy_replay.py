@@ -63,7 +63,8 @@ def load_policy_sets(member: object) -> dict[str, PolicySet]:
     """The bundle's policy sets by ``sha256:<hex>`` digest, each digest computed from its bytes.
 
     A set that does not load fails the bundle (POLICY_SET_MISSING, with the load error): the
-    exporter only includes sets that decisions or entries name.
+    exporter only includes sets that decisions or entries name, each once, so a repeated set
+    fails it too.
     """
     if not isinstance(member, list) or len(member) > MAX_POLICY_SETS:
         raise ReplayError(
@@ -78,6 +79,13 @@ def load_policy_sets(member: object) -> dict[str, PolicySet]:
         toml_bytes = _b64(item.get("toml"), f"{where}.toml")
         cedar_bytes = _b64(item.get("cedar"), f"{where}.cedar")
         digest = digest_hex(policy_set_digest(toml_bytes, cedar_bytes))
+        if digest in sets:
+            first = list(sets).index(digest)
+            raise ReplayError(
+                POLICY_SET_MISSING,
+                f"{where} ({digest}) repeats bundle.policies[{first}]: a bundle carries each "
+                "policy set once",
+            )
         try:
             sets[digest] = PolicySet.parse(toml_bytes, cedar_bytes, source=where)
         except ConfigError as exc:

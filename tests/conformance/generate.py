@@ -743,6 +743,15 @@ def v2_claims(w: World) -> list[Case]:
         d,
     )
 
+    d = copy.deepcopy(c.bundle(denied))
+    d["policies"] = d["policies"] * 2
+    case(
+        "policy-set-repeated",
+        "POLICY_SET_MISSING",
+        "the bundle's policy set carried twice (found by the structural fuzz test)",
+        d,
+    )
+
     case(
         "policy-decision-lied",
         "POLICY_DECISION_MISMATCH",

@@ -1254,6 +1254,7 @@ async function checkPolicySets(b, cedar) {
   for (let k = 0; k < parsed.length; k++) {
     const ps = parsed[k];
     const digest = hex(await H(u64be(ps.toml.length), ps.toml, u64be(ps.cedar.length), ps.cedar));
+    if (sets.has(digest)) throw new Failure("POLICY_SET_MISSING", `bundle.policies[${k}] (sha256:${digest}) repeats bundle.policies[${[...sets.keys()].indexOf(digest)}]: a bundle carries each policy set once`);
     try {
       sets.set(digest, loadPolicySet(ps.toml, ps.cedar, cedar.ok ? cedar.engine : null, `policies[${k}]`, digest));
     } catch (e) {
