@@ -202,6 +202,14 @@ def rule_run(
     wait_for(
         lambda: p.count("lineage_entries") >= emitted, 120, f"{emitted} entries ({p.worker_log()})"
     )
+    # violations reach ClickHouse on a topic of their own, possibly after the last entry
+    pairs = sum(len(v) for v in rules.expected.values())
+
+    def stored_pairs() -> int:
+        sql = "SELECT uniqExact(workflow_id, violation_type) FROM {db}.violations FINAL"
+        return int(p.rows(sql)[0][0])
+
+    wait_for(lambda: stored_pairs() >= pairs, 60, f"{pairs} (workflow, violation type) pairs")
     yield p, rules
     p.stop()
     chdb_client.command(f"DROP DATABASE IF EXISTS {database}")

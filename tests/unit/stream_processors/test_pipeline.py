@@ -291,6 +291,9 @@ class _FakeProducer:
     def __len__(self) -> int:
         return 0
 
+    def close(self) -> bool:
+        return True
+
 
 @pytest.mark.parametrize("batch_records", [True, False])
 def test_the_simulated_emitter_writes_exactly_what_the_sdk_writes(
