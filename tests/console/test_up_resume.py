@@ -34,14 +34,22 @@ def _start(data: Path, log: Path) -> tuple[subprocess.Popen[bytes], dict[str, An
         env=_env(data),
     )
     lock = data / "console.json"
+
+    def bootstrap_line() -> str | None:
+        lines = log.read_text().splitlines() if log.exists() else []
+        return next((ln for ln in lines if "Kafka bootstrap" in ln), None)
+
+    # the lock file is written just before the addresses are printed: wait for both
     wait_for(
-        lambda: lock.exists() and json.loads(lock.read_text())["pid"] == proc.pid,
+        lambda: (
+            lock.exists()
+            and json.loads(lock.read_text())["pid"] == proc.pid
+            and bootstrap_line() is not None
+        ),
         120,
         f"lineage up to serve (log: {log.read_text()[-2000:] if log.exists() else ''})",
     )
-    bootstrap = next(
-        ln.split()[2] for ln in log.read_text().splitlines() if "Kafka bootstrap" in ln
-    )
+    bootstrap = str(bootstrap_line()).split()[2]
     return proc, json.loads(lock.read_text()), bootstrap
 
 
