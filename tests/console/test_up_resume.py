@@ -40,15 +40,20 @@ def _start(data: Path, log: Path) -> tuple[subprocess.Popen[bytes], dict[str, An
         return next((ln for ln in lines if "Kafka bootstrap" in ln), None)
 
     # the lock file is written just before the addresses are printed: wait for both
-    wait_for(
-        lambda: (
-            lock.exists()
-            and json.loads(lock.read_text())["pid"] == proc.pid
-            and bootstrap_line() is not None
-        ),
-        120,
-        f"lineage up to serve (log: {log.read_text()[-2000:] if log.exists() else ''})",
-    )
+    try:
+        wait_for(
+            lambda: (
+                lock.exists()
+                and json.loads(lock.read_text())["pid"] == proc.pid
+                and bootstrap_line() is not None
+            ),
+            120,
+            f"lineage up to serve (log: {log.read_text()[-2000:] if log.exists() else ''})",
+        )
+    except BaseException:
+        proc.kill()  # its children die with it
+        proc.wait()
+        raise
     bootstrap = str(bootstrap_line()).split()[2]
     return proc, json.loads(lock.read_text()), bootstrap
 
