@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,6 +85,10 @@ class Manifest:
     groups: dict[str, dict[str, dict[int, int]]]
     data_sha256: str
     store: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def record_count(self) -> int:
+        return sum(n for ps in self.records.values() for n in ps.values())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,7 +153,7 @@ def _read_all(
     Reading to the listed end offsets is not enough: Tansu lists a partition's end as the base
     offset of its last record batch + 1 (``tests/faults/test_changelog_fence.py``).
     """
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
         {
@@ -170,9 +175,7 @@ def _read_all(
             batch = consumer.consume(10_000, 0.1)
             for msg in batch:
                 err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
+                if err is not None:  # partition EOF events are off
                     raise SnapshotError(f"reading {msg.topic()}/{msg.partition()}: {err}")
                 yield {
                     "topic": msg.topic(),
@@ -250,7 +253,7 @@ def save(
     target = data_dir / SNAPSHOT_DIR
     partial = data_dir / (SNAPSHOT_DIR + ".partial")
     if partial.exists():
-        _remove(partial)
+        shutil.rmtree(partial)
     partial.mkdir(parents=True)
     counts: dict[str, dict[int, int]] = {t: {} for t in topics}
     expected: dict[tuple[str, int], int] = {}
@@ -282,15 +285,9 @@ def save(
     )
     (partial / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=1) + "\n")
     if target.exists():
-        _remove(target)
+        shutil.rmtree(target)
     partial.rename(target)
     return manifest
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path)
 
 
 def take(data_dir: Path) -> Path | None:
@@ -406,7 +403,7 @@ def load(
         raise SnapshotError(
             f"{len(misplaced)} snapshot record(s) not at their offsets, first: {misplaced[0]}"
         )
-    if delivered != sum(n for ps in manifest.records.values() for n in ps.values()):
+    if delivered != manifest.record_count:
         raise SnapshotError(f"{delivered} records replayed, the manifest counts another number")
     for group, offsets in manifest.groups.items():
         consumer = Consumer(

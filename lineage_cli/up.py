@@ -127,7 +127,7 @@ def _resume_into(stack: Any, claimed: Path, console: Console) -> None:
 
     started = time.monotonic()
     manifest = broker_snapshot.load(stack.bootstrap, claimed)
-    records = sum(n for ps in manifest.records.values() for n in ps.values())
+    records = manifest.record_count
     shutil.rmtree(claimed, ignore_errors=True)  # loaded once, never again (a failed load stays)
     console.print(
         f"resumed: {records:,} records of {len(manifest.topics)} topics and the offsets of "
@@ -159,7 +159,7 @@ def save_on_stop(settings: Settings, stack: Any, processor: Any, console: Consol
             soft_wrap=True,
         )
         return
-    records = sum(n for ps in manifest.records.values() for n in ps.values())
+    records = manifest.record_count
     console.print(
         f"saved {records:,} records of {len(manifest.topics)} topics to "
         f"{settings.data_dir / broker_snapshot.SNAPSHOT_DIR} in "

@@ -181,6 +181,17 @@ def _lp_ok(text: str) -> bool:
         return False
 
 
+def seal_binds(record: Mapping[str, Any], s: Seal, index: int) -> bool:
+    """The seal is the event's emitter's seal over its sequence number, at leaf ``index``."""
+    return (
+        record["emitter_seq"] == s.first_seq + index
+        and record["emitter_id"] == s.emitter_id
+        and record["partition"] == s.partition
+        and record["topic"] == s.topic
+        and index < s.count
+    )
+
+
 class Checker:
     """Per-entry checks with caches; they raise ``Fail`` without a location (callers add it).
 
@@ -424,13 +435,7 @@ class Checker:
             )
         info = self.seals.get(data) or self._parse_seal(data)
         s = info.seal
-        if (
-            record["emitter_seq"] != s.first_seq + index
-            or record["emitter_id"] != s.emitter_id
-            or record["partition"] != s.partition
-            or record["topic"] != s.topic
-            or index >= s.count
-        ):
+        if not seal_binds(record, s, index):
             raise fail(
                 FailureKind.SEAL_MISMATCH,
                 "the seal is not the event's emitter's seal over its sequence number",

@@ -31,7 +31,7 @@ from lineage import claims, codec, hashing, merkle
 from lineage.keys import KeyRegistry, Role
 from lineage.model import ChainEntry, Seal
 from lineage.verify import strict_avro
-from lineage.verify.checks import MAX_TIME_US, Checker, Fail, gc_paused
+from lineage.verify.checks import MAX_TIME_US, Checker, Fail, gc_paused, seal_binds
 from lineage.verify.report import Failure, FailureKind, Proven
 
 DERIVED_COLUMNS: tuple[str, ...] = (
@@ -452,13 +452,7 @@ def _fast(
             info = seals.get(data) or parse_seal(data)
             s = info.seal
             index = sidx[i]
-            if (
-                record["emitter_seq"] != s.first_seq + index
-                or record["emitter_id"] != s.emitter_id
-                or record["partition"] != s.partition
-                or record["topic"] != s.topic
-                or index >= s.count
-            ):
+            if not seal_binds(record, s, index):
                 raise ValueError("the seal is not the event's")
             t = record["event_time"]
             if not info.not_before_us <= t <= info.not_after_us:
