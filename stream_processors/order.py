@@ -63,7 +63,7 @@ def offer(state: WorkflowState, p: PendingEvent) -> Admission:
 
 
 def _mark(state: WorkflowState, p: PendingEvent) -> None:
-    state.chained[p.event.event_id] = p.digest[:8]
+    state.mark_chained(p.event.event_id, p.digest)
 
 
 def _release_children(state: WorkflowState, event_id: str, out: Admission) -> None:

@@ -38,9 +38,6 @@ EXPIRY_EVERY = 64
 CONTAINED = "CONTAINED"
 
 
-_EMPTY_POLICY_STATE = WorkflowPolicyState()
-
-
 @dataclass(frozen=True)
 class PipelineConfig:
     limits: Limits = field(default_factory=Limits)
@@ -102,7 +99,6 @@ class PartitionPipeline:
         self.findings_log = FindingsLog(store.get(self._prefix + FINDINGS_KEY) or b"")
         self.emitters: dict[str, EmitterState] = {}
         self.workflows: OrderedDict[str, WorkflowState] = OrderedDict()
-        self.policy_states: dict[str, WorkflowPolicyState] = {}
         self.dirty_emitters: set[str] = set()
         self.dirty_workflows: set[str] = set()
         self.auth = Authenticator(
@@ -124,8 +120,9 @@ class PartitionPipeline:
     def _workflow(self, workflow_id: str) -> WorkflowState:
         st = self.workflows.get(workflow_id)
         if st is None:
-            raw = self.store.get(f"{self._prefix}w|{workflow_id}")
-            st = WorkflowState.from_bytes(raw, _decode_event) if raw else WorkflowState(workflow_id)
+            st = WorkflowState.load(
+                self.store, f"{self._prefix}w|{workflow_id}", workflow_id, _decode_event
+            )
             self.workflows[workflow_id] = st
         else:
             self.workflows.move_to_end(workflow_id)
@@ -133,10 +130,11 @@ class PartitionPipeline:
         return st
 
     def _policy_state(self, wf: WorkflowState) -> WorkflowPolicyState:
-        ps = self.policy_states.get(wf.workflow_id)
+        ps = wf.policy_state
         if ps is None:
             ps = WorkflowPolicyState.from_bytes(wf.policy) if wf.policy else WorkflowPolicyState()
-            self.policy_states[wf.workflow_id] = ps
+            ps.journal = wf.journal
+            wf.policy_state = ps
         return ps
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -453,12 +451,13 @@ class PartitionPipeline:
         for _, wid in done[:cut]:
             wf = self._workflow(wid)
             if wf.chained and not wf.waiting:
-                wf.chained = {}
                 ps = self._policy_state(wf)
-                self.policy_states[wid] = WorkflowPolicyState(
-                    contained=ps.contained,
-                    contained_by=ps.contained_by,
-                    contained_at=ps.contained_at,
+                wf.reset(
+                    WorkflowPolicyState(
+                        contained=ps.contained,
+                        contained_by=ps.contained_by,
+                        contained_at=ps.contained_at,
+                    )
                 )
                 self._count("workflows_shrunk")
         del done[:cut]
@@ -519,11 +518,9 @@ class PartitionPipeline:
             items += records
             deleted += gone
         for wid in sorted(self.dirty_workflows):
-            wf = self.workflows[wid]
-            ps = self.policy_states.get(wid)
-            if ps is not None:  # a state with nothing to remember is stored as nothing
-                wf.policy = b"" if ps == _EMPTY_POLICY_STATE else ps.to_bytes()
-            items.append((f"{self._prefix}w|{wid}", wf.to_bytes()))
+            records, gone = self.workflows[wid].records(f"{self._prefix}w|{wid}")
+            items += records
+            deleted += gone
         self.meta.log = self.log.to_bytes()
         items.append((self._prefix + FINDINGS_KEY, self.findings_log.to_bytes()))
         items.append((self._prefix + "meta", self.meta.to_bytes()))
@@ -538,5 +535,4 @@ class PartitionPipeline:
 
     def _evict(self) -> None:
         while len(self.workflows) > self.config.cache_workflows:
-            wid, _ = self.workflows.popitem(last=False)
-            self.policy_states.pop(wid, None)
+            self.workflows.popitem(last=False)

@@ -60,22 +60,16 @@ class WorkflowPolicyState:
     contained: bool = False
     contained_by: str | None = None
     contained_at: str | None = None
+    journal: list[tuple[Any, ...]] | None = field(default=None, compare=False, repr=False)
+    """When set, every change to the maps is appended here as an operation (``JOURNAL_MAPS``):
+    the workflow's state is written as these deltas (``state.WorkflowState.records``)."""
 
     def to_bytes(self) -> bytes:
         """Compact JSON; map order is kept so that eviction after a restore stays identical."""
         doc = {
             "v": STATE_VERSION,
             "authorizations": [
-                [
-                    event_id,
-                    a.decision.value,
-                    a.expires_at,
-                    a.authorized_action,
-                    a.authorized_resource,
-                    a.authorizer_ok,
-                    a.emitter_id,
-                ]
-                for event_id, a in self.authorizations.items()
+                [event_id, *_auth_to_json(a)] for event_id, a in self.authorizations.items()
             ],
             "depths": list(self.depths.items()),
             "fanout": list(self.fanout.items()),
@@ -94,19 +88,7 @@ class WorkflowPolicyState:
             if doc.get("v") != STATE_VERSION:
                 raise ValueError(f"expected state version {STATE_VERSION}, found {doc.get('v')!r}")
             return cls(
-                authorizations={
-                    str(event_id): SeenAuthorization(
-                        decision=Decision(decision),
-                        expires_at=_int(expires_at),
-                        authorized_action=str(action),
-                        authorized_resource=None if resource is None else str(resource),
-                        authorizer_ok=_bool(ok),
-                        emitter_id=str(emitter_id),
-                    )
-                    for event_id, decision, expires_at, action, resource, ok, emitter_id in doc[
-                        "authorizations"
-                    ]
-                },
+                authorizations={str(v[0]): _auth_from_json(v[1:]) for v in doc["authorizations"]},
                 depths={str(k): _int(v) for k, v in doc["depths"]},
                 fanout={str(k): _int(v) for k, v in doc["fanout"]},
                 measurements={str(k): str(v) for k, v in doc["measurements"]},
@@ -119,6 +101,59 @@ class WorkflowPolicyState:
                 "BAD_POLICY_STATE",
                 f"policy state: expected a version {STATE_VERSION} document: {e}",
             ) from e
+
+    def snapshot_ops(self) -> list[list[Any]]:
+        """Operations that rebuild the maps as they are, in insertion order, from empty."""
+        return [
+            journal_op_json((tag, key, value))
+            for tag, name in JOURNAL_MAPS.items()
+            for key, value in getattr(self, name).items()
+        ]
+
+    def apply(self, ops: Sequence[Any]) -> None:
+        """Replay journal operations (as ``journal_op_json`` writes them); DecodeError
+        ("BAD_POLICY_STATE") on anything else."""
+        try:
+            for op in ops:
+                mapping: dict[str, Any] = getattr(self, JOURNAL_MAPS[op[0]])
+                if len(op) == 2:
+                    del mapping[str(op[1])]
+                else:
+                    mapping[str(op[1])] = _VALUE_FROM_JSON[op[0]](op[2])
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise DecodeError(
+                "BAD_POLICY_STATE", f"policy state journal: unreadable operation: {e!r}"
+            ) from e
+
+
+def _auth_to_json(a: SeenAuthorization) -> list[Any]:
+    return [
+        a.decision.value,
+        a.expires_at,
+        a.authorized_action,
+        a.authorized_resource,
+        a.authorizer_ok,
+        a.emitter_id,
+    ]
+
+
+def _auth_from_json(v: Sequence[Any]) -> SeenAuthorization:
+    decision, expires_at, action, resource, ok, emitter_id = v
+    return SeenAuthorization(
+        decision=Decision(decision),
+        expires_at=_int(expires_at),
+        authorized_action=str(action),
+        authorized_resource=None if resource is None else str(resource),
+        authorizer_ok=_bool(ok),
+        emitter_id=str(emitter_id),
+    )
+
+
+def journal_op_json(op: tuple[Any, ...]) -> list[Any]:
+    """A journal operation as JSON-ready values."""
+    if len(op) == 3 and op[0] == "a":
+        return [op[0], op[1], _auth_to_json(op[2])]
+    return list(op)
 
 
 def _int(value: Any) -> int:
@@ -393,12 +428,29 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 CONTAINMENT_RULE = "containment"
 
 
-def _put(mapping: dict[str, Any], key: str, value: Any, limit: int) -> None:
-    """Insert or update, evicting the oldest-inserted keys beyond ``limit``."""
+JOURNAL_MAPS = {"a": "authorizations", "d": "depths", "f": "fanout", "m": "measurements"}
+"""Journal tag of each map: ``(tag, key, value)`` sets a key, ``(tag, key)`` deletes it."""
+_VALUE_FROM_JSON: dict[str, Callable[[Any], Any]] = {
+    "a": _auth_from_json,
+    "d": _int,
+    "f": _int,
+    "m": str,
+}
+
+
+def _put(state: WorkflowPolicyState, tag: str, key: str, value: Any, limit: int) -> None:
+    """Insert or update, evicting the oldest-inserted keys beyond ``limit``; journaled."""
+    mapping: dict[str, Any] = getattr(state, JOURNAL_MAPS[tag])
+    journal = state.journal
     if key not in mapping:
         while len(mapping) >= limit:
-            del mapping[next(iter(mapping))]
+            oldest = next(iter(mapping))
+            del mapping[oldest]
+            if journal is not None:
+                journal.append((tag, oldest))
     mapping[key] = value
+    if journal is not None:
+        journal.append((tag, key, value))
 
 
 class PolicyStage:
@@ -476,21 +528,21 @@ class PolicyStage:
                 authorizer_ok=ctx.decision_trusted,
                 emitter_id=event.emitter_id,
             )
-            _put(state.authorizations, event.event_id, seen, limit)
+            _put(state, "a", event.event_id, seen, limit)
         if event.kind is not EventKind.WORKFLOW_COMPLETED:
             depth = _depth_of(event, state)
             if depth > 0:
-                _put(state.depths, event.event_id, depth, limit)
+                _put(state, "d", event.event_id, depth, limit)
         if event.kind is EventKind.EXECUTION_STARTED and event.parent_event_id is not None:
             count = state.fanout.get(event.parent_event_id, 0) + 1
-            _put(state.fanout, event.parent_event_id, count, limit)
+            _put(state, "f", event.parent_event_id, count, limit)
         measurement = _measurement(event)
         if (
             measurement
             and event.kind in (EventKind.EXECUTION_STARTED, EventKind.ATTESTATION)
             and _agent(event) not in state.measurements
         ):
-            _put(state.measurements, _agent(event), measurement, limit)
+            _put(state, "m", _agent(event), measurement, limit)
 
     def _contain(
         self, event: ExecutionEvent, state: WorkflowPolicyState, findings: Iterable[Finding]

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from lineage import hashing
 from lineage.errors import LineageError
 from lineage.model import ExecutionEvent
+from stream_processors.policy_stage import WorkflowPolicyState, journal_op_json
 from stream_processors.records import PendingEvent
 
 log = logging.getLogger("lineage.processor")
@@ -402,22 +403,109 @@ def chunk_key(key: str, cid: int) -> str:
     return f"{key}|r|{cid}"
 
 
+WORKFLOW_FORMAT = 2
+"""Workflow records: 2 writes a head and journal chunks; 1 (a whole JSON record) still loads."""
+MAX_JOURNAL_CHUNKS = 8
+"""A workflow whose head lists this many chunks writes one snapshot chunk instead of a delta."""
+
+
+def journal_key(key: str, cid: int) -> str:
+    """Where journal chunk ``cid`` of the workflow record ``key`` is stored."""
+    return f"{key}|j|{cid}"
+
+
 @dataclass
 class WorkflowState:
-    """Chain head, causal order bookkeeping and policy state of one workflow."""
+    """Chain head, causal order bookkeeping and policy state of one workflow.
+
+    Stored as deltas (``records``): a head record (chain head, sequence, waiting events,
+    containment, the list of journal chunks) and, per state write, one chunk holding the changes
+    to the maps since the previous write: ``["c", event id, digest prefix]`` for a chained event
+    and the policy maps' operations (``policy_stage.JOURNAL_MAPS``). A restore replays the chunks
+    in order, so the maps come back in the same insertion order, which the rules' eviction
+    depends on. Once a head lists ``MAX_JOURNAL_CHUNKS`` chunks, or after a shrink, the write is
+    a snapshot: one chunk that rebuilds the maps from empty, and the older chunks are deleted.
+    """
 
     workflow_id: str
     head: bytes = b""
     next_seq: int = 0
     chained: dict[str, bytes] = field(default_factory=dict)  # event id -> 8-byte digest prefix
     waiting: list[PendingEvent] = field(default_factory=list)
-    policy: bytes = b""
+    policy: bytes = b""  # format 1's whole policy state, decoded when first needed
+    policy_state: WorkflowPolicyState | None = None
+    journal: list[tuple[Any, ...]] = field(default_factory=list)  # changes since the last write
+    chunks: list[int] = field(default_factory=list)  # journal chunk ids, oldest first
+    next_chunk: int = 0
+    dropped_chunks: list[int] = field(default_factory=list)  # chunk ids to delete
+    snapshot_due: bool = False
 
     def __post_init__(self) -> None:
         if not self.head:
             self.head = hashing.genesis_hash(self.workflow_id)
 
+    def mark_chained(self, event_id: str, digest: bytes) -> None:
+        self.chained[event_id] = digest[:8]
+        self.journal.append(("c", event_id, digest[:8]))
+
+    def reset(self, policy_state: WorkflowPolicyState) -> None:
+        """Forget the maps (a shrink): the next write is a snapshot of what is left."""
+        self.chained = {}
+        self.journal.clear()
+        policy_state.journal = self.journal
+        self.policy_state = policy_state
+        self.snapshot_due = True
+
+    def records(self, key: str) -> tuple[list[tuple[str, bytes]], list[str]]:
+        """The records to write now under ``key`` (a journal chunk when anything changed, then
+        the head), and the chunk keys to delete once the head that no longer lists them is
+        committed."""
+        ps = self.policy_state
+        if ps is None and self.policy:  # format 1's policy state, never decoded since the load
+            ps = self.policy_state = WorkflowPolicyState.from_bytes(self.policy)
+            ps.journal = self.journal
+        if self.snapshot_due or len(self.chunks) >= MAX_JOURNAL_CHUNKS:
+            ops: list[list[Any]] = [["c", k, v.hex()] for k, v in self.chained.items()]
+            if ps is not None:
+                ops += ps.snapshot_ops()
+            self.dropped_chunks += self.chunks
+            self.chunks = []
+            self.snapshot_due = False
+            self.policy = b""
+        else:
+            ops = [
+                ["c", op[1], op[2].hex()] if op[0] == "c" else journal_op_json(op)
+                for op in self.journal
+            ]
+        self.journal.clear()
+        items: list[tuple[str, bytes]] = []
+        if ops:
+            cid = self.next_chunk
+            self.next_chunk += 1
+            self.chunks.append(cid)
+            items.append((journal_key(key, cid), json.dumps(ops, separators=(",", ":")).encode()))
+        items.append((key, self.head_bytes()))
+        gone = [journal_key(key, cid) for cid in self.dropped_chunks]
+        self.dropped_chunks = []
+        return items, gone
+
+    def head_bytes(self) -> bytes:
+        doc: dict[str, Any] = {
+            "v": WORKFLOW_FORMAT,
+            "w": self.workflow_id,
+            "h": _b(self.head),
+            "n": self.next_seq,
+            "q": [pending_to_json(p) for p in self.waiting],
+            "k": self.chunks,
+            "i": self.next_chunk,
+        }
+        ps = self.policy_state
+        if ps is not None and (ps.contained or ps.contained_by or ps.contained_at):
+            doc["s"] = [ps.contained, ps.contained_by, ps.contained_at]
+        return json.dumps(doc, separators=(",", ":")).encode()
+
     def to_bytes(self) -> bytes:
+        """Format 1, one whole record (written before the deltas; ``load`` still reads it)."""
         return json.dumps(
             {
                 "w": self.workflow_id,
@@ -431,7 +519,48 @@ class WorkflowState:
         ).encode()
 
     @classmethod
+    def load(
+        cls, store: StateStore, key: str, workflow_id: str, decode_event: Any
+    ) -> WorkflowState:
+        """The workflow stored under ``key`` (a head and its journal chunks, or a format 1
+        record), or a new one."""
+        raw = store.get(key)
+        if not raw:
+            return cls(workflow_id)
+        d = json.loads(raw)
+        if d.get("v") != WORKFLOW_FORMAT:  # format 1: rewritten as a snapshot at the next write
+            st = cls.from_bytes(raw, decode_event)
+            st.snapshot_due = True
+            return st
+        contained, contained_by, contained_at = d.get("s", (False, None, None))
+        ps = WorkflowPolicyState(
+            contained=contained, contained_by=contained_by, contained_at=contained_at
+        )
+        st = cls(
+            workflow_id=d["w"],
+            head=_ub(d["h"]),
+            next_seq=d["n"],
+            waiting=[pending_from_json(v, decode_event) for v in d["q"]],
+            policy_state=ps,
+            chunks=list(d["k"]),
+            next_chunk=d["i"],
+        )
+        for cid in st.chunks:
+            blob = store.get(journal_key(key, cid))
+            if blob is None:
+                raise StateCorrupt(
+                    f"workflow {workflow_id}: its head lists journal chunk {cid}, "
+                    "which the table does not hold"
+                )
+            ops = json.loads(blob)
+            st.chained.update((op[1], bytes.fromhex(op[2])) for op in ops if op[0] == "c")
+            ps.apply([op for op in ops if op[0] != "c"])
+        ps.journal = st.journal
+        return st
+
+    @classmethod
     def from_bytes(cls, data: bytes, decode_event: Any) -> WorkflowState:
+        """A format 1 record."""
         d = json.loads(data)
         return cls(
             workflow_id=d["w"],

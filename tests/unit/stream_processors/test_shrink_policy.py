@@ -51,5 +51,7 @@ def test_a_shrunk_workflow_record_is_its_head_and_sequence() -> None:
     stored = store.get("0|w|wf-done")
     assert stored is not None
     record = json.loads(stored)
-    assert (record["c"], record["q"], record["p"], record["n"]) == ({}, [], "", 7), record
+    assert (record["k"], record["q"], record["n"]) == ([], [], 7), record
+    assert "s" not in record, "no containment to keep"
+    assert not [k for k in store.data if k.startswith("0|w|wf-done|")], "its journal is deleted"
     assert len(stored) < 100, f"expected under 100 bytes for a shrunk workflow, found {len(stored)}"
