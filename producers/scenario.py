@@ -215,7 +215,7 @@ class Scenario:
                 model_id="claude-sonnet",
                 model_version="4.5",
             )
-            self.e.subagents.emit(
+            completed = self.e.subagents.emit(
                 workflow_id=cwid,
                 kind=EventKind.EXECUTION_COMPLETED,
                 principal=sub,
@@ -228,6 +228,17 @@ class Scenario:
                 output_digest="sha256:" + uuid7().replace("-", "")[:32],
             )
             used += 3
+            if child:  # the sub-agent's own workflow ends with its run (the processor then
+                # shrinks its state like any completed workflow's)
+                self.e.subagents.emit(
+                    workflow_id=cwid,
+                    kind=EventKind.WORKFLOW_COMPLETED,
+                    principal=sub,
+                    agent_id=sub,
+                    action="workflow.complete",
+                    parent_event_id=completed.event_id,
+                )
+                used += 1
         return used
 
     # -- injected misbehaviour ---------------------------------------------

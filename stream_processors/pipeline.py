@@ -101,6 +101,7 @@ class PartitionPipeline:
         self.workflows: OrderedDict[str, WorkflowState] = OrderedDict()
         self.dirty_emitters: set[str] = set()
         self.dirty_workflows: set[str] = set()
+        self.shrunk: set[str] = set()  # shrunk since the last write: leave the cache once written
         self.auth = Authenticator(
             topic, partition, registry, self.policy_hex, self._emitter, policy.severity_for
         )
@@ -459,6 +460,7 @@ class PartitionPipeline:
                         contained_at=ps.contained_at,
                     )
                 )
+                self.shrunk.add(wid)
                 self._count("workflows_shrunk")
         del done[:cut]
 
@@ -534,5 +536,10 @@ class PartitionPipeline:
         return items
 
     def _evict(self) -> None:
+        """Shrunk workflows leave the cache once written (their head stays in the table, read
+        back if a late event comes); then the least recently used beyond ``cache_workflows``."""
+        for wid in self.shrunk:
+            self.workflows.pop(wid, None)
+        self.shrunk.clear()
         while len(self.workflows) > self.config.cache_workflows:
             self.workflows.popitem(last=False)

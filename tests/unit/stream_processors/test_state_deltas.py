@@ -124,6 +124,7 @@ def test_a_completed_workflow_shrinks_to_its_chain_head_after_the_grace_offsets(
     store = DictStore()
     pl = make_pipeline(registry_for(em), store, config=config)
     run(pl, to_records(msgs))
+    assert "wf-done" not in pl.workflows, "a shrunk workflow leaves the cache once written"
     wf = pl._workflow("wf-done")
     assert wf.chained == {} and wf.next_seq == 4, "only the chain head and sequence remain"
     assert pl.counters["workflows_shrunk"] == 1
