@@ -131,12 +131,7 @@ class PartitionPipeline:
         return st
 
     def _policy_state(self, wf: WorkflowState) -> WorkflowPolicyState:
-        ps = wf.policy_state
-        if ps is None:
-            ps = WorkflowPolicyState.from_bytes(wf.policy) if wf.policy else WorkflowPolicyState()
-            ps.journal = wf.journal
-            wf.policy_state = ps
-        return ps
+        return wf.rules()
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n

@@ -438,10 +438,16 @@ _VALUE_FROM_JSON: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _put(state: WorkflowPolicyState, tag: str, key: str, value: Any, limit: int) -> None:
-    """Insert or update, evicting the oldest-inserted keys beyond ``limit``; journaled."""
-    mapping: dict[str, Any] = getattr(state, JOURNAL_MAPS[tag])
-    journal = state.journal
+def _put(
+    mapping: dict[str, Any],
+    key: str,
+    value: Any,
+    limit: int,
+    journal: list[tuple[Any, ...]] | None,
+    tag: str,
+) -> None:
+    """Insert or update, evicting the oldest-inserted keys beyond ``limit``; each change is
+    appended to ``journal`` (when set) under the map's ``tag``."""
     if key not in mapping:
         while len(mapping) >= limit:
             oldest = next(iter(mapping))
@@ -528,21 +534,21 @@ class PolicyStage:
                 authorizer_ok=ctx.decision_trusted,
                 emitter_id=event.emitter_id,
             )
-            _put(state, "a", event.event_id, seen, limit)
+            _put(state.authorizations, event.event_id, seen, limit, state.journal, "a")
         if event.kind is not EventKind.WORKFLOW_COMPLETED:
             depth = _depth_of(event, state)
             if depth > 0:
-                _put(state, "d", event.event_id, depth, limit)
+                _put(state.depths, event.event_id, depth, limit, state.journal, "d")
         if event.kind is EventKind.EXECUTION_STARTED and event.parent_event_id is not None:
             count = state.fanout.get(event.parent_event_id, 0) + 1
-            _put(state, "f", event.parent_event_id, count, limit)
+            _put(state.fanout, event.parent_event_id, count, limit, state.journal, "f")
         measurement = _measurement(event)
         if (
             measurement
             and event.kind in (EventKind.EXECUTION_STARTED, EventKind.ATTESTATION)
             and _agent(event) not in state.measurements
         ):
-            _put(state, "m", _agent(event), measurement, limit)
+            _put(state.measurements, _agent(event), measurement, limit, state.journal, "m")
 
     def _contain(
         self, event: ExecutionEvent, state: WorkflowPolicyState, findings: Iterable[Finding]

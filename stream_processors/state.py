@@ -444,6 +444,19 @@ class WorkflowState:
         if not self.head:
             self.head = hashing.genesis_hash(self.workflow_id)
 
+    def rules(self) -> WorkflowPolicyState:
+        """The policy state, decoded from format 1's bytes (or new) when first needed; its
+        changes go to this workflow's journal."""
+        if self.policy_state is None:
+            ps = (
+                WorkflowPolicyState.from_bytes(self.policy)
+                if self.policy
+                else WorkflowPolicyState()
+            )
+            ps.journal = self.journal
+            self.policy_state = ps
+        return self.policy_state
+
     def mark_chained(self, event_id: str, digest: bytes) -> None:
         self.chained[event_id] = digest[:8]
         self.journal.append(("c", event_id, digest[:8]))
@@ -460,10 +473,8 @@ class WorkflowState:
         """The records to write now under ``key`` (a journal chunk when anything changed, then
         the head), and the chunk keys to delete once the head that no longer lists them is
         committed."""
-        ps = self.policy_state
-        if ps is None and self.policy:  # format 1's policy state, never decoded since the load
-            ps = self.policy_state = WorkflowPolicyState.from_bytes(self.policy)
-            ps.journal = self.journal
+        # format 1's policy state may never have been decoded since the load: it goes in too
+        ps = self.rules() if self.policy else self.policy_state
         if self.snapshot_due or len(self.chunks) >= MAX_JOURNAL_CHUNKS:
             ops: list[list[Any]] = [["c", k, v.hex()] for k, v in self.chained.items()]
             if ps is not None:
