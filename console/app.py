@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from console.live import LiveHub, public_view
 from console.store import STATUSES, NotFound, Store
 from lineage.config import Settings
-from lineage.errors import LineageError
+from lineage.errors import ConfigError, LineageError
 
 log = logging.getLogger("lineage.console")
 HERE = Path(__file__).resolve().parent
@@ -73,6 +73,31 @@ class ConsoleContext:
 
 class Unauthorized(Exception):
     pass
+
+
+def key_custody(settings: Settings, at_us: int | None = None) -> dict[str, Any]:
+    """Where the registry's keys in use are held, for the health surface.
+
+    ``in_use`` counts keys not revoked and not past ``not_after`` by custody (``file``,
+    ``pkcs11``, ...). ``file_backed`` lists the file-backed ones only when the deployment claims
+    to be production (``LINEAGE_PRODUCTION``): there a copied key file signs as its subject.
+    """
+    from lineage.keys import KeyRegistry, file_backed_keys
+
+    now = _now_us() if at_us is None else at_us
+    registry = KeyRegistry.load(settings.resolved_keys_file)
+    in_use: dict[str, int] = {}
+    for r in registry.records():
+        if r.revoked_at_us is None and (r.not_after_us is None or r.not_after_us >= now):
+            in_use[r.custody] = in_use.get(r.custody, 0) + 1
+    flagged = file_backed_keys(registry, production=settings.production, at_us=now)
+    return {
+        "production": settings.production,
+        "in_use": dict(sorted(in_use.items())),
+        "file_backed": [
+            {"subject": r.subject, "role": r.role.value, "key_id": r.key_id} for r in flagged
+        ],
+    }
 
 
 def _now_us() -> int:
@@ -306,6 +331,7 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
                     "revoked_at": format_time_us(r.revoked_at_us) if r.revoked_at_us else None,
                     "revocation_reason": r.revocation_reason,
                     "status": r.status(now),
+                    "custody": r.custody,
                 }
                 for r in sorted(registry.records(), key=lambda r: (r.subject, r.not_before_us))
             ]
@@ -475,6 +501,18 @@ def create_app(ctx: ConsoleContext) -> FastAPI:
                 snap["tables"] = ctx.store.table_counts()
             except Exception as exc:
                 snap.setdefault("errors", {})["clickhouse"] = str(exc)
+        try:
+            snap["keys"] = key_custody(ctx.settings)
+        except ConfigError as exc:  # an unreadable registry is a health finding, not a 500
+            snap.setdefault("errors", {})["keys"] = str(exc)
+        else:
+            if snap["keys"]["file_backed"]:
+                names = ", ".join(
+                    f"{k['subject']} ({k['role']})" for k in snap["keys"]["file_backed"]
+                )
+                snap.setdefault("errors", {})["keys"] = (
+                    "production deployment with file-backed signing keys: " + names
+                )
         if ctx.extra_status:
             snap["stack"] = ctx.extra_status()
         return snap

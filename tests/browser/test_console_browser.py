@@ -248,6 +248,11 @@ def test_health_turns_red_when_the_processor_dies(page: Any, browser_stack: Stac
     page.wait_for_function("document.body.dataset.allOk === '1'")
     page.wait_for_function("document.querySelectorAll('#partitions tbody tr').length === 2")
     shot(page, "health-ok")
+    custody = page.wait_for_selector("#custody dl.kv").inner_text()
+    assert "deployment" in custody and "development" in custody, custody
+    assert "keys in use: file" in custody, custody
+    page.locator("#custody").scroll_into_view_if_needed()
+    shot(page, "health-custody")
     st.worker.kill()
     try:
         t0 = time.monotonic()

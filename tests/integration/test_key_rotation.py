@@ -1,11 +1,12 @@
-"""Key rotation without downtime: an emitter and the processor move to new keys mid-stream.
+"""Key rotation without downtime: an emitter, an authorizer and the processor move to new keys.
 
-A steady stream runs through the embedded broker, a processor worker and the sink. In the middle
-of it the emitter's key and the processor's checkpoint key are rotated the way an operator does
-it (new key registered with a future ``not_before``, old key retired with a ``not_after``); the
-running emitter and worker pick the new keys up from the registry file without a restart.
-Nothing may be quarantined, no violation raised, and both the bundle and the store verify with
-evidence on both sides of the boundary.
+A steady stream runs through the embedded broker, a processor worker and the sink; every
+workflow carries a pre-execution gate decision sealed by the authorizer. In the middle of it the
+emitter's key, the authorizer's key and the processor's checkpoint key are rotated the way an
+operator does it (new key registered with a future ``not_before``, old key retired with a
+``not_after``); the running emitters and worker pick the new keys up from the registry file
+without a restart. Nothing may be quarantined, no violation raised, and both the bundle and the
+store verify with evidence on both sides of the boundary.
 """
 
 from __future__ import annotations
@@ -22,40 +23,55 @@ from lineage import codec, note
 from lineage.bundle import write_bundle
 from lineage.keys import KeyRegistry, Role, RotatingSigner, generate_key, plan_rotation
 from lineage.model import EventKind, Seal
+from lineage.policy import PolicySet
 from lineage.verify import checkpoint_vkeys, verify_bundle
 from lineage_cli.evidence import export_bundle, verify_clickhouse
 from producers.emitter import Emitter
+from producers.gate import Gate
 from stream_processors.main import PROCESSOR_SUBJECT
 from tests.integration.conftest import Pipeline, wait_for
 
 SEALS = codec.load("seal")
 SUBJECT = "tool-runner"
+AUTHORIZER = "orchestrator"
+ROTATED = (
+    (SUBJECT, Role.EMITTER),
+    (AUTHORIZER, Role.AUTHORIZER),
+    (PROCESSOR_SUBJECT, Role.PROCESSOR),
+)
 OVERLAP_US = 1_500_000  # both keys valid 1.5 s each side of the switch; batches seal in 50 ms
 
 
-def _rotate(p: Pipeline, switch_at_us: int) -> tuple[str, str]:
-    """What `lineage keys rotate` does, for the emitter and the processor; new key ids."""
+def _rotate(p: Pipeline, switch_at_us: int) -> list[str]:
+    """What `lineage keys rotate` does, for each subject of ``ROTATED``; new key ids."""
     path = p.settings.resolved_keys_file
     keys_dir = path.parent
     registry = KeyRegistry.load(path)
     new_ids = []
-    for subject, role in ((SUBJECT, Role.EMITTER), (PROCESSOR_SUBJECT, Role.PROCESSOR)):
+    for subject, role in ROTATED:
         record, _ = generate_key(subject, role, keys_dir, per_key=True)
         retired = plan_rotation(registry, record, switch_at_us=switch_at_us, overlap_us=OVERLAP_US)
         assert len(retired) == 1, f"expected the one current {role.value} key retired"
         new_ids.append(record.key_id)
     registry.save(path)
-    return new_ids[0], new_ids[1]
+    return new_ids
 
 
-def _stream(emitter: Emitter, stop: threading.Event, started: list[str]) -> None:
-    """Workflows of start, three attestations and completion, about 300 events a second."""
+def _stream(emitter: Emitter, gate: Gate, stop: threading.Event, started: list[str]) -> None:
+    """Workflows of start, a gate decision, three attestations and completion."""
     n = 0
     while not stop.is_set():
         wid = f"rot-{n:05d}"
         ev = emitter.emit(
             workflow_id=wid, kind=EventKind.WORKFLOW_STARTED, principal="agent:r", action="start"
         )
+        ev = gate.authorize(
+            workflow_id=wid,
+            principal="agent:r",
+            action="tool.call:search",
+            resource="web:search",
+            parent_event_id=ev.event_id,
+        ).event
         for step in range(3):
             ev = emitter.emit(
                 workflow_id=wid,
@@ -93,31 +109,43 @@ def _checkpoint_key_ids(p: Pipeline) -> set[str]:
     return out
 
 
-def test_rotate_emitter_and_processor_keys_mid_stream(pipeline: Pipeline) -> None:
+def test_rotate_emitter_authorizer_and_processor_keys_mid_stream(pipeline: Pipeline) -> None:
     p = pipeline
     path = p.settings.resolved_keys_file
     registry0 = KeyRegistry.load(path)
     old_emitter = next(r.key_id for r in registry0.records() if r.subject == SUBJECT)
+    old_authorizer = next(r.key_id for r in registry0.records() if r.subject == AUTHORIZER)
     old_processor = next(r for r in registry0.records() if r.subject == PROCESSOR_SUBJECT)
     signer = RotatingSigner(SUBJECT, Role.EMITTER, path, path.parent)
+    authorizer = RotatingSigner(AUTHORIZER, Role.AUTHORIZER, path, path.parent)
     p.start_worker()
     p.start_sink()
     stop = threading.Event()
     started: list[str] = []
-    with Emitter(
-        bootstrap=p.bootstrap,
-        topic=p.settings.topics.events,
-        signer=signer,
-        seal_every=20,
-        seal_ms=50,
-    ) as emitter:
-        thread = threading.Thread(target=_stream, args=(emitter, stop, started), daemon=True)
+    with (
+        Emitter(
+            bootstrap=p.bootstrap,
+            topic=p.settings.topics.events,
+            signer=signer,
+            seal_every=20,
+            seal_ms=50,
+        ) as emitter,
+        Emitter(
+            bootstrap=p.bootstrap,
+            topic=p.settings.topics.events,
+            signer=authorizer,
+            seal_every=20,
+            seal_ms=50,
+        ) as orchestrator,
+    ):
+        gate = Gate(orchestrator, p.policy)
+        thread = threading.Thread(target=_stream, args=(emitter, gate, stop, started), daemon=True)
         thread.start()
         wait_for(lambda: len(started) >= 40, 60, "the stream to get going")
         # Checkpoints by the old processor key exist before the switch.
         wait_for(lambda: p.count("checkpoints") > 0, 60, "a first checkpoint")
         switch = time.time_ns() // 1000 + 2 * OVERLAP_US  # new keys valid 1.5 s from now
-        new_emitter, new_processor = _rotate(p, switch)
+        new_emitter, new_authorizer, new_processor = _rotate(p, switch)
         # Keep streaming until well after the old keys expired (switch + overlap).
         wait_for(
             lambda: time.time_ns() // 1000 > switch + OVERLAP_US + 2_000_000,
@@ -127,9 +155,10 @@ def test_rotate_emitter_and_processor_keys_mid_stream(pipeline: Pipeline) -> Non
         stop.set()
         thread.join(30)
         assert not thread.is_alive()
-        report = emitter.flush(30)
-        assert report.ok, f"expected every record delivered, found {report}"
-    total = emitter.emitted
+        for em in (emitter, orchestrator):
+            report = em.flush(30)
+            assert report.ok, f"expected every record delivered, found {report}"
+    total = emitter.emitted + orchestrator.emitted
     wait_for(
         lambda: p.count("lineage_entries") >= total,
         120,
@@ -148,9 +177,10 @@ def test_rotate_emitter_and_processor_keys_mid_stream(pipeline: Pipeline) -> Non
     assert p.count("violations") == 0, p.rows("SELECT violation_type FROM {db}.violations")
     assert p.count("lineage_entries") == total
 
-    # Both emitter keys sealed events, both processor keys signed checkpoints.
+    # Both emitter keys and both authorizer keys sealed events, both processor keys signed
+    # checkpoints.
     seal_keys = _seal_keys(p, "1")
-    assert {old_emitter, new_emitter} <= seal_keys, seal_keys
+    assert {old_emitter, new_emitter, old_authorizer, new_authorizer} <= seal_keys, seal_keys
     registry = KeyRegistry.load(path)
     new_proc_record = registry.get(new_processor)
     assert new_proc_record is not None
@@ -171,13 +201,24 @@ def test_rotate_emitter_and_processor_keys_mid_stream(pipeline: Pipeline) -> Non
         )
     assert store.ok, store.to_json()
     assert store.proven.events == total
-    # A workflow sealed by the old key and one sealed by the new key.
-    for wid, key in ((started[0], old_emitter), (started[-1], new_emitter)):
-        assert _seal_keys(p, f"workflow_id = '{wid}'") == {key}
+    # A workflow sealed by the old keys and one sealed by the new keys; their gate decisions
+    # are re-run and checked against the authorizer's key on each side of the switch.
+    for wid, keys in (
+        (started[0], {old_emitter, old_authorizer}),
+        (started[-1], {new_emitter, new_authorizer}),
+    ):
+        assert _seal_keys(p, f"workflow_id = '{wid}'") == keys
         with p.sink.sink.lock:  # type: ignore[union-attr]
-            bundle = export_bundle(client, p.database, wid, registry)
+            bundle = export_bundle(
+                client,
+                p.database,
+                wid,
+                registry,
+                policy_sets=[PolicySet.files(p.settings.resolved_policy_file)],
+            )
         report = verify_bundle(bundle, registry=registry, trusted_checkpoint_vkeys=vkeys)
-        assert report.ok, (wid, report.to_json())
+        assert report.ok, (wid, report.failure)
+        assert report.proven.decisions_rerun == 1, (wid, report.to_json())
         # and `lineage verify FILE` as an auditor runs it, trusted keys passed explicitly
         out = p.settings.data_dir / f"{wid}.json"
         write_bundle(bundle, out)

@@ -30,6 +30,17 @@
       if (!errs.children.length) errs.append(L.el("li", { class: "muted", text: "none" }));
       const stack = L.clear(document.getElementById("stack"));
       if (h.tables) stack.append(L.kv(Object.entries(h.tables).map(([k, v]) => ["rows: " + k, v])));
+      const custody = L.clear(document.getElementById("custody"));
+      if (h.keys) {
+        const k = h.keys;
+        custody.append(L.kv([["deployment", k.production ? "production (LINEAGE_PRODUCTION)" : "development"],
+          ...Object.entries(k.in_use).map(([c, n]) => ["keys in use: " + c, n])]));
+        if (k.file_backed.length) {
+          const list = L.el("ul", { class: "feed", id: "file-backed" });
+          for (const f of k.file_backed) list.append(L.el("li", { class: "wrap" }, L.badge("file key", "bad"), " ", `${f.subject} (${f.role}) ${f.key_id}`));
+          custody.append(list);
+        } else if (k.production) custody.append(L.el("p", { class: "muted", text: "every key in use is held outside a file" }));
+      } else custody.append(L.el("span", { class: "muted", text: "key registry not readable (see Errors)" }));
       const s = h.series;
       if (s && s.t.length) {
         plot("p-lag", [{ label: "processor lag", stroke: "#d29922" }, { label: "sink lag", stroke: "#58a6ff" }], [s.t, s.processor_lag, s.sink_lag]);
