@@ -231,3 +231,17 @@ def _child_env() -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT)
     env["COLUMNS"] = "300"  # one error line, not wrapped
     return env
+
+
+def test_the_demo_moves_a_file_witness_to_the_token(hsm: SoftHsm, tmp_path: Path) -> None:
+    from infra.demo_witness import DemoWitness, token_key_uri
+
+    store = w.WitnessStore(tmp_path / "w")
+    store.init(WITNESS_NAME)
+    file_vkey = store.vkey()
+    retired = DemoWitness._retire_file_key(store)
+    assert retired is not None and retired.exists() and not store.key_path.exists()
+    store.init(WITNESS_NAME, key_uri=token_key_uri(hsm.label), token=hsm.config)
+    assert store.vkey() != file_vkey
+    assert DemoWitness._retire_file_key(store) is None  # already in the token: nothing to move
+    assert token_key_uri("a b/c") == "pkcs11:token=a%20b%2Fc;object=lineage-witness"
