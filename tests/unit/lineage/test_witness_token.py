@@ -82,7 +82,8 @@ def test_a_token_witness_cosigns_and_the_cosignature_verifies(hsm: SoftHsm, tmp_
         text, valid = w.verify_cosignatures(signed, [(name, public)])
         assert [(c.name, c.timestamp) for c in valid] == [(WITNESS_NAME, 1_700_000_000)]
         assert text == note.open_note(checkpoint, spec(log).verifiers())[0]
-    assert store.state(ORIGIN) is not None and store.state(ORIGIN).size == 8  # type: ignore[union-attr]
+    state = store.state(ORIGIN)
+    assert state is not None and state.size == 8 and state.note == signed
 
     # A cosignature by another key under the same name does not pass for this witness's.
     other = w.cosign(text, WITNESS_NAME, Ed25519PrivateKey.generate(), 1)
