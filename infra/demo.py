@@ -149,8 +149,15 @@ def run_demo(
             client,
             on_outage=lambda m: console.print(f"  [yellow]sink:[/] {m}"),
         )
-        witness = DemoWitness(stack, settings, client, sink.sink.lock)
-        console.print(f"  witness  {witness.url} (state in {witness.dir})")
+        witness = DemoWitness(stack, settings, client, sink.sink.lock, keys=keys, token=token)
+        console.print(
+            f"  witness  {witness.url} (state in {witness.dir}, key {witness.key_location})"
+        )
+        if witness.retired_key is not None:
+            console.print(
+                f"  witness  key moved to the token; the file key is kept as "
+                f"{witness.retired_key.name} and the witness has a new --witness-key"
+            )
 
         def emitter(signer: Signer) -> Emitter:
             return Emitter(

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -30,6 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from lineage import merkle, note
 from lineage.errors import ConfigError, LineageError
+
+if TYPE_CHECKING:
+    from lineage.pkcs11 import TokenConfig
 
 COSIGNATURE_TYPE = b"\x04"
 """Signed-note signature type of timestamped Ed25519 witness cosignatures (c2sp.org/signed-note)."""
@@ -135,7 +138,12 @@ class Cosignature:
 
 
 def cosign(body: str, name: str, private_key: Ed25519PrivateKey, timestamp: int) -> Cosignature:
-    """Cosign a checkpoint note text (as returned by ``note.open_note``) at ``timestamp``."""
+    """Cosign a checkpoint note text (as returned by ``note.open_note``) at ``timestamp``.
+
+    ``private_key`` is any ``Ed25519PrivateKey``, as for ``note.sign_note``: a key read from a
+    PEM file, or a :class:`~lineage.keys.ExternalEd25519Key` (a PKCS#11 token key, a KMS key)
+    that signs where it is kept.
+    """
     public = private_key.public_key().public_bytes_raw()
     kid = cosigner_key_id(name, public)
     return Cosignature(name, kid, timestamp, private_key.sign(cosigned_message(body, timestamp)))
@@ -423,10 +431,18 @@ def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 @dataclass
 class WitnessConfig:
-    """Name and accepted logs (``witness.json``)."""
+    """Name, accepted logs and, for a key in a token, where it is (``witness.json``).
+
+    ``key_uri`` (RFC 7512 ``pkcs11:`` URI) names the witness's key pair in a PKCS#11 token and
+    ``public_key`` is that key's public half as recorded by ``init``: opening another key under
+    the same URI is refused, so the witness's identity cannot change behind its auditors' back.
+    Without ``key_uri`` the key is the file ``witness.key``.
+    """
 
     name: str
     logs: list[LogSpec] = field(default_factory=list)
+    key_uri: str | None = None
+    public_key: bytes | None = None
 
     def spec_for(self, origin: str) -> LogSpec | None:
         """The first log spec matching ``origin``."""
@@ -434,11 +450,16 @@ class WitnessConfig:
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
-        return {
+        doc: dict[str, Any] = {
             "format": CONFIG_FORMAT,
             "name": self.name,
             "logs": [s.to_json() for s in self.logs],
         }
+        if self.key_uri is not None:
+            assert self.public_key is not None  # set together by WitnessStore.init
+            doc["key_uri"] = self.key_uri
+            doc["public_key"] = _b64(self.public_key)
+        return doc
 
     @classmethod
     def from_json(cls, doc: object, where: str) -> WitnessConfig:
@@ -455,14 +476,46 @@ class WitnessConfig:
         logs = doc.get("logs")
         if not isinstance(logs, list):
             raise ConfigError(f"{where}.logs: expected a list")
-        return cls(name, [LogSpec.from_json(d, f"{where}.logs[{i}]") for i, d in enumerate(logs)])
+        key_uri, public_key = _key_from_json(doc, where)
+        return cls(
+            name,
+            [LogSpec.from_json(d, f"{where}.logs[{i}]") for i, d in enumerate(logs)],
+            key_uri,
+            public_key,
+        )
+
+
+def _key_from_json(doc: dict[str, Any], where: str) -> tuple[str | None, bytes | None]:
+    """``key_uri`` and ``public_key`` of a config: both or neither."""
+    key_uri, public64 = doc.get("key_uri"), doc.get("public_key")
+    if key_uri is None and public64 is None:
+        return None, None
+    if not isinstance(key_uri, str) or not isinstance(public64, str):
+        raise ConfigError(
+            f"{where}: expected key_uri (a pkcs11: URI) and public_key (base64) together, "
+            f"found key_uri {key_uri!r:.80} and public_key {public64!r:.80}"
+        )
+    from lineage.pkcs11 import parse_uri
+
+    parse_uri(key_uri)
+    try:
+        public_key = _unb64(public64, f"{where}.public_key")
+    except WitnessError as exc:
+        raise ConfigError(str(exc)) from None
+    if len(public_key) != 32:
+        raise ConfigError(
+            f"{where}.public_key: expected 32 Ed25519 key bytes, found {len(public_key)}"
+        )
+    return key_uri, public_key
 
 
 class WitnessStore:
     """The witness directory: ``witness.json``, ``witness.key``, ``state/``, ``refusals/``.
 
-    ``open`` takes an exclusive lock on the directory for the life of the object, so two
-    witness processes can never interleave their check-and-persist steps on one state.
+    The key is the file ``witness.key``, or a key pair in a PKCS#11 token that ``witness.json``
+    names (``key_uri``); then no key file exists. ``lock`` takes an exclusive lock on the
+    directory, so two witness processes can never interleave their check-and-persist steps on
+    one state.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -476,26 +529,38 @@ class WitnessStore:
 
     @property
     def key_path(self) -> Path:
-        """``witness.key`` (PKCS#8 PEM, mode 0600)."""
+        """``witness.key`` (PKCS#8 PEM, mode 0600), when the key is a file."""
         return self.directory / "witness.key"
 
-    def init(self, name: str, logs: Sequence[LogSpec] = ()) -> WitnessConfig:
+    def init(
+        self,
+        name: str,
+        logs: Sequence[LogSpec] = (),
+        *,
+        key_uri: str | None = None,
+        token: TokenConfig | None = None,
+    ) -> WitnessConfig:
         """Create the directory, a key if none exists, and the config; add ``logs`` to it.
 
-        An existing key is kept (the witness's identity must not change); a log spec with the
-        same origin as an existing one replaces its keys.
+        An existing key is kept (the witness's identity must not change), file or token. With
+        ``key_uri`` the key is the Ed25519 key pair that URI names in a PKCS#11 token, created
+        there if the token has none under that label (library and PIN from ``token``); a
+        witness that already has another key refuses it. A log spec with the same origin as an
+        existing one replaces its keys.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "state").mkdir(exist_ok=True)
         (self.directory / "refusals").mkdir(exist_ok=True)
-        if not self.key_path.exists():
+        config = self.load_config() if self.config_path.exists() else WitnessConfig(name)
+        if key_uri is not None:
+            self._init_token_key(config, name, key_uri, token)
+        elif config.key_uri is None and not self.key_path.exists():
             pem = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
             _atomic_write(self.key_path, pem, 0o600)
-        config = self.load_config() if self.config_path.exists() else WitnessConfig(name)
         config.name = name
         for spec in logs:
             config.logs = [
@@ -505,6 +570,44 @@ class WitnessStore:
         WitnessConfig.from_json(config.to_json(), str(self.config_path))
         _atomic_write(self.config_path, (json.dumps(config.to_json(), indent=1) + "\n").encode())
         return config
+
+    def _init_token_key(
+        self, config: WitnessConfig, name: str, key_uri: str, token: TokenConfig | None
+    ) -> None:
+        """Point ``config`` at the token key ``key_uri``: the one recorded, an existing pair, or
+        a new one generated in the token."""
+        from lineage.keys import Role
+        from lineage.pkcs11 import generate_token_key, open_token_key, parse_uri
+
+        parse_uri(key_uri)
+        if config.key_uri == key_uri:
+            open_token_key(key_uri, config.public_key, token).close()  # still the same key
+            return
+        if config.key_uri is not None:
+            raise ConfigError(
+                f"{self.config_path}: the witness signs with {config.key_uri}; another key "
+                f"({key_uri}) would change its identity: use another witness directory"
+            )
+        if self.key_path.exists():
+            raise ConfigError(
+                f"{self.key_path}: the witness signs with this file key; a token key would "
+                "change its identity: use another witness directory, or move the file away "
+                "(auditors then need the new --witness-key)"
+            )
+        try:
+            key = open_token_key(key_uri, None, token)
+        except ConfigError as exc:
+            if "found 0 private and 0 public" not in str(exc):
+                raise
+            # generate_token_key returns a key registry record; a witness key is not in the
+            # registry (auditors get its verifier key), so only the public key is kept and the
+            # record's role is never read.
+            record = generate_token_key(key_uri, name, Role.PROCESSOR, config=token)
+            public = record.public_key
+        else:
+            public = key.public_key().public_bytes_raw()
+            key.close()
+        config.key_uri, config.public_key = key_uri, public
 
     def load_config(self) -> WitnessConfig:
         """Read ``witness.json``."""
@@ -518,8 +621,19 @@ class WitnessStore:
             raise ConfigError(f"cannot read {self.config_path}: {exc}") from None
         return WitnessConfig.from_json(doc, str(self.config_path))
 
-    def load_key(self) -> Ed25519PrivateKey:
-        """Read ``witness.key``."""
+    def load_key(
+        self, config: WitnessConfig | None = None, token: TokenConfig | None = None
+    ) -> Ed25519PrivateKey:
+        """The witness's signing key: ``witness.key``, or the token key the config names.
+
+        A token key is opened with the library and PIN from ``token`` and must be the public
+        key recorded at ``init``; it signs inside the token.
+        """
+        config = config or self.load_config()
+        if config.key_uri is not None:
+            from lineage.pkcs11 import open_token_key
+
+            return open_token_key(config.key_uri, config.public_key, token)
         try:
             key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
         except FileNotFoundError:
@@ -531,6 +645,14 @@ class WitnessStore:
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError(f"{self.key_path}: expected an Ed25519 key")
         return key
+
+    def vkey(self, config: WitnessConfig | None = None) -> str:
+        """The witness's verifier key, without opening a token: a token key's public key is the
+        one recorded at ``init`` (``Witness`` refuses to sign with another)."""
+        config = config or self.load_config()
+        if config.public_key is not None:
+            return cosigner_vkey(config.name, config.public_key)
+        return cosigner_vkey(config.name, self.load_key(config).public_key().public_bytes_raw())
 
     def lock(self) -> None:
         """Take the directory's exclusive lock; ConfigError if another process holds it."""
@@ -610,12 +732,19 @@ class Witness:
         clock: Callable[[], float] = time.time,
         config: WitnessConfig | None = None,
         key: Ed25519PrivateKey | None = None,
+        token: TokenConfig | None = None,
     ) -> None:
         self.store = store
         self.config = config or store.load_config()
-        self.key = key or store.load_key()
+        self.key = key or store.load_key(self.config, token)
         self.clock = clock
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the key's token session, if it has one (signing afterwards is an error)."""
+        close = getattr(self.key, "close", None)
+        if close is not None:
+            close()
 
     @property
     def name(self) -> str:

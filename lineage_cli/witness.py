@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -26,8 +26,12 @@ from lineage.witness import (
     WitnessError,
     WitnessStore,
     parse_trusted_document,
+    trusted_document,
 )
 from lineage.witnessed import WitnessFindings, WitnessPolicy, check_bundle, check_store
+
+if TYPE_CHECKING:
+    from lineage.pkcs11 import TokenConfig
 
 DEFAULT_NAME = "witness.lineage.local/w1"
 MAX_BODY = 64 * 1024
@@ -136,28 +140,54 @@ def init_cmd(
     origin_prefix: Annotated[
         str, typer.Option(help="accept every log origin under this prefix")
     ] = "lineage.local/",
+    pkcs11: Annotated[
+        str | None,
+        typer.Option(
+            "--pkcs11",
+            metavar="URI",
+            help="keep the key in a PKCS#11 token: pkcs11:token=LABEL;object=NAME (created "
+            "there if missing); PIN from LINEAGE_PKCS11_PIN_FILE or LINEAGE_PKCS11_PIN",
+        ),
+    ] = None,
     witness_dir: WitnessDir = None,
     data_dir: DataDir = None,
 ) -> None:
     """Create the witness directory, its key (kept if present) and the logs it accepts."""
+    settings = _settings(data_dir)
     keys = list(log_key or [])
     if not keys:
-        registry = KeyRegistry.load(_settings(data_dir).resolved_keys_file)
+        registry = KeyRegistry.load(settings.resolved_keys_file)
         keys = checkpoint_vkeys(registry)
     if not keys:
         _fail("no processor key: pass --log-key or a registry holding a processor key")
     store = WitnessStore(_dir(witness_dir, data_dir))
     try:
-        store.init(name, [LogSpec(origin_prefix, tuple(keys), prefix=True)])
-        witness = Witness(store)
+        config = store.init(
+            name,
+            [LogSpec(origin_prefix, tuple(keys), prefix=True)],
+            key_uri=pkcs11,
+            token=_token(settings) if pkcs11 else None,
+        )
+        vkey = store.vkey(config)
     except (ConfigError, WitnessError, note.NoteError) as exc:
         _fail(str(exc))
-    typer.echo(witness.vkey)
+    typer.echo(vkey)
+
+
+def _token(settings: Settings) -> TokenConfig:
+    from lineage.pkcs11 import TokenConfig
+
+    return TokenConfig.from_settings(settings)
+
+
+def _store(witness_dir: Path | None, data_dir: Path | None) -> WitnessStore:
+    return WitnessStore(_dir(witness_dir, data_dir))
 
 
 def _open(witness_dir: Path | None, data_dir: Path | None) -> Witness:
+    """The witness with its signing key open (a token key: library and PIN from the settings)."""
     try:
-        return Witness(WitnessStore(_dir(witness_dir, data_dir)))
+        return Witness(_store(witness_dir, data_dir), token=_token(_settings(data_dir)))
     except (ConfigError, WitnessError) as exc:
         _fail(str(exc))
 
@@ -186,12 +216,16 @@ def serve_cmd(
     finally:
         server.server_close()
         witness.store.unlock()
+        witness.close()
 
 
 @witness_app.command("key")
 def key_cmd(witness_dir: WitnessDir = None, data_dir: DataDir = None) -> None:
     """Print the witness's verifier key (give it to auditors as --witness-key)."""
-    typer.echo(_open(witness_dir, data_dir).vkey)
+    try:
+        typer.echo(_store(witness_dir, data_dir).vkey())
+    except (ConfigError, WitnessError) as exc:
+        _fail(str(exc))
 
 
 @witness_app.command("state")
@@ -203,8 +237,12 @@ def state_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """List the latest cosigned checkpoint of every log."""
-    witness = _open(witness_dir, data_dir)
-    states = witness.store.states()
+    store = _store(witness_dir, data_dir)
+    try:
+        vkey = store.vkey()
+    except (ConfigError, WitnessError) as exc:
+        _fail(str(exc))
+    states = store.states()
     console = Console(highlight=False)
     for s in states:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.cosigned_at))
@@ -212,7 +250,8 @@ def state_cmd(
             f"{escape(s.origin)}  size {s.size}  root {s.root_hash.hex()}  cosigned {when}"
         )
     if out is not None:
-        out.write_text(json.dumps(witness.trusted_checkpoints(), indent=1) + "\n")
+        doc = trusted_document(vkey, [s.note for s in states])
+        out.write_text(json.dumps(doc, indent=1) + "\n")
         console.print(f"wrote {len(states)} checkpoints to {escape(str(out))}")
 
 
@@ -223,7 +262,12 @@ def refusals_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """List refused checkpoints (rollbacks, forks, failed proofs), each kept as evidence."""
-    refusals = _open(witness_dir, data_dir).store.refusals()
+    store = _store(witness_dir, data_dir)
+    try:
+        store.load_config()
+    except ConfigError as exc:
+        _fail(str(exc))
+    refusals = store.refusals()
     if as_json:
         typer.echo(json.dumps(refusals, indent=1))
         return

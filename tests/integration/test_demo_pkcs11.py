@@ -59,6 +59,8 @@ def test_demo_runs_with_every_key_in_a_token(
         "tool-runner: pkcs11" in out
     )
     assert not (data_dir / "keys" / "private").exists(), "no private key file may be written"
+    assert not (data_dir / "witness" / "witness.key").exists(), "the witness key is in the token"
+    assert "key pkcs11:token=lineage-demo;object=lineage-witness" in out
     listing = subprocess.run(
         [sys.executable, "-m", "lineage_cli", "keys", "list", "--json"],
         capture_output=True,
@@ -76,3 +78,38 @@ def test_demo_runs_with_every_key_in_a_token(
         ("tool-runner", "pkcs11"),
     ]
     assert all(k["key_uri"].startswith("pkcs11:token=lineage-demo;object=") for k in keys)
+
+    witness_key = subprocess.run(
+        [sys.executable, "-m", "lineage_cli", "witness", "key"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+    assert witness_key.returncode == 0, witness_key.stderr
+    vkey = witness_key.stdout.strip()
+    assert vkey.startswith("witness.lineage.local/demo+") and f"--witness-key '{vkey}'" in out
+    bundle = next((data_dir / "evidence").glob("*.json"))
+    verify = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lineage_cli",
+            "verify",
+            str(bundle),
+            "--registry",
+            str(data_dir / "keys" / "registry.json"),
+            "--witness-key",
+            vkey,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
+    report = json.loads(verify.stdout)
+    assert verify.returncode == 0, report
+    assert report["trust"]["witnesses"] == ["+".join(vkey.split("+", 2)[:2])], report["trust"]
