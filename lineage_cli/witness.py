@@ -156,8 +156,10 @@ def init_cmd(
     settings = _settings(data_dir)
     keys = list(log_key or [])
     if not keys:
-        registry = KeyRegistry.load(settings.resolved_keys_file)
-        keys = checkpoint_vkeys(registry)
+        try:
+            keys = checkpoint_vkeys(KeyRegistry.load(settings.resolved_keys_file))
+        except ConfigError as exc:
+            _fail(f"{exc}: pass --log-key, or run where the processor's registry is")
     if not keys:
         _fail("no processor key: pass --log-key or a registry holding a processor key")
     store = WitnessStore(_dir(witness_dir, data_dir))
