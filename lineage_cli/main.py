@@ -16,6 +16,7 @@ from rich.table import Table
 
 from bench.cli import register as register_bench
 from lineage.config import Settings
+from lineage_cli.console import KeyCustody, TokenLabel, check_key_custody
 from lineage_cli.console import register as register_console
 from lineage_cli.evidence import register as register_evidence
 from lineage_cli.keys import keys_app
@@ -65,22 +66,13 @@ def demo(
     timeout: Annotated[
         float, typer.Option(help="seconds to wait for the pipeline to drain")
     ] = 240.0,
-    keys: Annotated[
-        str,
-        typer.Option(
-            help="where the demo's signing keys live: 'file' (PEM under the data dir) or "
-            "'pkcs11' (a token; LINEAGE_PKCS11_MODULE, LINEAGE_PKCS11_PIN_FILE, docs/keys.md)"
-        ),
-    ] = "file",
-    token: Annotated[
-        str, typer.Option(help="label of the PKCS#11 token for --keys pkcs11")
-    ] = "lineage-demo",
+    keys: KeyCustody = "file",
+    token: TokenLabel = "lineage-demo",
 ) -> None:
     """Start the embedded stack, run the multi-agent scenario, and show what was proven."""
     from infra.demo import run_demo
 
-    if keys not in ("file", "pkcs11"):
-        fail(f"--keys: expected 'file' or 'pkcs11', found {keys!r}")
+    check_key_custody(keys)
     code = run_demo(
         settings_for(data_dir),
         events=events,

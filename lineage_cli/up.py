@@ -271,8 +271,14 @@ def run_up(
     demo: bool,
     console: Console,
     ready: threading.Event | None = None,
+    keys: str = "file",
+    token_label: str = "lineage-demo",
 ) -> int:
-    """Start broker, processor, sink and the console; serve until interrupted; stop everything."""
+    """Start broker, processor, sink and the console; serve until interrupted; stop everything.
+
+    ``keys="pkcs11"`` keeps every signing key (the registry's and the witness's) in the PKCS#11
+    token labelled ``token_label``, as ``lineage demo --keys pkcs11`` does.
+    """
     import uvicorn
 
     from console.app import ConsoleContext, create_app
@@ -294,7 +300,7 @@ def run_up(
     resume = claim_resume(settings, console)
     if resume is None:
         _announce_epoch(settings, console)
-    signers = demo_signers(settings)
+    signers = demo_signers(settings, keys, token_label)
     policy = PolicySet.load(settings.resolved_policy_file)
     token = settings.console_token.get_secret_value() if settings.console_token else None
     token = token or secrets.token_urlsafe(24)
@@ -321,7 +327,9 @@ def run_up(
                 settings, stack.bootstrap, client, on_outage=lambda m: console.print(f"sink: {m}")
             )
             served.add(sink.close)
-            witness = DemoWitness(stack, settings, client, sink.sink.lock)
+            witness = DemoWitness(
+                stack, settings, client, sink.sink.lock, keys=keys, token=token_label
+            )
             served.add(witness.close)
             store = Store(client, settings.clickhouse_database, sink.sink.lock)
             hub = LiveHub()
