@@ -715,6 +715,9 @@ def _witness_lines(w: Mapping[str, Any] | None) -> list[str]:
 def print_report(report: Report, title: str, console: Console) -> None:
     """Human report: verdict, what was proven and not, and on failure the first failing item.
 
+    Only a VERIFIED report says "proven"; a consistent one whose keys nobody named lists the same
+    statements under "consistent under <those keys> (not trusted)".
+
     Every string that comes from evidence is escaped (``printable`` then rich markup escaping),
     so no field can move the cursor, recolour the screen or break the printer.
     """
@@ -742,7 +745,11 @@ def print_report(report: Report, title: str, console: Console) -> None:
     )
     if report.expected_workflow is not None:
         table.add_row("expected workflow", _t(report.expected_workflow))
-    detail = " (exact bytes, sealed, chained, in the signed log)" if report.consistent else ""
+    detail = ""
+    if report.ok:
+        detail = " (exact bytes, sealed, chained, in the signed log)"
+    elif report.consistent:
+        detail = f" (consistent under {report.trust.untrusted}, not trusted)"
     table.add_row("events", f"{p.events}{detail}")
     table.add_row("time span", _t(_span(p)))
     table.add_row("principals", _listing(p.principals))
@@ -777,8 +784,13 @@ def print_report(report: Report, title: str, console: Console) -> None:
         _print_failure(report.failure, console)
     for line in _witness_lines(report.witness):
         console.print(line)
-    for claim in report.claims:
+    for claim in report.proven_claims:
         console.print(f"[green]proven:[/] {_t(claim, 1000)}")
+    consistent = report.consistent_claims
+    if consistent:
+        console.print(f"[yellow]consistent under {report.trust.untrusted} (not trusted):[/]")
+        for claim in consistent:
+            console.print(f"  {_t(claim, 1000)}")
     for gap in report.not_proven:
         console.print(f"[yellow]not proven:[/] {_t(gap, 1000)}")
     for warning in report.warnings:

@@ -74,7 +74,8 @@ def _trust(registry: KeyRegistry | None, vkeys: Sequence[str] | None, source: st
         cps = f"processor keys of {source}"
     else:
         cps = BUNDLE_KEYS
-    return Trust(seals, cps, anchored=registry is not None)
+    anchored = registry is not None
+    return Trust(seals, cps, anchored, untrusted="" if anchored else "the bundle's own keys")
 
 
 def verify_bundle(
