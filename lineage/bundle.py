@@ -643,6 +643,13 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259 §6), though Python reads them."""
+    raise BundleFormatError(
+        f"expected RFC 8259 JSON, found {name}: NaN and Infinity are not JSON numbers"
+    )
+
+
 def _check_format(value: object) -> None:
     if value in FORMATS:
         return
@@ -674,15 +681,18 @@ def _check_tree(doc: object) -> None:
 def loads_bundle(text: str | bytes) -> dict[str, Any]:
     """Parse bundle JSON text and check the format id; BundleFormatError when unusable.
 
-    Never raises anything else: over-long input, integers of thousands of digits, deep nesting
-    and lone surrogates are reported as unusable input with a reason.
+    Never raises anything else: over-long input, integers of thousands of digits, deep nesting,
+    lone surrogates, duplicate members and ``NaN``/``Infinity`` are reported as unusable input
+    with a reason.
     """
     if len(text) > MAX_BUNDLE_BYTES:
         raise BundleFormatError(
             f"expected at most {MAX_BUNDLE_BYTES} bytes of JSON, found {len(text)}"
         )
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicates)
+        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except BundleFormatError:
+        raise
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleFormatError(f"not a JSON document: {exc}") from None
     except RecursionError:

@@ -14,6 +14,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand
+
+try:  # typer 0.2x vendors click: its contexts and usage errors are not the installed click's
+    from typer._click.core import Context
+    from typer._click.exceptions import UsageError
+except ImportError:  # older typer runs on click itself
+    from click import Context, UsageError  # type: ignore[assignment]
 
 from lineage import findings, note
 from lineage.bundle import (
@@ -397,12 +404,13 @@ def _registry(path: Path) -> KeyRegistry:
 
 
 def _client(settings: Settings) -> Any:
+    """A ClickHouse client; _Unusable when none can be opened."""
     from lineage_cli.remote import open_client  # through a running `lineage up`, if any
 
     try:
         return open_client(settings)
     except Exception as exc:
-        _fail(f"cannot open ClickHouse at {settings.clickhouse_dsn}: {exc}")
+        raise _Unusable(f"cannot open ClickHouse at {settings.clickhouse_dsn}: {exc}") from None
 
 
 DataDir = Annotated[
@@ -431,7 +439,10 @@ def export_cmd(
         policy_sets = [PolicySet.files(p) for p in policy or [settings.resolved_policy_file]]
     except ConfigError as exc:
         _fail(str(exc))
-    client = _client(settings)
+    try:
+        client = _client(settings)
+    except _Unusable as exc:
+        _fail(str(exc))
     try:
         bundle = export_bundle(
             client, settings.clickhouse_database, workflow, registry, policy_sets=policy_sets
@@ -475,6 +486,10 @@ def _load_registry(path: Path) -> KeyRegistry:
         raise _Unusable(f"registry {path}: {exc}") from None
 
 
+NO_INPUT = "none"
+"""The report's ``source`` when the command was not given exactly one input to verify."""
+
+
 def _unusable_report(message: str, source: str, workflow: str | None) -> Report:
     report = Report(
         source,
@@ -484,6 +499,27 @@ def _unusable_report(message: str, source: str, workflow: str | None) -> Report:
         expected_workflow=workflow,
     )
     return report
+
+
+class _VerifyCommand(TyperCommand):
+    """``lineage verify``: with ``--json``, an option error is the JSON report too (exit 2).
+
+    Typer and click check option values (a non-integer ``--jobs``, an unknown option, a missing
+    value) before the command runs and print a usage box; a caller that asked for JSON gets
+    the UNUSABLE_INPUT report instead.
+    """
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        """Parse as click does; on a usage error under ``--json``, print the JSON report."""
+        wants_json = "--json" in args
+        try:
+            return super().parse_args(ctx, args)
+        except UsageError as exc:
+            if not wants_json:
+                raise
+            report = _unusable_report(exc.format_message(), NO_INPUT, None)
+            typer.echo(json.dumps(report.to_json(), indent=2))
+            ctx.exit(report.exit_code)
 
 
 def verify_cmd(
@@ -539,8 +575,8 @@ def verify_cmd(
         int | None,
         typer.Option(
             "--jobs",
-            min=1,
-            help="with --clickhouse: processes verifying partition logs (default: one per core)",
+            help="with --clickhouse: processes verifying partition logs, at least 1 "
+            "(default: one per core)",
         ),
     ] = None,
 ) -> None:
@@ -549,12 +585,18 @@ def verify_cmd(
     Exit code 0: verified with keys you named; 1: an integrity check failed; 2: unusable input;
     3: consistent, but signed by keys you did not name (the bundle's own, or the operator's).
     """
-    title = f"evidence bundle {file}" if file is not None else "ClickHouse"
-    source = f"bundle {file}" if file is not None else "clickhouse"
+    if file is not None and not clickhouse:
+        title, source = f"evidence bundle {file}", f"bundle {file}"
+    elif clickhouse and file is None:
+        title, source = "ClickHouse", "clickhouse"
+    else:
+        title, source = "(no single input)", NO_INPUT
     vkeys = list(checkpoint_key) if checkpoint_key else None
     try:
-        if (file is None) == (not clickhouse):
+        if source == NO_INPUT:
             raise _Unusable("give either a bundle FILE or --clickhouse")
+        if jobs is not None and jobs < 1:
+            raise _Unusable(f"--jobs: expected at least 1 process, found {jobs}")
         try:
             policy = witness_cli.policy_for(
                 witness_key, witnesses_required, clickhouse, trusted_checkpoints, witness_url
@@ -589,13 +631,14 @@ def verify_cmd(
             report.source = source
         else:
             assert settings is not None
+            title = f"ClickHouse database {settings.clickhouse_database}"
+            source = f"clickhouse {settings.clickhouse_database}"
             independent = keys is not None
             if keys is None:
                 path = settings.resolved_keys_file
                 keys = _load_registry(path)
                 keys_source = f"operator's own registry (not independent) {path}"
             client = _client(settings)
-            title = f"ClickHouse database {settings.clickhouse_database}"
             try:
                 report = verify_clickhouse(
                     client,
@@ -715,6 +758,9 @@ def _witness_lines(w: Mapping[str, Any] | None) -> list[str]:
 def print_report(report: Report, title: str, console: Console) -> None:
     """Human report: verdict, what was proven and not, and on failure the first failing item.
 
+    Only a VERIFIED report says "proven"; a consistent one whose keys nobody named lists the same
+    statements under "consistent under <those keys> (not trusted)".
+
     Every string that comes from evidence is escaped (``printable`` then rich markup escaping),
     so no field can move the cursor, recolour the screen or break the printer.
     """
@@ -742,7 +788,11 @@ def print_report(report: Report, title: str, console: Console) -> None:
     )
     if report.expected_workflow is not None:
         table.add_row("expected workflow", _t(report.expected_workflow))
-    detail = " (exact bytes, sealed, chained, in the signed log)" if report.consistent else ""
+    detail = ""
+    if report.ok:
+        detail = " (exact bytes, sealed, chained, in the signed log)"
+    elif report.consistent:
+        detail = f" (consistent under {report.trust.untrusted}, not trusted)"
     table.add_row("events", f"{p.events}{detail}")
     table.add_row("time span", _t(_span(p)))
     table.add_row("principals", _listing(p.principals))
@@ -777,8 +827,13 @@ def print_report(report: Report, title: str, console: Console) -> None:
         _print_failure(report.failure, console)
     for line in _witness_lines(report.witness):
         console.print(line)
-    for claim in report.claims:
+    for claim in report.proven_claims:
         console.print(f"[green]proven:[/] {_t(claim, 1000)}")
+    consistent = report.consistent_claims
+    if consistent:
+        console.print(f"[yellow]consistent under {report.trust.untrusted} (not trusted):[/]")
+        for claim in consistent:
+            console.print(f"  {_t(claim, 1000)}")
     for gap in report.not_proven:
         console.print(f"[yellow]not proven:[/] {_t(gap, 1000)}")
     for warning in report.warnings:
@@ -788,4 +843,4 @@ def print_report(report: Report, title: str, console: Console) -> None:
 def register(app: typer.Typer) -> None:
     """Add the ``export`` and ``verify`` commands to ``app``."""
     app.command("export")(export_cmd)
-    app.command("verify")(verify_cmd)
+    app.command("verify", cls=_VerifyCommand)(verify_cmd)

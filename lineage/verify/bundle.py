@@ -26,6 +26,7 @@ from lineage.verify.report import Failure, FailureKind, Proven, Report, Trust, W
 from lineage.verify.witnessing import check_witnesses
 
 BUNDLE_KEYS = "keys inside the bundle (information, not trust)"
+NO_KEYS = "none (no keys were read: the input is unusable)"
 
 
 @dataclass(slots=True)
@@ -66,15 +67,23 @@ Stage = Callable[[BundleRun], None]
 """One check stage: raises ``Fail`` on the first failure, appends to the report otherwise."""
 
 
-def _trust(registry: KeyRegistry | None, vkeys: Sequence[str] | None, source: str) -> Trust:
-    seals = source if registry is not None else BUNDLE_KEYS
+def _trust(
+    registry: KeyRegistry | None,
+    vkeys: Sequence[str] | None,
+    source: str,
+    own: str = BUNDLE_KEYS,
+) -> Trust:
+    """Where the keys come from; ``own`` describes the bundle's own keys (NO_KEYS until the
+    bundle parsed, since none were read from it)."""
+    seals = source if registry is not None else own
     if vkeys is not None:
         cps = "checkpoint keys named by the caller"
     elif registry is not None:
         cps = f"processor keys of {source}"
     else:
-        cps = BUNDLE_KEYS
-    return Trust(seals, cps, anchored=registry is not None)
+        cps = own
+    anchored = registry is not None
+    return Trust(seals, cps, anchored, untrusted="" if anchored else "the bundle's own keys")
 
 
 def verify_bundle(
@@ -99,7 +108,7 @@ def verify_bundle(
     started = time.perf_counter()
     report = Report(
         "bundle",
-        _trust(registry, trusted_checkpoint_vkeys, registry_source),
+        _trust(registry, trusted_checkpoint_vkeys, registry_source, NO_KEYS),
         None,
         Proven(),
         expected_workflow=workflow_id,
@@ -110,6 +119,7 @@ def verify_bundle(
             parsed = _parse(bundle)
         except BundleFormatError as exc:
             raise fail(FailureKind.UNUSABLE_INPUT, str(exc)) from None
+        report.trust = _trust(registry, trusted_checkpoint_vkeys, registry_source)
         if registry is not None:
             keys = registry
             vkeys = parse_vkeys(
@@ -164,6 +174,7 @@ def verify_bundle_bytes(raw: bytes | str, **options: Any) -> Report:
                 options.get("registry"),
                 options.get("trusted_checkpoint_vkeys"),
                 options.get("registry_source", "the registry given by the caller"),
+                NO_KEYS,
             ),
             Failure(FailureKind.UNUSABLE_INPUT, str(exc), {}),
             Proven(),

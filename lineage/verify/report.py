@@ -150,12 +150,15 @@ class Trust:
     verifier's caller (an auditor registry, checkpoint keys, a trust file); keys carried by the
     evidence itself, or the operator's own registry, are information and leave it false.
     ``witnesses`` is filled by witness checks: one line per witness key that cosigned.
+    ``untrusted`` names, for humans, the keys the result rests on that the caller did not name
+    ("the bundle's own keys", "the operator's own registry"); empty when ``anchored``.
     """
 
     seal_keys: str
     checkpoint_keys: str
     anchored: bool
     witnesses: list[str] = field(default_factory=list)
+    untrusted: str = ""
 
     def describe(self) -> str:
         """One line for humans."""
@@ -238,8 +241,11 @@ class Proven:
 class Report:
     """Outcome of one verification run.
 
-    ``claims`` lists what the run proved and ``not_proven`` what it could not or did not check,
-    each as one sentence; every check stage appends its own.
+    ``claims`` lists what the checks established under the keys used and ``not_proven`` what
+    they could not or did not establish, each as one sentence; every check stage appends its own.
+    The claims are proven only when the verdict is VERIFIED (``proven_claims``); under keys the
+    caller did not name they are only consistent (``consistent_claims``), and the JSON report
+    keeps the two apart.
     """
 
     source: str
@@ -291,6 +297,16 @@ class Report:
         }[self.verdict]
 
     @property
+    def proven_claims(self) -> list[str]:
+        """The claims, when they are proven: VERIFIED, every key named by the caller."""
+        return list(self.claims) if self.ok else []
+
+    @property
+    def consistent_claims(self) -> list[str]:
+        """The claims, when they hold only under keys nobody trusted: CONSISTENT_BUT_UNTRUSTED."""
+        return list(self.claims) if self.verdict is Verdict.UNTRUSTED else []
+
+    @property
     def entries_per_s(self) -> float:
         """Entries checked per second of verification."""
         n = max(self.proven.log_entries, self.proven.events)
@@ -315,7 +331,8 @@ class Report:
             "trust": self.trust.to_json(),
             "failure": self.failure.to_json() if self.failure else None,
             "proven": self.proven.to_json(),
-            "claims": list(self.claims),
+            "claims": self.proven_claims,
+            "consistent_claims": self.consistent_claims,
             "not_proven": list(self.not_proven),
             "elapsed_s": round(self.elapsed_s, 6),
             "entries_per_s": round(self.entries_per_s, 1),

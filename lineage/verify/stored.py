@@ -122,6 +122,7 @@ def verify_entries(
             if trusted_checkpoint_vkeys is not None
             else f"processor keys of {registry_source}",
             anchored=independent,
+            untrusted="" if independent else "the operator's own registry",
         ),
         None,
         proven,

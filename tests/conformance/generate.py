@@ -550,6 +550,16 @@ def hostile(w: World) -> list[Case]:
         text.replace('"entry_count"', '"entry_count": 1, "entry_count"', 1).encode(),
     )
     case("not-utf8", "bytes that are not UTF-8", b'{"format": "\xff\xfe"}')
+    for name, constant in (
+        ("nan-member", "NaN"),
+        ("infinity-member", "Infinity"),
+        ("negative-infinity-member", "-Infinity"),
+    ):
+        case(
+            name,
+            f"an unknown member whose value is {constant}: not RFC 8259 JSON",
+            text.replace('"tail": {', f'"x-note": {constant}, "tail": {{', 1).encode(),
+        )
 
     d = w.fresh()
     seal = _seal_record(d, 0)

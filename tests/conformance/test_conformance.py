@@ -69,6 +69,10 @@ def test_cli_json_verdict(case: dict[str, Any]) -> None:
     assert report["exit_code"] == case["exit_code"]
     failure = report["failure"]
     assert (failure or {}).get("kind") == case["failure_kind"], failure
+    # claims are proven only when VERIFIED; under untrusted keys they are only consistent
+    assert bool(report["claims"]) == (case["verdict"] == "VERIFIED"), report["claims"]
+    untrusted = case["verdict"] == "CONSISTENT_BUT_UNTRUSTED"
+    assert bool(report["consistent_claims"]) == untrusted, report["consistent_claims"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -89,6 +93,32 @@ def test_ansi_and_markup_are_shown_escaped() -> None:
     assert "[/x] [bold red]not markup[/]" in out
     out = CliRunner().invoke(app, _args(_case("markup-workflow-id"))).output
     assert "[/x]\\u202eDEIFIREV" in out
+
+
+def test_a_forged_bundle_under_its_own_keys_proves_nothing() -> None:
+    """Forged end to end with the forger's keys, no keys named: exit 3, and the report's claims
+    are "consistent under the bundle's own keys (not trusted)", never "proven"."""
+    case = _case("forged-own-keys-no-trust")
+    result = CliRunner().invoke(app, [*_args(case), "--json"])
+    report = json.loads(result.output)
+    assert (result.exit_code, report["verdict"], report["ok"]) == (
+        3,
+        "CONSISTENT_BUT_UNTRUSTED",
+        False,
+    )
+    assert report["claims"] == []
+    assert report["consistent_claims"][0].startswith("workflow wf-0000: 6 events, byte for byte")
+    assert report["trust"]["anchored"] is False
+    out = CliRunner(env={"COLUMNS": "200"}).invoke(app, _args(case)).output
+    lines = out.splitlines()
+    heading = lines.index("consistent under the bundle's own keys (not trusted):")
+    assert lines[heading + 1 : heading + 1 + len(report["consistent_claims"])] == [
+        f"  {c}" for c in report["consistent_claims"]
+    ]
+    assert not [line for line in lines if line.startswith("proven:")], out
+    assert "6 (consistent under the bundle's own keys, not trusted)" in out
+    genuine = CliRunner(env={"COLUMNS": "200"}).invoke(app, _args(_case("genuine"))).output
+    assert "proven: workflow " in genuine and "not trusted" not in genuine
 
 
 def _case(name: str) -> dict[str, Any]:

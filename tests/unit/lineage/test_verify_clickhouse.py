@@ -341,9 +341,23 @@ def test_cli_clickhouse_says_where_its_keys_came_from(
     assert out["trust"]["seal_keys"] == (
         f"operator's own registry (not independent) {tmp_path / 'keys' / 'registry.json'}"
     )
+    # what holds under the operator's registry is consistent, never proven
+    assert out["claims"] == []
+    assert out["consistent_claims"][0].startswith(
+        f"{len(data.entries)} stored entries rebuild every signed checkpoint root"
+    )
+    human = CliRunner(env={"COLUMNS": "200"}).invoke(app, base[:-1])
+    assert human.exit_code == 3, human.output
+    lines = human.output.splitlines()
+    heading = lines.index("consistent under the operator's own registry (not trusted):")
+    assert lines[heading + 1] == f"  {out['consistent_claims'][0]}"
+    assert not [line for line in lines if line.startswith("proven:")], human.output
     result = CliRunner().invoke(app, [*base, "--registry", str(auditor)])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["trust"]["seal_keys"] == f"auditor registry {auditor}"
+    out = json.loads(result.output)
+    assert out["trust"]["seal_keys"] == f"auditor registry {auditor}"
+    assert out["claims"][0].startswith(f"{len(data.entries)} stored entries rebuild")
+    assert out["consistent_claims"] == []
     monkeypatch.setenv("LINEAGE_TRUST_FILE", str(auditor))
     result = CliRunner().invoke(app, base)
     assert result.exit_code == 0, result.output

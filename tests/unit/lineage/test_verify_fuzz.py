@@ -2,13 +2,15 @@
 
 Whatever the mutation, verification returns a report (no exception, no hang) whose exit code is
 1 or 2; exit 0 is allowed only when the mutated document means exactly the genuine one apart from
-the information-only members ``keys`` and ``checkpoint_keys`` (which are never trusted).
+the information-only members ``keys`` and ``checkpoint_keys`` (which are never trusted). A
+document holding NaN or Infinity anywhere is not JSON (RFC 8259) and must be unusable input.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lineage.keys import KeyRegistry
-from lineage.verify import verify_bundle_bytes
+from lineage.verify import Report, verify_bundle_bytes
 
 CORPUS = Path(__file__).resolve().parents[2] / "conformance"
 GENUINE_TEXT = (CORPUS / "cases" / "genuine.json").read_bytes()
@@ -47,7 +49,7 @@ json_scalars = st.one_of(
     st.integers(),
     st.integers(min_value=2**63 - 4, max_value=2**64 + 4),
     st.integers(min_value=-(10**40), max_value=10**40),
-    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(),
     st.text(max_size=40),
     st.text(alphabet=st.characters(codec=None, categories=["Cc", "Cs", "Cf"]), max_size=8),
     st.sampled_from(["", "00" * 32, "AA==", "[/x]", "\x1b[2J", "lineage.local/a/1", "٣"]),
@@ -109,12 +111,24 @@ def _meaning(text: bytes) -> Any:
     return doc
 
 
-def _check(raw: bytes) -> None:
+def _non_finite(value: Any) -> bool:
+    """True when NaN or an infinity is anywhere in the document (json.dumps writes them bare)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
+def _check(raw: bytes) -> Report:
     report = verify_bundle_bytes(raw, registry=REGISTRY)
     assert report.exit_code in (0, 1, 2), report.to_json()
     json.dumps(report.to_json())  # every outcome serialises
     if report.exit_code == 0:
         assert _meaning(raw) == _meaning(GENUINE_TEXT), "a changed bundle verified"
+    return report
 
 
 def test_the_seed_bundle_verifies() -> None:
@@ -131,7 +145,10 @@ def test_structural_mutations_never_crash_or_verify(data: st.DataObject, rounds:
             _mutate(doc, data)
         except (KeyError, IndexError, TypeError):
             break
-    _check(json.dumps(doc).encode())
+    report = _check(json.dumps(doc).encode())
+    if _non_finite(doc):
+        assert report.failure is not None and report.exit_code == 2, report.to_json()
+        assert "expected RFC 8259 JSON, found " in report.failure.message, report.failure
 
 
 @pytest.mark.timeout(60)
