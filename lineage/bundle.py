@@ -685,10 +685,22 @@ def loads_bundle(text: str | bytes) -> dict[str, Any]:
     lone surrogates, duplicate members and ``NaN``/``Infinity`` are reported as unusable input
     with a reason.
     """
-    if len(text) > MAX_BUNDLE_BYTES:
-        raise BundleFormatError(
-            f"expected at most {MAX_BUNDLE_BYTES} bytes of JSON, found {len(text)}"
-        )
+    doc = loads_json(text)
+    if not isinstance(doc, dict):
+        raise BundleFormatError(f"expected a JSON object, found {_kind(doc)}")
+    _check_format(doc.get("format"))
+    return doc
+
+
+def loads_json(text: str | bytes, max_bytes: int = MAX_BUNDLE_BYTES) -> Any:
+    """Parse evidence JSON as strictly as a bundle (RFC 8259, no duplicate members, bounded).
+
+    For every JSON document a verifier reads from outside (bundles, trusted checkpoints), so
+    that no two texts mean one document and hostile input is refused with a reason:
+    BundleFormatError, never anything else.
+    """
+    if len(text) > max_bytes:
+        raise BundleFormatError(f"expected at most {max_bytes} bytes of JSON, found {len(text)}")
     try:
         doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except BundleFormatError:
@@ -701,9 +713,6 @@ def loads_bundle(text: str | bytes) -> dict[str, Any]:
         ) from None
     except ValueError as exc:
         raise BundleFormatError(f"not a usable JSON document: {str(exc)[:200]}") from None
-    if not isinstance(doc, dict):
-        raise BundleFormatError(f"expected a JSON object, found {_kind(doc)}")
-    _check_format(doc.get("format"))
     raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
     if _SURROGATE_ESCAPE.search(raw):
         _check_strings(doc)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from lineage import note
+from lineage.bundle import loads_json
 from lineage.config import Settings
 from lineage.errors import ConfigError
 from lineage.keys import KeyRegistry
@@ -368,11 +369,13 @@ def _trusted_notes(file: Path | None, url: str | None) -> list[str]:
         if file is not None:
             if file.stat().st_size > MAX_TRUSTED_BYTES:
                 _option_error(f"{file}: larger than {MAX_TRUSTED_BYTES} bytes")
-            return parse_trusted_document(json.loads(file.read_bytes()), str(file))
+            return parse_trusted_document(
+                loads_json(file.read_bytes(), MAX_TRUSTED_BYTES), str(file)
+            )
         assert url is not None
         with urllib.request.urlopen(url.rstrip("/") + "/checkpoints", timeout=10) as resp:
             data = resp.read(MAX_TRUSTED_BYTES + 1)
-        return parse_trusted_document(json.loads(data), url)
+        return parse_trusted_document(loads_json(data, MAX_TRUSTED_BYTES), url)
     except (OSError, ValueError, urllib.error.URLError) as exc:
         _option_error(f"cannot read trusted checkpoints from {file or url}: {exc}")
 
