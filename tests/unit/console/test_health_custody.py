@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
@@ -15,6 +16,14 @@ TOKEN = "operator-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+def _record(role: Role, subject: str, **kw: Any) -> KeyRecord:
+    public = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    fields: dict[str, Any] = {"not_before_us": 0, "not_after_us": None, **kw}
+    return KeyRecord(
+        key_id=key_id_for(public), public_key=public, role=role, subject=subject, **fields
+    )
+
+
 def _registry(data_dir: Path) -> Path:
     """Two file keys in use, one token key in use, and one retired file key."""
     path = data_dir / "keys" / "registry.json"
@@ -24,30 +33,15 @@ def _registry(data_dir: Path) -> Path:
         [("agent-runtime", Role.EMITTER), ("lineage-processor", Role.PROCESSOR)],
     )
     registry = KeyRegistry.load(path)
-    token_pub = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
     registry.add(
-        KeyRecord(
-            key_id=key_id_for(token_pub),
-            public_key=token_pub,
-            role=Role.AUTHORIZER,
-            subject="policy-gate",
-            not_before_us=0,
-            not_after_us=None,
+        _record(
+            Role.AUTHORIZER,
+            "policy-gate",
             custody="pkcs11",
             key_uri="pkcs11:token=lineage;object=policy-gate",
         )
     )
-    old_pub = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
-    registry.add(
-        KeyRecord(
-            key_id=key_id_for(old_pub),
-            public_key=old_pub,
-            role=Role.EMITTER,
-            subject="agent-runtime",
-            not_before_us=0,
-            not_after_us=1_000_000,  # retired in 1970: no longer in use
-        )
-    )
+    registry.add(_record(Role.EMITTER, "agent-runtime", not_after_us=1_000_000))  # retired 1970
     registry.save(path)
     return path
 
