@@ -10,7 +10,7 @@ pipeline's code stays free of metrics.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +32,9 @@ each (a DUPLICATE_CONFLICT is an emitter signing two different things for one se
 
 OPENS = frozenset({EventKind.WORKFLOW_STARTED})
 CLOSES = frozenset({EventKind.WORKFLOW_COMPLETED})
+MAX_OPEN_TRACKED = 100_000
+"""Open workflows remembered at most (about 100 bytes each): past this the longest-open one is
+forgotten, so workflows that never complete cannot grow the worker's memory without bound."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,10 +42,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 class ProcessorMetrics:
     """Updates one ``LineageMetrics`` from the partition pipelines it is handed."""
 
-    def __init__(self, metrics: LineageMetrics) -> None:
+    def __init__(self, metrics: LineageMetrics, *, max_open: int = MAX_OPEN_TRACKED) -> None:
         self.metrics = metrics
+        self.max_open = max_open
         self._spent: dict[str, float] = defaultdict(float)
-        self._open: set[str] = set()
+        self._open: OrderedDict[str, None] = OrderedDict()  # oldest start first
         self._kinds: list[tuple[str, EventKind]] = []
 
     # -- timing ----------------------------------------------------------
@@ -121,6 +125,9 @@ class ProcessorMetrics:
         read = delta("records") + delta("replayed")
         if read:
             m.records_in.labels(part).inc(read)
+        events = delta("events")
+        if events:
+            m.events_in.labels(part).inc(events)
         if out.entries:
             m.entries_out.labels(part).inc(len(out.entries))
         for v in out.violations:
@@ -144,18 +151,22 @@ class ProcessorMetrics:
             m.batch_size.labels(stage).observe(batch_records)
 
     def _track_open(self) -> None:
-        """Open workflows: started and not yet completed, as chained since this worker started."""
+        """Open workflows: started and not yet completed, as chained since this worker started;
+        at most ``max_open`` of them, the most recently started."""
+        opened = self._open
         changed = False
         for workflow_id, kind in self._kinds:
             if kind in OPENS:
-                self._open.add(workflow_id)
+                opened[workflow_id] = None
+                if len(opened) > self.max_open:
+                    opened.popitem(last=False)
                 changed = True
             elif kind in CLOSES:
-                self._open.discard(workflow_id)
+                opened.pop(workflow_id, None)
                 changed = True
         self._kinds.clear()
         if changed:
-            self.metrics.open_workflows.set(len(self._open))
+            self.metrics.open_workflows.set(len(opened))
 
 
 def seal_failure_reason(vtype: ViolationType) -> str | None:
