@@ -29,6 +29,8 @@ from sinks import rows, schema
 from tests.support.lineage_builder import Dataset, build_dataset, decode_event
 
 pytestmark = pytest.mark.timeout(120)
+# The spec's RunEvent requirements written out, not the official OpenLineage.json: no installable
+# package ships that file (see the schema's $comment for what was looked in).
 RUN_EVENT_SCHEMA = json.loads(
     (Path(__file__).parent / "openlineage_runevent.schema.json").read_text()
 )
