@@ -48,6 +48,15 @@ class ProcessorMetrics:
         self._spent: dict[str, float] = defaultdict(float)
         self._open: OrderedDict[str, None] = OrderedDict()  # oldest start first
         self._kinds: list[tuple[str, EventKind]] = []
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: the lookup costs more than the update it serves."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # -- timing ----------------------------------------------------------
 
@@ -117,6 +126,7 @@ class ProcessorMetrics:
     ) -> None:
         """Update counters, gauges and histograms from one batch of partition ``pl.partition``."""
         m = self.metrics
+        child = self._child
         part = str(pl.partition)
 
         def delta(name: str) -> int:
@@ -124,19 +134,19 @@ class ProcessorMetrics:
 
         read = delta("records") + delta("replayed")
         if read:
-            m.records_in.labels(part).inc(read)
+            child(m.records_in, part).inc(read)
         events = delta("events")
         if events:
-            m.events_in.labels(part).inc(events)
+            child(m.events_in, part).inc(events)
         if out.entries:
-            m.entries_out.labels(part).inc(len(out.entries))
+            child(m.entries_out, part).inc(len(out.entries))
         for v in out.violations:
-            m.violations.labels(v.violation_type.value, v.severity.value).inc()
+            child(m.violations, v.violation_type.value, v.severity.value).inc()
             reason = seal_failure_reason(v.violation_type)
             if reason is not None:
-                m.seal_failures.labels(reason).inc()
+                child(m.seal_failures, reason).inc()
         for q in out.quarantine:
-            m.quarantined.labels(q.reason_code.value).inc()
+            child(m.quarantined, q.reason_code.value).inc()
         dups = delta("duplicates")
         if dups:
             m.duplicates.inc(dups)
@@ -145,10 +155,10 @@ class ProcessorMetrics:
         if out.containments:
             m.contained_workflows.inc(len(out.containments))
         self._track_open()
-        m.reorder_waiting.labels(part).set(pl.meta.counters.get("waiting", 0))
+        child(m.reorder_waiting, part).set(pl.meta.counters.get("waiting", 0))
         for stage, seconds in stage_seconds.items():
-            m.stage_latency.labels(stage).observe(seconds)
-            m.batch_size.labels(stage).observe(batch_records)
+            child(m.stage_latency, stage).observe(seconds)
+            child(m.batch_size, stage).observe(batch_records)
 
     def _track_open(self) -> None:
         """Open workflows: started and not yet completed, as chained since this worker started;
