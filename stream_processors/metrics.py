@@ -33,7 +33,7 @@ each (a DUPLICATE_CONFLICT is an emitter signing two different things for one se
 OPENS = frozenset({EventKind.WORKFLOW_STARTED})
 CLOSES = frozenset({EventKind.WORKFLOW_COMPLETED})
 MAX_OPEN_TRACKED = 100_000
-"""Open workflows remembered at most (about 100 bytes each): past this the longest-open one is
+"""Open workflows remembered at most (about 180 bytes each): past this the longest-open one is
 forgotten, so workflows that never complete cannot grow the worker's memory without bound."""
 
 F = TypeVar("F", bound=Callable[..., Any])
