@@ -21,8 +21,12 @@ from lineage.config import Settings
 NAMESPACE = "lineage"
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-STAGES = ("decode", "authenticate", "order", "chain", "policy", "checkpoint", "publish", "insert")
-"""Values of the ``stage`` label: the processor's stages, then the sink's ClickHouse insert."""
+STAGES = ("decode", "authenticate", "policy", "checkpoint", "insert")
+"""Values of the ``stage`` label: the processor's timed stages, then the sink's ClickHouse insert.
+
+Order and chain are not among them: the pipeline orders and chains each event as its seal releases
+it, interleaved with the policy check, so they have no batch of their own to time (docs/operations.md).
+"""
 
 
 class _CheckpointAge(Collector):
@@ -75,6 +79,12 @@ class LineageMetrics:
             f"{ns}_processor_records_in_total",
             "Kafka records the processor read from the events topic (sealed batches; events and "
             "seals in the per-event framing).",
+            ["partition"],
+            registry=r,
+        )
+        self.events_in = Counter(
+            f"{ns}_processor_events_in_total",
+            "Execution events the processor decoded from the events topic (replays excluded).",
             ["partition"],
             registry=r,
         )
@@ -136,7 +146,8 @@ class LineageMetrics:
         )
         self.open_workflows = Gauge(
             f"{ns}_open_workflows",
-            "Workflows started and not yet completed, as the processor's state holds them.",
+            "Workflows this worker chained a start of and no completion of yet (the most recent "
+            "ones, up to a cap).",
             registry=r,
         )
         self.reorder_waiting = Gauge(
@@ -145,8 +156,8 @@ class LineageMetrics:
             ["partition"],
             registry=r,
         )
-        self.contained_workflows = Gauge(
-            f"{ns}_contained_workflows",
+        self.contained_workflows = Counter(
+            f"{ns}_contained_workflows_total",
             "Workflows contained after a critical violation.",
             registry=r,
         )

@@ -45,9 +45,14 @@ def openlineage_cmd(
     from lineage_cli.evidence import _client, _fail, _settings
 
     try:
-        from openlineage.client import OpenLineageClient
-
-        from lineage_cli.openlineage_export import ExportState, export, run_id, transport_config
+        from lineage_cli.openlineage_export import (
+            DeliveryError,
+            ExportState,
+            export,
+            make_client,
+            run_id,
+            transport_config,
+        )
     except ImportError as exc:
         _fail(f"needs the openlineage extra (pip install 'execution-lineage[openlineage]'): {exc}")
     settings = _settings(data_dir)
@@ -61,7 +66,7 @@ def openlineage_cmd(
         )
     except ConfigError as exc:
         _fail(str(exc))
-    ol = OpenLineageClient(config={"transport": config})
+    ol = make_client(config)
     exported = ExportState(state or settings.data_dir / "openlineage.exported")
     client = _client(settings)
     sent = 0
@@ -78,6 +83,8 @@ def openlineage_cmd(
             time.sleep(poll_s)
     except KeyboardInterrupt:
         pass
+    except DeliveryError as exc:
+        _fail(f"{exc} ({sent} workflows sent before; the rest will be sent by the next run)")
     finally:
         ol.close()
     if transport != "console":

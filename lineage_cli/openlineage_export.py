@@ -22,8 +22,10 @@ from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.facet_v2 import parent_run
 from openlineage.client.generated.base import RunFacet
+from openlineage.client.serde import Serde
+from openlineage.client.transport.kafka import KafkaConfig, KafkaTransport
 
-from lineage.errors import ConfigError
+from lineage.errors import ConfigError, LineageError
 
 PRODUCER = "https://github.com/execution-lineage/execution-lineage/tree/v0.1.0/lineage_cli"
 FACET_KEY = "executionLineage_evidence"
@@ -32,6 +34,8 @@ FACET_SCHEMA_URL = (
     "openlineage-evidence-run-facet.json#/$defs/ExecutionLineageEvidenceRunFacet"
 )
 TRANSPORTS = ("console", "file", "http", "kafka")
+KAFKA_DELIVERY_TIMEOUT_S = 30.0
+"""How long the kafka transport tries to deliver one run event before the export fails."""
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WRITES = re.compile(
     r"(^|[^a-z])(write|delete|update|insert|upsert|create|send|post|put|patch|merge|drop)",
@@ -285,9 +289,56 @@ def transport_config(
         return {
             "type": "kafka",
             "topic": kafka_topic,
-            "config": {"bootstrap.servers": kafka_bootstrap, "acks": "all"},
+            "config": {
+                "bootstrap.servers": kafka_bootstrap,
+                "acks": "all",
+                "message.timeout.ms": str(int(KAFKA_DELIVERY_TIMEOUT_S * 1000)),
+            },
         }
     raise ConfigError(f"--transport: expected one of {', '.join(TRANSPORTS)}, found {kind!r}")
+
+
+class DeliveryError(LineageError):
+    """A run event was not acknowledged by the transport's destination."""
+
+
+class CheckedKafkaTransport(KafkaTransport):
+    """openlineage-python's Kafka transport (same key, value and producer config), except that an
+    event the broker did not acknowledge raises: the stock transport only logs the failure, and the
+    export would record the workflow as sent."""
+
+    def emit(self, event: Any) -> None:
+        if self.producer is None:
+            self._setup_producer(self.kafka_config.config)
+        assert self.producer is not None
+        failed: list[Any] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failed.append(err)
+
+        self.producer.produce(
+            topic=self.topic,
+            key=self.message_key or self._get_message_key(event),
+            value=Serde.to_json(event).encode("utf-8"),
+            on_delivery=delivered,
+        )
+        left = self.producer.flush(KAFKA_DELIVERY_TIMEOUT_S + 5)
+        if failed or left:
+            why = (
+                failed[0] if failed else f"not acknowledged after {KAFKA_DELIVERY_TIMEOUT_S:.0f} s"
+            )
+            raise DeliveryError(f"run event not delivered to Kafka topic {self.topic}: {why}")
+
+
+def make_client(config: dict[str, Any]) -> OpenLineageClient:
+    """An OpenLineage client on the transport ``config`` (from ``transport_config``); Kafka
+    deliveries are checked (``CheckedKafkaTransport``)."""
+    if config["type"] == "kafka":
+        return OpenLineageClient(
+            transport=CheckedKafkaTransport(KafkaConfig.from_dict(dict(config)))
+        )
+    return OpenLineageClient(config={"transport": config})
 
 
 class ExportState:

@@ -10,7 +10,7 @@ pipeline's code stays free of metrics.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +32,9 @@ each (a DUPLICATE_CONFLICT is an emitter signing two different things for one se
 
 OPENS = frozenset({EventKind.WORKFLOW_STARTED})
 CLOSES = frozenset({EventKind.WORKFLOW_COMPLETED})
+MAX_OPEN_TRACKED = 100_000
+"""Open workflows remembered at most (about 180 bytes each): past this the longest-open one is
+forgotten, so workflows that never complete cannot grow the worker's memory without bound."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,11 +42,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 class ProcessorMetrics:
     """Updates one ``LineageMetrics`` from the partition pipelines it is handed."""
 
-    def __init__(self, metrics: LineageMetrics) -> None:
+    def __init__(self, metrics: LineageMetrics, *, max_open: int = MAX_OPEN_TRACKED) -> None:
         self.metrics = metrics
+        self.max_open = max_open
         self._spent: dict[str, float] = defaultdict(float)
-        self._open: set[str] = set()
+        self._open: OrderedDict[str, None] = OrderedDict()  # oldest start first
         self._kinds: list[tuple[str, EventKind]] = []
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: the lookup costs more than the update it serves."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # -- timing ----------------------------------------------------------
 
@@ -113,6 +126,7 @@ class ProcessorMetrics:
     ) -> None:
         """Update counters, gauges and histograms from one batch of partition ``pl.partition``."""
         m = self.metrics
+        child = self._child
         part = str(pl.partition)
 
         def delta(name: str) -> int:
@@ -120,16 +134,19 @@ class ProcessorMetrics:
 
         read = delta("records") + delta("replayed")
         if read:
-            m.records_in.labels(part).inc(read)
+            child(m.records_in, part).inc(read)
+        events = delta("events")
+        if events:
+            child(m.events_in, part).inc(events)
         if out.entries:
-            m.entries_out.labels(part).inc(len(out.entries))
+            child(m.entries_out, part).inc(len(out.entries))
         for v in out.violations:
-            m.violations.labels(v.violation_type.value, v.severity.value).inc()
+            child(m.violations, v.violation_type.value, v.severity.value).inc()
             reason = seal_failure_reason(v.violation_type)
             if reason is not None:
-                m.seal_failures.labels(reason).inc()
+                child(m.seal_failures, reason).inc()
         for q in out.quarantine:
-            m.quarantined.labels(q.reason_code.value).inc()
+            child(m.quarantined, q.reason_code.value).inc()
         dups = delta("duplicates")
         if dups:
             m.duplicates.inc(dups)
@@ -138,24 +155,28 @@ class ProcessorMetrics:
         if out.containments:
             m.contained_workflows.inc(len(out.containments))
         self._track_open()
-        m.reorder_waiting.labels(part).set(pl.meta.counters.get("waiting", 0))
+        child(m.reorder_waiting, part).set(pl.meta.counters.get("waiting", 0))
         for stage, seconds in stage_seconds.items():
-            m.stage_latency.labels(stage).observe(seconds)
-            m.batch_size.labels(stage).observe(batch_records)
+            child(m.stage_latency, stage).observe(seconds)
+            child(m.batch_size, stage).observe(batch_records)
 
     def _track_open(self) -> None:
-        """Open workflows: started and not yet completed, as chained since this worker started."""
+        """Open workflows: started and not yet completed, as chained since this worker started;
+        at most ``max_open`` of them, the most recently started."""
+        opened = self._open
         changed = False
         for workflow_id, kind in self._kinds:
             if kind in OPENS:
-                self._open.add(workflow_id)
+                opened[workflow_id] = None
+                if len(opened) > self.max_open:
+                    opened.popitem(last=False)
                 changed = True
             elif kind in CLOSES:
-                self._open.discard(workflow_id)
+                opened.pop(workflow_id, None)
                 changed = True
         self._kinds.clear()
         if changed:
-            self.metrics.open_workflows.set(len(self._open))
+            self.metrics.open_workflows.set(len(opened))
 
 
 def seal_failure_reason(vtype: ViolationType) -> str | None:

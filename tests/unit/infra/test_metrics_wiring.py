@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from console.metrics import publish
-from infra.metrics import LineageMetrics, metric_names
+from infra.metrics import STAGES, LineageMetrics, metric_names
 from lineage.config import Settings
 from lineage.model import EventKind, QuarantineReason, QuarantineRecord
 from sinks import metrics as sink_metrics
@@ -55,6 +55,9 @@ def test_processor_counts_a_batch_with_entries_violations_quarantine_and_duplica
 
     assert seek is None
     assert value(m, "lineage_processor_records_in_total", partition="0") == len(records)
+    events = [r for r in msgs + forged + [msgs[0]] if r.event is not None]
+    assert len(events) == 8 < len(records), "per-event framing: seals are records, not events"
+    assert value(m, "lineage_processor_events_in_total", partition="0") == 8
     assert value(m, "lineage_processor_entries_out_total", partition="0") == len(out.entries) == 5
     assert [v.violation_type.value for v in out.violations] == ["BAD_SIGNATURE"] * 2
     assert (
@@ -64,7 +67,7 @@ def test_processor_counts_a_batch_with_entries_violations_quarantine_and_duplica
     assert value(m, "lineage_seal_failures_total", reason="bad_signature") == 2
     assert value(m, "lineage_quarantined_records_total", reason_code="BAD_SIGNATURE") == 2
     assert value(m, "lineage_processor_duplicates_total") == pl.counters["duplicates"] >= 1
-    assert value(m, "lineage_contained_workflows") == len(out.containments) == 1
+    assert value(m, "lineage_contained_workflows_total") == len(out.containments) == 1
     assert value(m, "lineage_open_workflows") == 1, "wf-1 completed, wf-2 still open"
     assert value(m, "lineage_reorder_buffer_events", partition="0") == 0
     for stage in ("decode", "authenticate", "policy"):
@@ -74,7 +77,42 @@ def test_processor_counts_a_batch_with_entries_violations_quarantine_and_duplica
     more = good.chain("wf-4", 2)
     obs.process(pl, to_records(more, start=len(records)))
     assert value(m, "lineage_processor_records_in_total", partition="0") == len(records) + 4
+    assert value(m, "lineage_processor_events_in_total", partition="0") == 8 + 2
     assert value(m, "lineage_open_workflows") == 2
+
+
+def test_open_workflows_are_capped_at_the_most_recently_started() -> None:
+    em = SimEmitter(seal_every=1)
+    m = LineageMetrics("processor")
+    obs = ProcessorMetrics(m, max_open=3)
+    pl = make_pipeline(registry_for(em))
+    msgs = [r for i in range(5) for r in em.chain(f"wf-{i}", 1)]  # five starts, none completed
+    obs.process(pl, to_records(msgs))
+    assert value(m, "lineage_open_workflows") == 3
+    assert list(obs._open) == ["wf-2", "wf-3", "wf-4"], "the longest-open are forgotten first"
+    done = em.event("wf-0", kind=EventKind.WORKFLOW_COMPLETED, parent_event_id="svc-a#1/0")
+    done += em.event("wf-3", kind=EventKind.WORKFLOW_COMPLETED, parent_event_id="svc-a#1/3")
+    out, _ = obs.process(pl, to_records(done, start=len(msgs)))
+    assert len(out.entries) == 2
+    assert value(m, "lineage_open_workflows") == 2, "wf-0 was forgotten: its completion is a no-op"
+
+
+def test_every_stage_label_is_observed_by_a_component() -> None:
+    em = SimEmitter(seal_every=2)
+    m = LineageMetrics("processor")
+    obs = ProcessorMetrics(m)
+    pl = make_pipeline(registry_for(em))
+    obs.process(pl, to_records(em.chain("wf-1", 4)))
+    assert pl.maybe_checkpoint(force=True) is not None
+    sink_metrics.SinkMetrics(m).insert(FakeSink(), [object()], {"entries": 4})
+    observed = {
+        s.labels["stage"]
+        for family in m.registry.collect()
+        if family.name == "lineage_stage_duration_seconds"
+        for s in family.samples
+        if s.name.endswith("_count")
+    }
+    assert observed == set(STAGES)
 
 
 def test_an_orphan_waits_in_the_reorder_gauge() -> None:

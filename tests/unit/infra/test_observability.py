@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
 from infra.metrics import LineageMetrics, metric_names, serve_metrics
 from lineage.config import Settings
@@ -50,12 +51,16 @@ def test_names_follow_prometheus_conventions() -> None:
         assert re.fullmatch(r"lineage_[a-z0-9_]+", family.name), family.name
         if family.type == "counter":
             assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
+        else:
+            assert not family.name.endswith("_total"), f"{family.name}: only counters end in _total"
         if {"duration", "age"} & set(family.name.split("_")):
             assert family.name.endswith("_seconds"), f"{family.name}: unit missing from the name"
         assert family.documentation, f"{family.name} has no help text"
     expected = {
         "lineage_processor_records_in_total",
+        "lineage_processor_events_in_total",
         "lineage_processor_entries_out_total",
+        "lineage_contained_workflows_total",
         "lineage_violations_total",
         "lineage_quarantined_records_total",
         "lineage_seal_failures_total",
@@ -170,6 +175,36 @@ def test_dashboards_load_and_prometheus_queries_name_defined_metrics() -> None:
             assert used <= DEFINED, f"{path.name}: undefined {used - DEFINED}"
             seen |= used
     assert "lineage_consumer_lag_records" in seen and "lineage_violations_total" in seen
+    assert "lineage_processor_events_in_total" in seen, "the throughput panel shows events in"
+
+
+def documented_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """docs/operations.md's metric table: name -> (type, labels)."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    rows = re.findall(r"^\| `(lineage_\w+)` \| (\w+) \| ([^|]*) \|", text, re.M)
+    return {
+        name: (kind, tuple(sorted(re.findall(r"`(\w+)`", labels)))) for name, kind, labels in rows
+    }
+
+
+def defined_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every metric of ``LineageMetrics``: exposed name -> (type, labels)."""
+    m = LineageMetrics("test")
+    found: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for metric in vars(m).values():
+        if isinstance(metric, MetricWrapperBase):
+            name = metric._name + ("_total" if metric._type == "counter" else "")
+            found[name] = (metric._type, tuple(sorted(metric._labelnames)))
+    m.checkpoint_published(0)  # the custom collector's labels show once it has a sample
+    for family in m._checkpoints.collect():
+        found[family.name] = (family.type, tuple(sorted(family.samples[0].labels)))
+    return found
+
+
+def test_operations_doc_lists_every_metric_with_its_type_and_labels() -> None:
+    documented, defined = documented_metrics(), defined_metrics()
+    assert len(defined) >= 19
+    assert documented == defined
 
 
 def grafana_macros(sql: str, database: str) -> str:

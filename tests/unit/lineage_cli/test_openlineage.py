@@ -15,13 +15,17 @@ import pytest
 from openlineage.client import OpenLineageClient
 from typer.testing import CliRunner
 
+from lineage_cli import openlineage_export
 from lineage_cli.main import app
 from lineage_cli.openlineage_export import (
     FACET_KEY,
+    CheckedKafkaTransport,
+    DeliveryError,
     ExportState,
     export,
     facet_schema,
     is_write,
+    make_client,
     run_id,
     transport_config,
 )
@@ -29,6 +33,8 @@ from sinks import rows, schema
 from tests.support.lineage_builder import Dataset, build_dataset, decode_event
 
 pytestmark = pytest.mark.timeout(120)
+# The spec's RunEvent requirements written out, not the official OpenLineage.json: no installable
+# package ships that file (see the schema's $comment for what was looked in).
 RUN_EVENT_SCHEMA = json.loads(
     (Path(__file__).parent / "openlineage_runevent.schema.json").read_text()
 )
@@ -159,8 +165,24 @@ def test_cli_is_registered_and_refuses_incomplete_transports(tmp_path: Path) -> 
         ("kafka", {"kafka_bootstrap": "127.0.0.1:1", "kafka_topic": "openlineage"}),
         ("console", {}),
     ):
-        client = OpenLineageClient(config={"transport": transport_config(kind, **kw)})
+        client = make_client(transport_config(kind, **kw))
         assert client.transport.kind == kind
+    assert isinstance(client_of("kafka").transport, CheckedKafkaTransport)
+
+
+def client_of(kind: str) -> OpenLineageClient:
+    return make_client(transport_config(kind, kafka_bootstrap="127.0.0.1:1", kafka_topic="ol"))
+
+
+def test_an_undelivered_kafka_event_fails_the_export_and_is_not_recorded(
+    chdb_client: Any, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(openlineage_export, "KAFKA_DELIVERY_TIMEOUT_S", 1.0)
+    ol = client_of("kafka")  # nothing listens on port 1: every delivery times out
+    state = ExportState(tmp_path / "exported")
+    with pytest.raises(DeliveryError, match="not delivered to Kafka topic ol"):
+        list(export(chdb_client, db, ol, state, namespace="agents"))
+    assert state.done == set() and not (tmp_path / "exported").exists()
 
 
 POPULATE = """
