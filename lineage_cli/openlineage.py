@@ -42,7 +42,9 @@ def openlineage_cmd(
     ] = None,
 ) -> None:
     """Stream completed workflows as OpenLineage RunEvents (Marquez, DataHub, any OL consumer)."""
-    from lineage_cli.evidence import _client, _fail, _settings
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    from lineage_cli.evidence import _client, _fail, _settings, _Unusable
 
     try:
         from lineage_cli.openlineage_export import (
@@ -68,9 +70,9 @@ def openlineage_cmd(
         _fail(str(exc))
     ol = make_client(config)
     exported = ExportState(state or settings.data_dir / "openlineage.exported")
-    client = _client(settings)
     sent = 0
     try:
+        client = _client(settings)
         while True:
             for wf in export(
                 client, settings.clickhouse_database, ol, exported, namespace=namespace
@@ -85,6 +87,13 @@ def openlineage_cmd(
         pass
     except DeliveryError as exc:
         _fail(f"{exc} ({sent} workflows sent before; the rest will be sent by the next run)")
+    except _Unusable as exc:
+        _fail(str(exc))
+    except ClickHouseError as exc:
+        _fail(
+            f"cannot read the lineage tables in {settings.clickhouse_dsn} "
+            f"(database {settings.clickhouse_database}): {str(exc).splitlines()[0][:300]}"
+        )
     finally:
         ol.close()
     if transport != "console":
