@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -153,3 +154,34 @@ def test_the_column_seal_tree_is_the_merkle_tree(
             columns._seal_tree(group)
         with pytest.raises(ValueError, match="does not lead to the seal's root"):
             columns._seal_paths(group)
+
+
+@pytest.mark.parametrize("field", [0, 1, 3])
+@pytest.mark.parametrize("size", [31, 33])
+def test_a_hash_of_another_size_is_refused_not_padded(field: int, size: int) -> None:
+    args: list[Any] = [bytes(32), bytes(32), 7, bytes(32)]
+    args[field] = bytes(size)
+    with pytest.raises(ValueError, match=f"expected 32 bytes each, found .*{size}"):
+        hashing.entry_hash(*args)
+    with pytest.raises(ValueError, match=f"expected 32 bytes each, found .*{size}"):
+        hashing.leaf_record(*args)
+
+
+@given(
+    data=st.lists(st.binary(max_size=80), max_size=20),
+    pairs=st.lists(st.tuples(hash32, hash32), max_size=20),
+)
+def test_the_column_forms_hash_as_the_scalar_ones(
+    data: list[bytes], pairs: list[tuple[bytes, bytes]]
+) -> None:
+    assert merkle.leaf_hashes(data) == [merkle.leaf_hash(d) for d in data]
+    assert hashing.event_digests(data) == [hashing.event_digest(d) for d in data]
+    lefts, rights = [left for left, _ in pairs], [right for _, right in pairs]
+    assert merkle.node_hashes(lefts, rights) == [merkle.node_hash(a, b) for a, b in pairs]
+    assert merkle.node_hashes(lefts, rights) == [
+        hashlib.sha256(b"\x01" + a + b).digest() for a, b in pairs
+    ]
+    assert merkle.leaf_hashes(data) == [hashlib.sha256(b"\x00" + d).digest() for d in data]
+    assert hashing.event_digests(data) == [hashlib.sha256(b"\x10" + d).digest() for d in data]
+    with pytest.raises(ValueError):
+        merkle.node_hashes(lefts, [*rights, bytes(32)])
