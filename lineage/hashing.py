@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterable
+from typing import cast
 
 from lineage.ids import EntryHash, EventDigest
 
@@ -14,10 +16,12 @@ SEAL_MESSAGE_PREFIX = b"\x13"
 SEAL_HASH_PREFIX = b"\x14"
 ZERO_HASH = bytes(32)
 HASH_SIZE = 32
-LEAF_RECORD_SIZE = 104
-"""An entry hash's preimage after its prefix: prev_hash ‖ event_digest ‖ u64be(chain_seq) ‖ policy."""
-
-_u64 = struct.Struct(">Q")
+_LEAF_RECORD_FIELDS = "32s32sQ32s"
+LEAF_RECORD = struct.Struct(">" + _LEAF_RECORD_FIELDS)
+"""The one definition of an entry hash's preimage after its prefix, the *leaf record*:
+prev_hash (32) ‖ event_digest (32) ‖ u64be(chain_seq) (8) ‖ policy_digest (32)."""
+LEAF_RECORD_SIZE = LEAF_RECORD.size
+_ENTRY_PREIMAGE = struct.Struct(">c" + _LEAF_RECORD_FIELDS)  # 0x11 ‖ leaf record, in one pack
 
 
 def sha256(data: bytes) -> bytes:
@@ -30,21 +34,35 @@ def event_digest(record_bytes: bytes) -> EventDigest:
     return EventDigest(hashlib.sha256(EVENT_PREFIX + record_bytes).digest())
 
 
+def event_digests(records: Iterable[bytes]) -> list[EventDigest]:
+    """``event_digest`` of each record, in one list (no call per event: whole columns)."""
+    sha256, prefix = hashlib.sha256, EVENT_PREFIX
+    return cast("list[EventDigest]", [sha256(prefix + r).digest() for r in records])
+
+
 def genesis_hash(workflow_id: str) -> EntryHash:
     """The prev_hash of a workflow's first entry: SHA-256(0x12 ‖ UTF-8 workflow id)."""
     return EntryHash(hashlib.sha256(GENESIS_PREFIX + workflow_id.encode()).digest())
 
 
+def _hash_sizes(prev: bytes, digest: bytes, policy_digest: bytes) -> ValueError:
+    found = ", ".join(str(len(h)) for h in (prev, digest, policy_digest))
+    return ValueError(f"leaf record hashes: expected {HASH_SIZE} bytes each, found {found}")
+
+
 def leaf_record(prev: bytes, digest: bytes, chain_seq: int, policy_digest: bytes) -> bytes:
-    """The 104-byte entry-hash preimage after its prefix (the one definition of its layout)."""
-    return prev + digest + _u64.pack(chain_seq) + policy_digest
+    """The 104-byte entry-hash preimage after its prefix (``LEAF_RECORD``)."""
+    if len(prev) != HASH_SIZE or len(digest) != HASH_SIZE or len(policy_digest) != HASH_SIZE:
+        raise _hash_sizes(prev, digest, policy_digest)  # struct would pad or cut them silently
+    return LEAF_RECORD.pack(prev, digest, chain_seq, policy_digest)
 
 
 def split_leaf_record(record: bytes) -> tuple[bytes, bytes, int, bytes]:
     """(prev_hash, event_digest, chain_seq, policy_digest) of a 104-byte leaf record."""
     if len(record) != LEAF_RECORD_SIZE:
         raise ValueError(f"leaf record: expected {LEAF_RECORD_SIZE} bytes, found {len(record)}")
-    return record[:32], record[32:64], _u64.unpack_from(record, 64)[0], record[72:]
+    prev, digest, chain_seq, policy_digest = LEAF_RECORD.unpack(record)
+    return prev, digest, chain_seq, policy_digest
 
 
 def entry_hash_of_record(record: bytes) -> EntryHash:
@@ -53,8 +71,15 @@ def entry_hash_of_record(record: bytes) -> EntryHash:
 
 
 def entry_hash(prev: bytes, digest: bytes, chain_seq: int, policy_digest: bytes) -> EntryHash:
-    """SHA-256(0x11 ‖ prev_hash ‖ event_digest ‖ u64be(chain_seq) ‖ policy_digest)."""
-    return entry_hash_of_record(leaf_record(prev, digest, chain_seq, policy_digest))
+    """SHA-256(0x11 ‖ prev_hash ‖ event_digest ‖ u64be(chain_seq) ‖ policy_digest).
+
+    The same bytes as ``entry_hash_of_record(leaf_record(...))``, packed in one call: the column
+    verifier calls it once per stored entry.
+    """
+    if len(prev) != HASH_SIZE or len(digest) != HASH_SIZE or len(policy_digest) != HASH_SIZE:
+        raise _hash_sizes(prev, digest, policy_digest)
+    preimage = _ENTRY_PREIMAGE.pack(ENTRY_PREFIX, prev, digest, chain_seq, policy_digest)
+    return EntryHash(hashlib.sha256(preimage).digest())
 
 
 def seal_hash(seal_record_bytes: bytes) -> bytes:

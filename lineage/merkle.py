@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 HASH_SIZE = 32
 LEAF_PREFIX = b"\x00"
@@ -21,6 +21,20 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(NODE_PREFIX + left + right).digest()
 
 
+def leaf_hashes(data: Iterable[bytes]) -> list[bytes]:
+    """``leaf_hash`` of each item, in one list (no call per leaf: whole levels of a tree)."""
+    sha256, prefix = hashlib.sha256, LEAF_PREFIX
+    return [sha256(prefix + d).digest() for d in data]
+
+
+def node_hashes(lefts: Iterable[bytes], rights: Iterable[bytes]) -> list[bytes]:
+    """``node_hash`` of each (left, right) pair, in one list (no call per node: whole levels)."""
+    sha256, prefix = hashlib.sha256, NODE_PREFIX
+    return [
+        sha256(prefix + left + right).digest() for left, right in zip(lefts, rights, strict=True)
+    ]
+
+
 def _split(size: int) -> int:
     """The largest power of two strictly smaller than ``size`` (size >= 2)."""
     return 1 << ((size - 1).bit_length() - 1)
@@ -36,7 +50,7 @@ def _subtree(hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
     """MTH of leaf hashes[lo:hi] (non-empty), folding level by level, promoting odd nodes."""
     level = list(hashes[lo:hi])
     while len(level) > 1:
-        paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        paired = node_hashes(level[0:-1:2], level[1::2])
         if len(level) % 2:
             paired.append(level[-1])
         level = paired

@@ -13,14 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from hashlib import sha256
 from types import TracebackType
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from lineage import codec, hashing, merkle
-from lineage.hashing import EVENT_PREFIX
 from lineage.ids import uuid7
 from lineage.model import Authorization, EventKind, ExecutionEvent, Runtime, Seal, new_event
 from producers.errors import BackpressureTimeout, EmitterClosed, EmitterError
@@ -362,7 +360,7 @@ class Emitter:
             if not digests:
                 batch.first_seq = seq
                 batch.opened_at = time.monotonic()
-            digests.append(sha256(EVENT_PREFIX + data).digest())
+            digests.append(hashing.event_digest(data))
             if seal or len(digests) >= self.seal_every:
                 self._seal(partition, state)
         if self._produced:

@@ -14,11 +14,9 @@ import concurrent.futures as cf
 import contextlib
 import functools
 import gc
-import hashlib
 import itertools
 import multiprocessing
 import os
-import struct
 import sys
 import time
 import types
@@ -266,12 +264,11 @@ def _event_check(checker: Checker) -> Callable[[bytes, bytes], tuple[bytes, dict
     if decode is None:
         return checker.event
     header = checker.event_header
-    sha256 = hashlib.sha256
-    prefix = hashing.EVENT_PREFIX
+    event_digest = hashing.event_digest
     hlen = codec.HEADER_LEN
 
     def event(data: bytes, stated: bytes) -> tuple[bytes, dict[str, Any]]:
-        digest = sha256(prefix + data).digest()
+        digest = event_digest(data)
         if digest != stated or data[:hlen] != header:
             raise ValueError("the event digest or header differs")
         record = decode(data, hlen)
@@ -351,15 +348,10 @@ def _seal_tree(group: _SealLeaves) -> None:
             _seal_paths(group)
             return
         leaves = placed  # type: ignore[assignment]
-    sha256 = hashlib.sha256
-    node_prefix = merkle.NODE_PREFIX
     nodes = list(leaves)
     level = leaves
     while len(level) > 1:
-        up = [
-            sha256(node_prefix + level[k] + level[k + 1]).digest()
-            for k in range(0, len(level) - 1, 2)
-        ]
+        up = merkle.node_hashes(level[0:-1:2], level[1::2])
         if len(level) & 1:
             up.append(level[-1])
         nodes += up
@@ -417,9 +409,7 @@ def _fast(
     proven = checker.proven
     cr = merkle.CompactRange()
     append = cr.append_hash
-    sha256 = hashlib.sha256
-    entry_prefix, leaf_prefix = hashing.ENTRY_PREFIX, merkle.LEAF_PREFIX
-    u64 = struct.Struct(">Q").pack
+    entry_hash, leaf_hash = hashing.entry_hash, merkle.leaf_hash
     pending = iter(signed)
     nxt = next(pending, None)
     genesis = hashing.genesis_hash
@@ -461,7 +451,7 @@ def _fast(
             if group is None:
                 group = groups[data] = _SealLeaves(s)
             group.indexes.append(index)
-            group.leaves.append(sha256(leaf_prefix + digest).digest())
+            group.leaves.append(leaf_hash(digest))
             group.paths.append(spath[i])
             if len(group.indexes) == s.count:
                 del groups[data]
@@ -494,14 +484,14 @@ def _fast(
             seq, prev = 0, genesis(wf)
         else:
             seq, prev = head
-        # chain_step and merkle.leaf_hash, inlined: the same preimages (docs/integrity.md)
+        # chain_step
         if seqs[i] != seq or prevs[i] != prev:
             raise ValueError("a chain link differs")
-        entry = sha256(entry_prefix + prev + digests[i] + u64(seq) + pols[i]).digest()
+        entry = entry_hash(prev, digests[i], seq, pols[i])
         if entry != stated[i]:
             raise ValueError("an entry hash differs")
         heads[wf] = (seq + 1, entry)
-        append(sha256(leaf_prefix + entry).digest())
+        append(leaf_hash(entry))
         while nxt is not None and nxt[0] == i + 1:
             size, root, origin = nxt
             if cr.root() != root:
@@ -519,6 +509,16 @@ def _fast(
     if last is not None and (proven.last_event_us is None or last > proven.last_event_us):
         proven.last_event_us = last
     return policies, last_kind
+
+
+def _log_levels(entry_hashes: list[bytes]) -> list[list[bytes]]:
+    """The perfect subtrees of a log whose leaf data are ``entry_hashes``, level by level:
+    ``levels[h][k]`` is the hash of leaves ``k * 2**h`` up to ``(k + 1) * 2**h``."""
+    levels = [merkle.leaf_hashes(entry_hashes)]
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        levels.append(merkle.node_hashes(below[0:-1:2], below[1::2]))
+    return levels
 
 
 def _log_root(levels: list[list[bytes]], size: int) -> bytes:
@@ -578,14 +578,17 @@ def _fast_rows(
         topic = project(body, hlen)[-1]
     stored = list(zip(*derived, eids, wfs, itertools.repeat(p), itertools.repeat(topic)))
     proven = checker.proven
-    sha256 = hashlib.sha256
-    event_prefix = hashing.EVENT_PREFIX
+    # Checker.event with the strict decoder: the digests, then each event's header and row
+    if full_all:
+        if hashing.event_digests(bodies) != digests:
+            raise ValueError("an event digest differs")
+    elif hashing.event_digests([bodies[i] for i in chosen]) != [digests[i] for i in chosen]:
+        raise ValueError("an event digest differs")
     members: defaultdict[bytes, list[int]] = defaultdict(list)
     for i in chosen:
-        # Checker.event with the strict decoder
         body = bodies[i]
-        if sha256(event_prefix + body).digest() != digests[i] or body[:hlen] != header:
-            raise ValueError("the event digest or header differs")
+        if body[:hlen] != header:
+            raise ValueError("the event header differs")
         # expected_columns and Checker.bind, at once
         if project(body, hlen) != stored[i]:
             raise ValueError("a derived column, the event id, workflow or partition differs")
@@ -597,7 +600,6 @@ def _fast_rows(
     kinds, times = derived[_KIND], derived[_TIME]
     emitter_ids, emitter_seqs = derived[_EMITTER], derived[_EMITTER_SEQ]
     decisions: list[tuple[int, str]] = []
-    leaf_prefix = merkle.LEAF_PREFIX
     for data, at in members.items():
         info = seals.get(data) or parse_seal(data)
         s = info.seal
@@ -634,7 +636,7 @@ def _fast_rows(
         group = _SealLeaves(
             s,
             indexes,
-            [sha256(leaf_prefix + digests[i]).digest() for i in at],
+            merkle.leaf_hashes(map(digests.__getitem__, at)),
             [spath[i] for i in at],
         )
         if len(at) == s.count:
@@ -666,12 +668,7 @@ def _fast_rows(
         policies.update(picked(pols))
         last_kind.update(zip(picked(wfs), picked(derived[_KIND]), strict=True))
     # chain_step: every entry hash, then each workflow's links in log order
-    entry_prefix = hashing.ENTRY_PREFIX
-    u64 = struct.Struct(">Q").pack
-    if [
-        sha256(entry_prefix + prev + digest + u64(seq) + policy).digest()
-        for prev, digest, seq, policy in zip(prevs, digests, seqs, pols, strict=True)
-    ] != stated:
+    if list(map(hashing.entry_hash, prevs, digests, seqs, pols)) != stated:
         raise ValueError("an entry hash differs")
     genesis = hashing.genesis_hash
     for wf, group_at in itertools.groupby(sorted(range(n), key=wfs.__getitem__), wfs.__getitem__):
@@ -682,16 +679,7 @@ def _fast_rows(
         if list(map(prevs.__getitem__, at)) != [genesis(wf), *map(stated.__getitem__, at[:-1])]:
             raise ValueError("a chain link differs")
     # the log: leaf hashes, its perfect subtrees, each signed root
-    levels = [[sha256(leaf_prefix + entry).digest() for entry in stated]]
-    node_prefix = merkle.NODE_PREFIX
-    while len(levels[-1]) > 1:
-        below = levels[-1]
-        levels.append(
-            [
-                sha256(node_prefix + below[k] + below[k + 1]).digest()
-                for k in range(0, len(below) - 1, 2)
-            ]
-        )
+    levels = _log_levels(stated)
     for size, root, origin in signed:
         if not 0 < size <= n:
             raise ValueError("a checkpoint covers more entries than the log holds")

@@ -1,10 +1,14 @@
-"""``lineage witness`` over real HTTP, and ``lineage verify FILE --witness-key`` exit codes and JSON."""
+"""``lineage witness`` over real HTTP, and ``lineage verify --witness-key`` exit codes and JSON,
+for a bundle FILE and for the ClickHouse store against the witness's cosigned checkpoints."""
 
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -13,9 +17,11 @@ from lineage import merkle
 from lineage import witness as w
 from lineage.bundle import build_bundle, write_bundle
 from lineage.witnessed import StoredCosignature, attach_cosignatures
+from lineage_cli import evidence
 from lineage_cli.main import app
 from lineage_cli.witness import serve_in_thread
-from sinks.witness_feeder import post_add_checkpoint
+from sinks import rows, schema
+from sinks.witness_feeder import WitnessFeeder, load_cosignatures, post_add_checkpoint
 from tests.support.lineage_builder import Dataset, build_dataset
 
 pytestmark = pytest.mark.timeout(120)
@@ -117,3 +123,101 @@ def test_witness_over_http_and_verify_with_its_key(tmp_path: Path, data: Dataset
     assert r.exit_code == 2 and "needs --trusted-checkpoints" in r.output
     r = runner.invoke(app, ["verify", "--clickhouse", "--witness-url", "http://127.0.0.1:9"])
     assert r.exit_code == 2 and "needs --witness-key" in r.output
+
+
+@pytest.fixture
+def witness_url(tmp_path: Path, data: Dataset) -> Iterator[tuple[str, str]]:
+    """A witness of the dataset's logs served over HTTP on a free port: (url, verifier key)."""
+    store = w.WitnessStore(tmp_path / "witness")
+    store.init("witness.test/store", [w.LogSpec("lineage.local/", (data.checkpoint_vkey,), True)])
+    witness = w.Witness(store)
+    server = serve_in_thread(witness)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", witness.vkey
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_store_verifies_against_the_witness_url_and_a_rollback_fails(
+    tmp_path: Path,
+    data: Dataset,
+    chdb_client: Any,
+    ch_database: str,
+    witness_url: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, vkey = witness_url
+    db = ch_database
+    schema.migrate(chdb_client, db)
+    chdb_client.insert(
+        "lineage_entries",
+        [rows.entry_row(e) for e in data.entries],
+        column_names=list(rows.ENTRY_COLUMNS),
+        database=db,
+    )
+    chdb_client.insert(
+        "checkpoints",
+        [rows.checkpoint_row(c) for c in data.checkpoints],
+        column_names=list(rows.CHECKPOINT_COLUMNS),
+        database=db,
+    )
+    cps = data.partition_checkpoints(0)
+    assert len(cps) >= 3
+    # The store's feeder submits the newest checkpoint over HTTP; the witness cosigns it.
+    feeder = WitnessFeeder(chdb_client, threading.Lock(), db, url, vkey)
+    assert feeder.step() == 1, feeder.stats.last_error
+    with urllib.request.urlopen(url + "/checkpoints", timeout=10) as resp:
+        served = w.parse_trusted_document(json.loads(resp.read()), url)
+    (stored,) = load_cosignatures(chdb_client, db, [0])
+    assert (stored.tree_size, stored.root_hash) == (cps[-1].tree_size, cps[-1].root_hash)
+    assert served == [cps[-1].note + stored.line]
+
+    auditor = tmp_path / "auditor.json"
+    data.registry.save(auditor)
+    for name in ("LINEAGE_TRUST_FILE", "LINEAGE_KEYS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LINEAGE_CLICKHOUSE_DATABASE", db)
+    monkeypatch.setattr(evidence, "_client", lambda settings: chdb_client)
+    command = [
+        *("verify", "--clickhouse", "--data-dir", str(tmp_path), "--registry", str(auditor)),
+        *("--witness-url", url, "--witness-key", vkey, "--jobs", "1", "--json"),
+    ]
+    runner = CliRunner()
+    r = runner.invoke(app, command)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["verdict"] == "VERIFIED" and out["failure"] is None
+    witness_id = "+".join(vkey.split("+")[:2])
+    assert out["trust"]["witnesses"] == [witness_id]
+    assert out["witness"]["witnesses"] == [witness_id] and out["witness"]["required"] == 1
+    assert out["witness"]["newest_cosigned"]["size"] == cps[-1].tree_size
+    assert [c["witness"] for c in out["witness"]["logs"][0]["cosignatures"]] == [witness_id]
+    assert any(f"from witness {url}" in claim for claim in out["claims"])
+
+    # Roll partition 0 back: its newest rows go together with the checkpoints that cover them.
+    keep = cps[-3].tree_size
+    for sql in (
+        f"DELETE FROM {db}.lineage_entries WHERE source_partition = 0 AND log_index >= {keep}",
+        f"DELETE FROM {db}.checkpoints WHERE partition = 0 AND tree_size > {keep}",
+    ):
+        chdb_client.command(f"{sql} SETTINGS mutations_sync = 1")
+    r = runner.invoke(app, command)
+    assert r.exit_code == 1, r.output
+    out = json.loads(r.output)
+    assert out["verdict"] == "FAILED"
+    failure = out["failure"]
+    assert failure["kind"] == "LOG_ROLLED_BACK"
+    assert failure["where"] == {
+        "partition": 0,
+        "origin": cps[-1].origin,
+        "tree_size": cps[-1].tree_size,
+    }
+    assert (failure["expected"], failure["found"]) == (
+        f"at least {cps[-1].tree_size} entries",
+        f"{keep} entries",
+    )
+    assert out["claims"] == []
+    # Without the witness, the rolled-back store is self-consistent: the witness is what tells.
+    r = runner.invoke(app, [*command[:6], "--jobs", "1", "--json"])
+    assert r.exit_code == 0, r.output
