@@ -24,7 +24,7 @@ def snippets() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
-def run(code: str, name: str, *, bootstrap: str, topic: str, keys: Path) -> dict[str, Any]:
+def run(code: str, name: str, bootstrap: str, topic: str, keys: Path) -> dict[str, Any]:
     """Execute a snippet against this test's broker, topic and key directory."""
     code = (
         code.replace("127.0.0.1:9092", bootstrap)
@@ -64,9 +64,9 @@ def test_sdk_and_otel_snippets_run(
     create_topics(broker.bootstrap, [topic], 2)
     monkeypatch.chdir(ROOT)  # policies/default.toml
     keys = tmp_path / "keys"
-    where = {"bootstrap": broker.bootstrap, "topic": topic, "keys": keys}
+    where = (broker.bootstrap, topic, keys)
 
-    scope = run(sdk, "SDK", **where)
+    scope = run(sdk, "SDK", *where)
     emitter, key_id = scope["emitter"], scope["signer"].key_id  # closed by the with block
     assert emitter.emitted == 3, "decision, started, completed"
     assert emitter.delivered_events == 3
@@ -74,7 +74,7 @@ def test_sdk_and_otel_snippets_run(
     assert (keys / "registry.json").exists()
 
     global_provider = trace.get_tracer_provider()
-    scope = run(otel, "OTel", **where)  # the same key again: loaded, not replaced
+    scope = run(otel, "OTel", *where)  # the same key again: loaded, not replaced
     assert trace.get_tracer_provider() is global_provider, "the snippet leaves global state alone"
     provider, emitter = scope["provider"], scope["emitter"]
     tracer = provider.get_tracer("readme")

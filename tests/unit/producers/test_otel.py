@@ -515,6 +515,8 @@ def test_failures_are_reported_through_metrics_as_they_change() -> None:
     assert not bridge.force_flush(100)
     assert bridge_failures(metrics) == {"BackpressureTimeout": 2, "flush": 4}
     assert bridge.report().failures == {"BackpressureTimeout": 2, "flush": 4}
+    provider.shutdown()  # its flush fails too: counted and reported, not raised
+    assert bridge_failures(metrics) == {"BackpressureTimeout": 2, "flush": 4, "shutdown": 1}
 
 
 def test_force_flush_reports_counts_and_broken_metrics_never_reach_the_agent() -> None:
@@ -541,3 +543,4 @@ def test_force_flush_reports_counts_and_broken_metrics_never_reach_the_agent() -
         pass  # the agent goes on
     assert broken.report().failures == {"BackpressureTimeout": 2}
     assert not broken.force_flush(100)
+    provider.shutdown()
