@@ -1,8 +1,9 @@
 """An agent instrumented only with the OpenTelemetry API and GenAI attributes, run through the bridge.
 
 ``run_agent`` is what a team already has: an orchestrator, two tools, a sub-agent with a tool
-of its own, and one failing tool call, as spans. Authorization goes through the callable it is
-given (``Gate.authorize`` here), which reads its workflow, parent and trace from the current span.
+of its own, and one failing tool call, as spans of the tracer it is given (the example leaves
+OpenTelemetry's global provider alone). Authorization goes through the callable it is given
+(``Gate.authorize`` here), which reads its workflow, parent and trace from the current span.
 ``main`` is the setup: one line adds the lineage bridge to the tracer provider.
 
     python -m examples.otel_agent --bootstrap 127.0.0.1:9092 --key <authorizer key.pem>
@@ -16,11 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 Authorize = Callable[..., Any]
-tracer = trace.get_tracer("examples.otel_agent")
+TRACER_NAME = "examples.otel_agent"
 
 ORCHESTRATOR = "orchestrator"
 RESEARCHER = "researcher"
@@ -32,7 +32,7 @@ class DatabaseTimeout(Exception):
     """The failing tool call's error."""
 
 
-def _tool(name: str, **attrs: Any) -> Any:
+def _tool(tracer: Tracer, name: str, **attrs: Any) -> Any:
     return tracer.start_as_current_span(
         f"execute_tool {name}",
         attributes={
@@ -45,7 +45,7 @@ def _tool(name: str, **attrs: Any) -> Any:
     )
 
 
-def _http(host: str, path: str) -> None:
+def _http(tracer: Tracer, host: str, path: str) -> None:
     with tracer.start_as_current_span(
         "GET",
         kind=SpanKind.CLIENT,
@@ -59,24 +59,24 @@ def _http(host: str, path: str) -> None:
         pass
 
 
-def search(authorize: Authorize, agent: str, query: str) -> str:
-    with _tool("search", **{"server.address": "search.example.com"}):
+def search(tracer: Tracer, authorize: Authorize, agent: str, query: str) -> str:
+    with _tool(tracer, "search", **{"server.address": "search.example.com"}):
         authorize(principal=agent, action="tool.call:search", resource="search.example.com")
-        _http("search.example.com", "/v1/search")
+        _http(tracer, "search.example.com", "/v1/search")
         return f"results for {query}"
 
 
-def read_report(authorize: Authorize, agent: str) -> str:
-    with _tool("read_report", **{"server.address": "docs.example.com"}):
+def read_report(tracer: Tracer, authorize: Authorize, agent: str) -> str:
+    with _tool(tracer, "read_report", **{"server.address": "docs.example.com"}):
         authorize(principal=agent, action="tool.call:read_report", resource="docs.example.com")
-        _http("docs.example.com", "/reports/q3.pdf")
+        _http(tracer, "docs.example.com", "/reports/q3.pdf")
         return "q3 report"
 
 
-def query_db(authorize: Authorize, agent: str) -> str:
+def query_db(tracer: Tracer, authorize: Authorize, agent: str) -> str:
     """The failing tool call: the database times out, the span records the error."""
     db = {"db.system.name": "postgresql", "db.namespace": "crm", "db.collection.name": "accounts"}
-    with _tool("query_db", **db):
+    with _tool(tracer, "query_db", **db):
         authorize(principal=agent, action="tool.call:query_db", resource="postgresql:crm/accounts")
         with tracer.start_as_current_span(
             "SELECT crm.accounts",
@@ -88,7 +88,7 @@ def query_db(authorize: Authorize, agent: str) -> str:
             raise DatabaseTimeout("statement timeout after 5 s")
 
 
-def researcher(authorize: Authorize, agent: str) -> str:
+def researcher(tracer: Tracer, authorize: Authorize, agent: str) -> str:
     """A sub-agent invoked by the orchestrator; it calls a tool of its own."""
     with tracer.start_as_current_span(
         f"invoke_agent {RESEARCHER}",
@@ -102,20 +102,22 @@ def researcher(authorize: Authorize, agent: str) -> str:
     ):
         authorize(principal=agent, action=f"agent.invoke:{RESEARCHER}")
         me = f"agent:{RESEARCHER}"
-        with _tool("fetch_paper", **{"server.address": "arxiv.example.org"}):
+        with _tool(tracer, "fetch_paper", **{"server.address": "arxiv.example.org"}):
             authorize(principal=me, action="tool.call:fetch_paper", resource="arxiv.example.org")
-            _http("arxiv.example.org", "/abs/2501.00001")
+            _http(tracer, "arxiv.example.org", "/abs/2501.00001")
         return "summary"
 
 
-def misbehave(authorize: Authorize, agent: str, how: str) -> None:
+def misbehave(tracer: Tracer, authorize: Authorize, agent: str, how: str) -> None:
     """What the integration test injects: a tool run with no authorization, or after a DENY."""
     if how == "unauthorized":
-        with _tool("search", **{"server.address": "search.example.com"}):
-            _http("search.example.com", "/v1/search")  # never asked the gate
+        with _tool(tracer, "search", **{"server.address": "search.example.com"}):
+            _http(tracer, "search.example.com", "/v1/search")  # never asked the gate
     elif how == "after_deny":
         with (
-            _tool("delete_records", **{"db.system.name": "postgresql", "db.namespace": "crm"}),
+            _tool(
+                tracer, "delete_records", **{"db.system.name": "postgresql", "db.namespace": "crm"}
+            ),
             contextlib.suppress(Exception),  # the DENY is swallowed and the tool runs anyway
         ):
             authorize(principal=agent, action="tool.call:delete_records", resource="postgresql:crm")
@@ -123,8 +125,8 @@ def misbehave(authorize: Authorize, agent: str, how: str) -> None:
         raise ValueError(f"misbehaviour: expected unauthorized or after_deny, found {how!r}")
 
 
-def run_agent(authorize: Authorize, *, misbehaviours: tuple[str, ...] = ()) -> str:
-    """One run of the agent; returns the W3C trace id (the workflow is ``otel-<trace id>``)."""
+def run_agent(tracer: Tracer, authorize: Authorize, *, misbehaviours: tuple[str, ...] = ()) -> str:
+    """One run of the agent on ``tracer``; returns the W3C trace id (workflow ``otel-<trace id>``)."""
     agent = f"agent:{ORCHESTRATOR}"
     with tracer.start_as_current_span(
         f"invoke_agent {ORCHESTRATOR}",
@@ -137,13 +139,13 @@ def run_agent(authorize: Authorize, *, misbehaviours: tuple[str, ...] = ()) -> s
             "gen_ai.input.messages": '[{"role": "user", "content": "Summarise Q3 risk"}]',
         },
     ) as root:
-        search(authorize, agent, "q3 risk")
-        read_report(authorize, agent)
-        researcher(authorize, agent)
+        search(tracer, authorize, agent, "q3 risk")
+        read_report(tracer, authorize, agent)
+        researcher(tracer, authorize, agent)
         with contextlib.suppress(DatabaseTimeout):
-            query_db(authorize, agent)
+            query_db(tracer, authorize, agent)
         for how in misbehaviours:
-            misbehave(authorize, agent, how)
+            misbehave(tracer, authorize, agent, how)
         root.set_attribute("gen_ai.output.messages", '[{"role": "assistant", "content": "…"}]')
         return f"{root.get_span_context().trace_id:032x}"
 
@@ -177,7 +179,7 @@ def main() -> None:
     bridge = LineageSpanProcessor(emitter, owns_emitter=True)
     provider.add_span_processor(bridge)  # the one line
     gate = Gate(emitter, PolicySet.load(POLICY_FILE), context=bridge)
-    trace_id = run_agent(gate.authorize)
+    trace_id = run_agent(provider.get_tracer(TRACER_NAME), gate.authorize)
     provider.shutdown()
     print(f"workflow otel-{trace_id}: {bridge.report()}")
 

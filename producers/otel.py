@@ -14,12 +14,12 @@ import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import baggage, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from lineage.model import Decision, EventKind, ExecutionEvent, Runtime
 from producers.emitter import Emitter, FlushReport
@@ -29,7 +29,9 @@ log = logging.getLogger("lineage.otel")
 
 OTEL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:execution-lineage:otel-bridge:v1")
 """Namespace of the bridge's event ids (UUIDv5 of trace id, span id and role)."""
-_NS_BYTES = OTEL_NAMESPACE.bytes
+_NS_SHA1 = hashlib.sha1(OTEL_NAMESPACE.bytes, usedforsecurity=False)
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version nibble, variant bits (RFC 9562)
+_UUID_SET = (0x5000 << 64) | (0x8000 << 48)
 
 OP = "gen_ai.operation.name"
 MODEL_OPS = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
@@ -44,6 +46,21 @@ AUTH_POLICY_DIGEST = "lineage.authorization.policy_digest"
 AUTH_POLICY_ID = "lineage.authorization.policy_id"
 REFUSED_ERRORS = ("AuthorizationDenied", "GateError")
 """A gated span that ends with one of these, and started nothing, did not execute."""
+
+_KIND_NAMES = {k: k.name for k in SpanKind}
+_STATUS_NAMES = {s: s.name for s in StatusCode}
+_START_KINDS = {
+    "workflow": EventKind.WORKFLOW_STARTED,
+    "execution": EventKind.EXECUTION_STARTED,
+    "access": EventKind.RESOURCE_ACCESS,
+}
+
+
+class BridgeMetrics(Protocol):
+    """Where the bridge reports its failure counts: ``infra.metrics.LineageMetrics`` fits."""
+
+    def observe_bridge(self, failures: dict[str, int]) -> None:
+        """Bring the reported counts up to ``failures`` (cumulative, by reason)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +112,7 @@ class BridgeReport:
         return self.failed == 0 and (self.delivery is None or self.delivery.ok)
 
 
-@dataclass
+@dataclass(slots=True)
 class _SpanState:
     trace_id: int
     span_id: int
@@ -117,16 +134,23 @@ class _SpanState:
     gate_finished: bool = False
 
     start_keys: frozenset[str] = frozenset()
+    trace_hex: str = ""
+    span_hex: str = ""
+    traceparent: str = ""
     start_id: str = ""
     end_id: str = ""
 
     def __post_init__(self) -> None:
-        self.start_id = event_id_for(self.trace_id, self.span_id, "start")
-        self.end_id = event_id_for(self.trace_id, self.span_id, "end")
+        self.trace_hex = f"{self.trace_id:032x}"
+        self.span_hex = f"{self.span_id:016x}"
+        self.traceparent = f"00-{self.trace_hex}-{self.span_hex}-01"
+        name = f"{self.trace_hex}-{self.span_hex}-".encode()
+        self.start_id = _uuid5(name + b"start")
+        self.end_id = _uuid5(name + b"end")
 
     @property
     def trace(self) -> TraceContext:
-        return TraceContext(f"{self.trace_id:032x}", f"{self.span_id:016x}")
+        return TraceContext(self.trace_hex, self.span_hex)
 
     def auth_for_children(self) -> tuple[str, str] | None:
         if self.authorization_id is not None and self.decision is Decision.ALLOW:
@@ -141,16 +165,20 @@ def event_id_for(trace_id: int, span_id: int, role: str) -> str:
     names its parent's event even when the parent ends (and is exported) later or elsewhere.
     Equal to ``uuid.uuid5(OTEL_NAMESPACE, "<trace hex>-<span hex>-<role>")``.
     """
-    name = f"{trace_id:032x}-{span_id:016x}-{role}".encode()
-    h = bytearray(hashlib.sha1(_NS_BYTES + name, usedforsecurity=False).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50
-    h[8] = (h[8] & 0x3F) | 0x80
-    x = h.hex()
+    return _uuid5(f"{trace_id:032x}-{span_id:016x}-{role}".encode())
+
+
+def _uuid5(name: bytes) -> str:
+    h = _NS_SHA1.copy()
+    h.update(name)
+    x = f"{int.from_bytes(h.digest()[:16]) & _UUID_CLEAR | _UUID_SET:032x}"
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def _clip(text: str, limit: int) -> tuple[str, bool]:
     """``text`` cut to at most ``limit`` UTF-8 bytes, marked with a digest of the whole."""
+    if len(text) * 4 <= limit:  # short enough whatever its characters: no need to encode
+        return text, False
     data = text.encode("utf-8")
     if len(data) <= limit:
         return text, False
@@ -176,6 +204,12 @@ def _digest(attrs: Mapping[str, Any], keys: Sequence[str]) -> str | None:
     return None
 
 
+def _attrs(span: ReadableSpan) -> dict[str, Any]:
+    """One copy of the span's attributes (each read of the SDK's mapping is a Python call)."""
+    a = span.attributes
+    return dict(a) if a else {}
+
+
 def _host_of(url: str) -> str | None:
     from urllib.parse import urlsplit
 
@@ -191,7 +225,8 @@ class LineageSpanProcessor(SpanProcessor):
     Each span's events get ids derived from its trace and span ids. A span's start event is
     emitted when first needed (a child starts, the gate runs in it, or it ends), so a gate
     decision taken inside the span is recorded before the execution that relies on it.
-    Nothing raised here reaches the application: failures are counted in ``stats``.
+    Nothing raised here reaches the application: failures are counted in ``stats`` and, given
+    ``metrics`` (e.g. ``infra.metrics.LineageMetrics``), reported through it as they change.
     """
 
     def __init__(
@@ -201,8 +236,10 @@ class LineageSpanProcessor(SpanProcessor):
         mapping: OtelMapping | None = None,
         owns_emitter: bool = False,
         max_tracked: int = 10_000,
+        metrics: BridgeMetrics | None = None,
     ) -> None:
         self.emitter = emitter
+        self.metrics = metrics
         self.mapping = mapping or OtelMapping()
         self.owns_emitter = owns_emitter
         self.max_tracked = max_tracked
@@ -219,13 +256,14 @@ class LineageSpanProcessor(SpanProcessor):
         try:
             with self._lock:
                 self.stats.spans += 1
-                state = self._state_for(span, parent_context)
+                parent_ctx = span.parent
+                parent = self._known(parent_ctx.span_id) if parent_ctx is not None else None
+                state = self._state_for(span, _attrs(span), parent, parent_context)
                 state.span = span
                 self._live[state.span_id] = state
-                parent = self._known(span.parent.span_id) if span.parent is not None else None
                 if parent is not None and not parent.started and parent.span is not None:
                     parent.forced = True
-                    self._emit_start(parent, parent.span)
+                    self._emit_start(parent, parent.span, _attrs(parent.span))
         except Exception as exc:  # the application must never see the bridge fail
             self._failed("on_start", exc)
 
@@ -235,12 +273,15 @@ class LineageSpanProcessor(SpanProcessor):
                 ctx = span.context
                 if ctx is None:
                     return
+                attrs = _attrs(span)
                 state = self._live.pop(ctx.span_id, None)
                 if state is None:  # started before this processor was added
                     self.stats.spans += 1
-                    state = self._state_for(span, None)
+                    parent_ctx = span.parent
+                    parent = self._known(parent_ctx.span_id) if parent_ctx is not None else None
+                    state = self._state_for(span, attrs, parent, None)
                 self._remember(state)
-                self._finish(state, span)
+                self._finish(state, span, attrs)
         except Exception as exc:
             self._failed("on_end", exc)
 
@@ -255,6 +296,7 @@ class LineageSpanProcessor(SpanProcessor):
             except Exception as again:
                 self._failed("flush", again)
             return False
+        self._observe()
         return self.report().ok
 
     def shutdown(self) -> None:
@@ -330,13 +372,17 @@ class LineageSpanProcessor(SpanProcessor):
         while len(self._ended) > self.max_tracked:
             self._ended.popitem(last=False)
 
-    def _state_for(self, span: ReadableSpan, parent_context: Context | None) -> _SpanState:
+    def _state_for(
+        self,
+        span: ReadableSpan,
+        attrs: Mapping[str, Any],
+        parent: _SpanState | None,
+        parent_context: Context | None,
+    ) -> _SpanState:
         m = self.mapping
         ctx = span.context
         assert ctx is not None
-        attrs: Mapping[str, Any] = dict(span.attributes or {})
         parent_ctx = span.parent
-        parent = self._known(parent_ctx.span_id) if parent_ctx is not None else None
         wf_attr = None
         if m.workflow_attribute:
             wf_attr = attrs.get(m.workflow_attribute)
@@ -362,15 +408,13 @@ class LineageSpanProcessor(SpanProcessor):
             else (parent.agent_id if parent is not None else None)
         )
         principal_attr = next((attrs[k] for k in m.principal_attributes if k in attrs), None)
-        service = span.resource.attributes.get("service.name") if span.resource else None
-        principal = _clip(
-            str(principal_attr)
-            if principal_attr
-            else (parent.principal if parent is not None else None)
-            or agent
-            or str(service or "unknown"),
-            m.max_id_bytes,
-        )[0]
+        if principal_attr:
+            principal = _clip(str(principal_attr), m.max_id_bytes)[0]
+        else:
+            principal = (parent.principal if parent is not None else None) or agent or ""
+            if not principal:
+                service = span.resource.attributes.get("service.name") if span.resource else None
+                principal = _clip(str(service or "unknown"), m.max_id_bytes)[0]
         inherited_auth = parent.auth_for_children() if parent is not None else None
         resource = self._resource(attrs, op)
         if new_workflow:
@@ -476,52 +520,56 @@ class LineageSpanProcessor(SpanProcessor):
         self,
         span: ReadableSpan,
         state: _SpanState,
+        attrs: Mapping[str, Any],
         extra: Mapping[str, str],
         skip: frozenset[str] = frozenset(),
     ) -> dict[str, str]:
         """Fixed keys first, then the span's other attributes (not in ``skip``), within the limits."""
         m = self.mapping
-        out: dict[str, str] = {}
-        budget = m.max_attribute_bytes
-        room = m.max_attributes - 1  # one slot kept for the truncation count
-        dropped = 0
-
-        limit = m.max_value_bytes
+        fixed = {
+            "otel.span_name": span.name,
+            "otel.span_kind": _KIND_NAMES.get(span.kind, "INTERNAL"),
+            "traceparent": state.traceparent,
+            **extra,
+        }
+        if OP in attrs:
+            fixed[OP] = _text(attrs[OP])
         excluded = self._EXCLUDED
-
-        def put(key: str, value: Any) -> None:
-            nonlocal budget, room, dropped
+        pairs: list[tuple[str, Any]] = list(fixed.items())
+        pairs += [
+            (k, v)
+            for k, v in attrs.items()
+            if k not in excluded and k not in fixed and k not in skip
+        ]
+        budget = m.max_attribute_bytes - 64
+        room = m.max_attributes - 1  # one slot kept for the truncation count
+        limit = m.max_value_bytes
+        if len(pairs) <= room:  # the usual span: within every bound even at 4 bytes a character
+            out = {k: v if type(v) is str else _text(v) for k, v in pairs}
+            keys, values = map(len, out), list(map(len, out.values()))
+            if (
+                max(keys) <= 32
+                and max(values) * 4 <= limit
+                and (sum(map(len, out)) + sum(values)) * 4 <= budget
+            ):
+                return out
+        out = {}
+        dropped = 0
+        for key, value in pairs:
             k = key if len(key) <= 32 else _clip(key, 128)[0]
-            v = value if isinstance(value, str) else _text(value)
-            vb = v.encode()
-            if len(vb) > limit:
-                v, _ = _clip(v, limit)
-                vb = v.encode()
+            v = value if type(value) is str else _text(value)
+            n = len(v) if v.isascii() else len(v.encode())
+            if n > limit:
+                v = _clip(v, limit)[0]
+                n = len(v.encode())
                 dropped += 1
-            size = len(k) + len(vb) if k.isascii() else len(k.encode()) + len(vb)
-            if room <= 0 or size > budget - 64:
+            size = (len(k) if k.isascii() else len(k.encode())) + n
+            if room <= 0 or size > budget:
                 dropped += 1
-                return
+                continue
             out[k] = v
             budget -= size
             room -= 1
-
-        tc = state.trace
-        fixed = {
-            "otel.span_name": span.name,
-            "otel.span_kind": span.kind.name if span.kind is not None else "INTERNAL",
-            "traceparent": tc.traceparent,
-            **extra,
-        }
-        attrs = dict(span.attributes or {})
-        if OP in attrs:
-            fixed[OP] = _text(attrs[OP])
-        for key, text in fixed.items():
-            put(key, text)
-        for key, value in attrs.items():
-            if key in excluded or key in fixed or key in skip:
-                continue
-            put(key, value)
         if dropped:
             out["lineage.otel.truncated"] = str(dropped)
             self.stats.truncated_attributes += dropped
@@ -529,13 +577,16 @@ class LineageSpanProcessor(SpanProcessor):
 
     # -- emitting --------------------------------------------------------
 
-    def _emit(self, state: _SpanState, span: ReadableSpan, **fields: Any) -> None:
-        attrs: Mapping[str, Any] = dict(span.attributes or {})
-        model = attrs.get("gen_ai.request.model") or attrs.get("gen_ai.response.model")
+    def _emit(
+        self, state: _SpanState, attrs: Mapping[str, Any], kind: EventKind, **fields: Any
+    ) -> None:
+        model = attrs.get("gen_ai.request.model")
         response_model = attrs.get("gen_ai.response.model")
+        model = model or response_model
         try:
             self.emitter.emit(
                 workflow_id=state.workflow_id,
+                kind=kind,
                 principal=state.principal,
                 agent_id=state.agent_id,
                 resource=state.resource,
@@ -543,22 +594,16 @@ class LineageSpanProcessor(SpanProcessor):
                 model_version=str(response_model)
                 if response_model and response_model != model
                 else None,
-                trace_id=f"{state.trace_id:032x}",
-                span_id=f"{state.span_id:016x}",
+                trace_id=state.trace_hex,
+                span_id=state.span_hex,
                 **fields,
             )
             self.stats.events += 1
         except Exception as exc:
             self._failed(type(exc).__name__, exc)
 
-    def _emit_start(self, state: _SpanState, span: ReadableSpan) -> None:
+    def _emit_start(self, state: _SpanState, span: ReadableSpan, attrs: Mapping[str, Any]) -> None:
         state.started = True
-        attrs: Mapping[str, Any] = dict(span.attributes or {})
-        kind = {
-            "workflow": EventKind.WORKFLOW_STARTED,
-            "execution": EventKind.EXECUTION_STARTED,
-            "access": EventKind.RESOURCE_ACCESS,
-        }[state.role]
         auth_id = state.authorization_id
         parent = state.parent_event_id
         if state.role == "execution" and auth_id is not None:
@@ -567,8 +612,8 @@ class LineageSpanProcessor(SpanProcessor):
             auth_id = state.inherited_auth[0]
         self._emit(
             state,
-            span,
-            kind=kind,
+            attrs,
+            _START_KINDS[state.role],
             action=state.action,
             event_id=state.start_id,
             event_time=max(span.start_time or 0, 1000) // 1000,
@@ -577,12 +622,11 @@ class LineageSpanProcessor(SpanProcessor):
             authorization_id=auth_id if state.role != "workflow" else None,
             runtime=self._runtime(span) if state.role != "access" else None,
             input_digest=_digest(attrs, CONTENT_INPUTS),
-            attributes=self._attributes(span, state, {}),
+            attributes=self._attributes(span, state, attrs, {}),
         )
         state.start_keys = frozenset(attrs)
 
-    def _finish(self, state: _SpanState, span: ReadableSpan) -> None:
-        attrs: Mapping[str, Any] = dict(span.attributes or {})
+    def _finish(self, state: _SpanState, span: ReadableSpan, attrs: Mapping[str, Any]) -> None:
         status = span.status.status_code if span.status is not None else StatusCode.UNSET
         error = attrs.get("error.type")
         if error is None and status is StatusCode.ERROR:
@@ -591,7 +635,7 @@ class LineageSpanProcessor(SpanProcessor):
                 {},
             )
             error = exc.get("exception.type") or span.status.description or "error"
-        outcome = {"otel.status": status.name}
+        outcome = {"otel.status": _STATUS_NAMES[status]}
         if error is not None:
             outcome["error.type"] = _text(error)
         refused = (
@@ -606,9 +650,9 @@ class LineageSpanProcessor(SpanProcessor):
         if not state.started:
             if state.role == "access":
                 state.started = True
-                self._emit_start_with(state, span, outcome)
+                self._emit_start_with(state, span, attrs, outcome)
                 return
-            self._emit_start(state, span)
+            self._emit_start(state, span, attrs)
         if state.role == "access":
             return
         if state.role == "workflow":
@@ -621,26 +665,29 @@ class LineageSpanProcessor(SpanProcessor):
             action = state.action
         self._emit(
             state,
-            span,
-            kind=kind,
+            attrs,
+            kind,
             action=action,
             event_id=state.end_id,
             event_time=max(span.end_time or span.start_time or 0, 1000) // 1000,
             parent_event_id=state.start_id,
             authorization_id=state.authorization_id if state.role == "execution" else None,
             output_digest=_digest(attrs, CONTENT_OUTPUTS),
-            attributes=self._attributes(span, state, outcome, skip=state.start_keys),
+            attributes=self._attributes(span, state, attrs, outcome, skip=state.start_keys),
         )
 
     def _emit_start_with(
-        self, state: _SpanState, span: ReadableSpan, outcome: Mapping[str, str]
+        self,
+        state: _SpanState,
+        span: ReadableSpan,
+        attrs: Mapping[str, Any],
+        outcome: Mapping[str, str],
     ) -> None:
         """A resource access that ended before anything needed it: one event, with its outcome."""
-        attrs: Mapping[str, Any] = dict(span.attributes or {})
         self._emit(
             state,
-            span,
-            kind=EventKind.RESOURCE_ACCESS,
+            attrs,
+            EventKind.RESOURCE_ACCESS,
             action=state.action,
             event_id=state.start_id,
             event_time=max(span.start_time or 0, 1000) // 1000,
@@ -648,16 +695,29 @@ class LineageSpanProcessor(SpanProcessor):
             authorization_id=state.inherited_auth[0] if state.inherited_auth else None,
             input_digest=_digest(attrs, CONTENT_INPUTS),
             output_digest=_digest(attrs, CONTENT_OUTPUTS),
-            attributes=self._attributes(span, state, outcome),
+            attributes=self._attributes(span, state, attrs, outcome),
         )
 
     def _failed(self, reason: str, exc: BaseException) -> None:
-        self.stats.failed += 1
-        self.stats.failures[reason] += 1
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        if self.stats.failed == 1 or self.stats.failed % 1000 == 0:
-            log.warning(
-                "lineage bridge could not record a span (%d so far): %s",
-                self.stats.failed,
-                self.stats.last_error,
-            )
+        with self._lock:
+            self.stats.failed += 1
+            self.stats.failures[reason] += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            if self.stats.failed == 1 or self.stats.failed % 1000 == 0:
+                log.warning(
+                    "lineage bridge could not record a span (%d so far): %s",
+                    self.stats.failed,
+                    self.stats.last_error,
+                )
+            self._observe()
+
+    def _observe(self) -> None:
+        """Bring ``metrics`` up to date with the failure counts; never raises."""
+        if self.metrics is None:
+            return
+        with self._lock:
+            failures = dict(self.stats.failures)
+            try:
+                self.metrics.observe_bridge(failures)
+            except Exception as exc:  # metrics must not take the bridge (or the agent) down
+                log.warning("lineage bridge could not report to its metrics: %s", exc)

@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 from openlineage.client import OpenLineageClient
-from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from examples.otel_agent import POLICY_FILE, run_agent
+from examples.otel_agent import POLICY_FILE, TRACER_NAME, run_agent
 from infra.embedded import Broker, create_topics, start_broker
 from lineage.bundle import BundleError, write_bundle
 from lineage.keys import KeyRegistry, Role, Signer
@@ -142,12 +141,13 @@ def test_otel_agent_dag_verifies_and_misbehaviour_matches_sdk(
         provider = TracerProvider(resource=RESOURCE)
         bridge = LineageSpanProcessor(emitter)
         provider.add_span_processor(bridge)
-        trace.set_tracer_provider(provider)
-        assert trace.get_tracer_provider() is provider, "another test set the global provider"
+        tracer = provider.get_tracer(TRACER_NAME)  # not the global provider: other tests own that
         gate = Gate(emitter, p.policy, context=bridge)
 
-        good = "otel-" + run_agent(gate.authorize)
-        bad = "otel-" + run_agent(gate.authorize, misbehaviours=("unauthorized", "after_deny"))
+        good = "otel-" + run_agent(tracer, gate.authorize)
+        bad = "otel-" + run_agent(
+            tracer, gate.authorize, misbehaviours=("unauthorized", "after_deny")
+        )
         sdk = f"wf-sdk-{uuid.uuid4().hex[:8]}"
         sdk_misbehaviour(Gate(emitter, p.policy), tools, sdk)
 

@@ -457,3 +457,90 @@ def test_concurrent_agents_keep_causal_order_per_workflow(setup: Any) -> None:
         assert len(events) == 2 + 20 * 3
         assert_causal(events)
         assert {e.agent_id for e in events} == {events[0].agent_id}
+
+
+def test_values_at_the_bounds_are_kept_or_cut_by_their_utf8_size(setup: Any) -> None:
+    provider, bridge, em = setup
+    tracer = provider.get_tracer("t")
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "execute_tool",
+        "ascii.at_limit": "a" * 512,
+        "ascii.over": "a" * 513,
+        "utf8.under": "é" * 200,  # 400 bytes: kept although 200 characters could be 800 bytes
+        "utf8.over": "é" * 300,  # 600 bytes
+        "k" * 40: "long key",
+    }
+    with tracer.start_as_current_span("root"), tracer.start_as_current_span("t", attributes=attrs):
+        pass
+    start = next(e for e in em.events if e.kind is EventKind.EXECUTION_STARTED)
+    a = start.attributes
+    assert a["ascii.at_limit"] == "a" * 512 and a["utf8.under"] == "é" * 200
+    assert a["k" * 40] == "long key"
+    for key in ("ascii.over", "utf8.over"):
+        assert len(a[key].encode()) <= 512 and "…sha256:" in a[key], key
+    assert a["lineage.otel.truncated"] == "2" and bridge.stats.truncated_attributes == 2
+    short = next(e for e in em.events if e.kind is EventKind.WORKFLOW_STARTED)
+    assert "lineage.otel.truncated" not in short.attributes
+
+
+class RaisingFlushEmitter(RecordingEmitter):
+    def flush(self, timeout: float = 30.0, *, seal: bool = True) -> FlushReport:
+        raise BackpressureTimeout("seal could not be queued")
+
+
+def bridge_failures(metrics: Any) -> dict[str, float]:
+    return {
+        s.labels["reason"]: s.value
+        for family in metrics.registry.collect()
+        if family.name == "lineage_otel_bridge_failed_events"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
+def test_failures_are_reported_through_metrics_as_they_change() -> None:
+    from infra.metrics import LineageMetrics
+
+    metrics = LineageMetrics("agent")
+    em = RaisingFlushEmitter(fail=BackpressureTimeout("local queue full for 30 s"))
+    provider = TracerProvider()
+    bridge = LineageSpanProcessor(em, metrics=metrics)  # type: ignore[arg-type]
+    provider.add_span_processor(bridge)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("root"):
+        pass
+    assert bridge_failures(metrics) == {"BackpressureTimeout": 2}, "reported in the failure path"
+    assert not bridge.force_flush(100)
+    assert bridge_failures(metrics) == {"BackpressureTimeout": 2, "flush": 2}
+    assert not bridge.force_flush(100)
+    assert bridge_failures(metrics) == {"BackpressureTimeout": 2, "flush": 4}
+    assert bridge.report().failures == {"BackpressureTimeout": 2, "flush": 4}
+    provider.shutdown()  # its flush fails too: counted and reported, not raised
+    assert bridge_failures(metrics) == {"BackpressureTimeout": 2, "flush": 4, "shutdown": 1}
+
+
+def test_force_flush_reports_counts_and_broken_metrics_never_reach_the_agent() -> None:
+    class Recording:
+        def __init__(self) -> None:
+            self.seen: list[dict[str, int]] = []
+
+        def observe_bridge(self, failures: dict[str, int]) -> None:
+            self.seen.append(failures)
+
+    class Broken:
+        def observe_bridge(self, failures: dict[str, int]) -> None:
+            raise RuntimeError("registry gone")
+
+    rec = Recording()
+    bridge = LineageSpanProcessor(RecordingEmitter(), metrics=rec)  # type: ignore[arg-type]
+    assert bridge.force_flush(100) and rec.seen == [{}]
+
+    em = RecordingEmitter(fail=BackpressureTimeout("full"))
+    provider = TracerProvider()
+    broken = LineageSpanProcessor(em, metrics=Broken())  # type: ignore[arg-type]
+    provider.add_span_processor(broken)
+    with provider.get_tracer("t").start_as_current_span("root"):
+        pass  # the agent goes on
+    assert broken.report().failures == {"BackpressureTimeout": 2}
+    assert not broken.force_flush(100)
+    provider.shutdown()
