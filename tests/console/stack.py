@@ -7,6 +7,8 @@ one data path per process, so the stack uses the session's chDB client with a da
 from __future__ import annotations
 
 import contextlib
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -125,6 +127,16 @@ class ConsoleStack:
         if self.worker is not None:
             stop_process(self.worker)
         self.broker.stop()
+
+
+def interrupt(proc: subprocess.Popen[Any], timeout: float = 60) -> None:
+    """Stop a ``lineage up`` child as Ctrl-C does; kill it if it has not stopped in ``timeout``."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def start_stack(client: Any, data_dir: Path) -> ConsoleStack:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.metrics import LineageMetrics, metric_names
-from tests.console.stack import wait_for
+from tests.console.stack import interrupt, wait_for
 
 pytestmark = pytest.mark.integration
 DEFINED = metric_names(LineageMetrics("names"))
@@ -115,9 +114,4 @@ def test_lineage_up_serves_web_and_processor_metrics_on_consecutive_ports(tmp_pa
         lag = [s for s in _scrape(port) if s.name == "lineage_consumer_lag_records"]
         assert {s.labels["group"] for s in lag} == {"lineage-processor", "lineage-sink"}, lag
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        interrupt(proc)

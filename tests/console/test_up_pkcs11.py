@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.console.stack import wait_for
+from tests.console.stack import interrupt, wait_for
 from tests.support.softhsm import init_token
 
 pytestmark = pytest.mark.integration
@@ -83,10 +82,5 @@ def test_lineage_up_keeps_every_key_in_the_token(
             f"the scenario chained (log: {log.read_text()[-2000:]})",
         )
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        interrupt(proc)
     assert proc.returncode == 0, log.read_text()[-3000:]
